@@ -1,0 +1,142 @@
+package oauth
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"time"
+)
+
+// Client requests tokens from a token endpoint. The zero value is ready to use; its fields are
+// the knobs tests shrink.
+type Client struct {
+	// HTTP sends the request. Nil means a client with a 30 s timeout. Redirects are never followed,
+	// whatever this client's CheckRedirect says: a 3xx is an error.
+	HTTP *http.Client
+	// MaxBody caps the response body read, in bytes; 0 means 64 KiB. A longer body is an error.
+	MaxBody int64
+	// Lifetimes bound expires_in; zero fields mean 2 hours (Default) and 24 hours (Max).
+	Lifetimes Lifetimes
+	// UserAgent is sent as User-Agent when set.
+	UserAgent string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Token makes one request to the token endpoint at tokenURL and returns the token it grants.
+//
+// Errors: a *Error for any HTTP response that is not a complete token (an RFC 6749 §5.2 error,
+// a non-JSON body, a redirect, an oversized body); otherwise the transport error, wrapped.
+// No error text contains a secret, code or token.
+func (c *Client) Token(ctx context.Context, tokenURL string, r Request) (*Token, error) {
+	fields, err := r.body()
+	if err != nil {
+		return nil, err
+	}
+	body, err := json.Marshal(fields)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tokenURL, bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("token endpoint request: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	if c.UserAgent != "" {
+		req.Header.Set("User-Agent", c.UserAgent)
+	}
+
+	sent := c.now()
+	resp, err := c.httpClient().Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("token endpoint: %w", err)
+	}
+	defer resp.Body.Close()
+	limit := c.MaxBody
+	if limit <= 0 {
+		limit = 64 << 10
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("token endpoint: HTTP %d: read body: %w", resp.StatusCode, err)
+	}
+	e := &Error{Status: resp.StatusCode, ContentType: resp.Header.Get("Content-Type")}
+	switch {
+	case int64(len(data)) > limit:
+		e.Reason = fmt.Sprintf("body longer than %d bytes", limit)
+		return nil, e
+	case resp.StatusCode >= 300 && resp.StatusCode < 400:
+		e.Reason = "redirect not followed"
+		return nil, e
+	case resp.StatusCode < 200 || resp.StatusCode >= 300:
+		return nil, errorResponse(e, data)
+	case !isJSON(e.ContentType):
+		e.Reason = "success response is not JSON"
+		e.Snippet = Redact(string(data), 120)
+		return nil, e
+	}
+	tok, err := parseToken(data, sent, c.lifetimes())
+	if err != nil {
+		var oe *Error
+		if errors.As(err, &oe) {
+			oe.Status, oe.ContentType = e.Status, e.ContentType
+			return nil, oe
+		}
+		e.Reason = "malformed token response: " + err.Error()
+		return nil, e
+	}
+	return tok, nil
+}
+
+// errorResponse fills e from an RFC 6749 §5.2 body, or with a redacted snippet of any other body.
+func errorResponse(e *Error, data []byte) error {
+	var r response
+	if isJSON(e.ContentType) && json.Unmarshal(data, &r) == nil {
+		if code, ok := jsonString(r.Error); ok && code != "" {
+			e.Code = Redact(code, 64)
+			desc, _ := jsonString(r.Description)
+			e.Description = Redact(desc, 200)
+			return e
+		}
+	}
+	e.Snippet = Redact(string(data), 120)
+	return e
+}
+
+func isJSON(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && (mt == "application/json" || (len(mt) > 5 && mt[len(mt)-5:] == "+json"))
+}
+
+func (c *Client) httpClient() *http.Client {
+	hc := http.Client{Timeout: 30 * time.Second}
+	if c.HTTP != nil {
+		hc = *c.HTTP
+	}
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &hc
+}
+
+func (c *Client) lifetimes() Lifetimes {
+	l := c.Lifetimes
+	if l.Default <= 0 {
+		l.Default = 2 * time.Hour
+	}
+	if l.Max <= 0 {
+		l.Max = 24 * time.Hour
+	}
+	return l
+}
+
+func (c *Client) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}

@@ -1,0 +1,146 @@
+package oauth
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Token is a successful token response (RFC 6749 §5.1), checked and normalised.
+type Token struct {
+	// AccessToken is the access token; never empty.
+	AccessToken string
+	// TokenType is always "Bearer": a response of any other type is rejected (RFC 6749 §7.1),
+	// and "bearer" in another case is accepted as the same type (RFC 6750 §4 is case-insensitive).
+	TokenType string
+	// RefreshToken is the new refresh token, or empty when the response carried none
+	// (client_credentials never does; a refresh response without one keeps the stored one).
+	RefreshToken string
+	// Scope is the granted scope, space-separated; empty when the response omitted it, which per
+	// RFC 6749 §5.1 means the scope requested.
+	Scope string
+	// ExpiresAt is the UTC instant the access token stops working, computed from the response's
+	// expires_in (RFC 6749 §5.1) counted from when the request was sent, so never later than the
+	// server meant.
+	ExpiresAt time.Time
+}
+
+// response is the wire shape; fields are raw so that types other than documented can be judged
+// one by one.
+type response struct {
+	AccessToken  json.RawMessage `json:"access_token"`
+	TokenType    json.RawMessage `json:"token_type"`
+	ExpiresIn    json.RawMessage `json:"expires_in"`
+	RefreshToken json.RawMessage `json:"refresh_token"`
+	Scope        json.RawMessage `json:"scope"`
+	Error        json.RawMessage `json:"error"`
+	Description  json.RawMessage `json:"error_description"`
+}
+
+// Lifetimes bound what the client believes about expires_in.
+type Lifetimes struct {
+	// Default is assumed when a response omits expires_in: Stora documents 2 hours.
+	Default time.Duration
+	// Max caps any expires_in. A larger value that reads as a Unix time within Max from now (the
+	// Stora contract's refresh example sends created_at + 7200 there) is taken as the expiry
+	// instant; any other larger value is replaced by Default.
+	Max time.Duration
+}
+
+// parseToken turns a 2xx JSON body into a Token. sent is when the request was sent.
+// It returns a *Error (Reason set) when the body is not a complete, plausible token response.
+func parseToken(body []byte, sent time.Time, life Lifetimes) (*Token, error) {
+	var r response
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if err := dec.Decode(&r); err != nil {
+		return nil, fmt.Errorf("body is not a JSON object")
+	}
+	if !isNull(r.Error) {
+		code, _ := jsonString(r.Error)
+		desc, _ := jsonString(r.Description)
+		return nil, &Error{Code: code, Description: Redact(desc, 200), Reason: "error member in a success response"}
+	}
+	var t Token
+	var ok bool
+	if t.AccessToken, ok = jsonString(r.AccessToken); !ok || t.AccessToken == "" {
+		return nil, fmt.Errorf("access_token missing or not a non-empty string")
+	}
+	tt, ok := jsonString(r.TokenType)
+	if !ok || !strings.EqualFold(tt, "bearer") {
+		return nil, fmt.Errorf("token_type %q is not Bearer", Redact(tt, 20))
+	}
+	t.TokenType = "Bearer"
+	if !isNull(r.RefreshToken) {
+		if t.RefreshToken, ok = jsonString(r.RefreshToken); !ok {
+			return nil, fmt.Errorf("refresh_token is not a string")
+		}
+	}
+	if !isNull(r.Scope) {
+		if t.Scope, ok = jsonScope(r.Scope); !ok {
+			return nil, fmt.Errorf("scope is not a string")
+		}
+	}
+	expiresAt, err := expiry(r.ExpiresIn, sent, life)
+	if err != nil {
+		return nil, err
+	}
+	t.ExpiresAt = expiresAt
+	return &t, nil
+}
+
+// expiry computes the UTC expiry instant from a raw expires_in.
+func expiry(raw json.RawMessage, sent time.Time, life Lifetimes) (time.Time, error) {
+	sent = sent.UTC()
+	if isNull(raw) {
+		return sent.Add(life.Default), nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		s = string(raw) // a JSON number
+	}
+	n, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("expires_in is not a number")
+	}
+	secs := int64(n) // a fraction of a second is dropped, never rounded up
+	switch {
+	case secs <= 0:
+		return time.Time{}, fmt.Errorf("expires_in %d: the token is already expired", secs)
+	case time.Duration(secs)*time.Second <= life.Max:
+		return sent.Add(time.Duration(secs) * time.Second), nil
+	}
+	// Larger than any plausible lifetime: an absolute Unix time in the near future is read as the
+	// expiry instant; anything else says nothing usable, so the documented default applies.
+	if at := time.Unix(secs, 0).UTC(); at.After(sent) && at.Sub(sent) <= life.Max {
+		return at, nil
+	}
+	return sent.Add(min(life.Default, life.Max)), nil
+}
+
+func isNull(raw json.RawMessage) bool {
+	return len(raw) == 0 || string(raw) == "null"
+}
+
+func jsonString(raw json.RawMessage) (string, bool) {
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// jsonScope accepts the RFC 6749 §3.3 string, and an array of strings, which some servers send.
+func jsonScope(raw json.RawMessage) (string, bool) {
+	if s, ok := jsonString(raw); ok {
+		return strings.Join(strings.Fields(s), " "), true
+	}
+	var list []string
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return "", false
+	}
+	return strings.Join(list, " "), true
+}
