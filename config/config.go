@@ -1,0 +1,95 @@
+// Package config loads token-rotator's YAML configuration in one fixed order: defaults, then the
+// file over them (unknown keys rejected), then ${VAR} expansion from the environment, then
+// validation that names the field at fault. Every error carries file:line:column.
+package config
+
+import (
+	"time"
+
+	"github.com/robfig/cron/v3"
+)
+
+// DefaultTokenURL is the Stora Public API token endpoint.
+const DefaultTokenURL = "https://public-api.stora.co/oauth2/token"
+
+// Grants a client may be configured with.
+const (
+	GrantClientCredentials = "client_credentials"
+	GrantAuthorizationCode = "authorization_code"
+)
+
+// Vault auth methods.
+const (
+	AuthToken      = "token"
+	AuthKubernetes = "kubernetes"
+	AuthAppRole    = "approle"
+)
+
+// Config is a loaded, validated configuration.
+type Config struct {
+	// File is the path the configuration was read from.
+	File string
+	// TokenURL is the default token endpoint for clients that name none.
+	TokenURL string
+	// Schedule is the daemon's cron spec as written; Cron is it parsed, in UTC unless the spec
+	// starts with CRON_TZ= or TZ=.
+	Schedule string
+	Cron     cron.Schedule
+	// RenewBefore: an access token with less than this left of its life is rotated.
+	RenewBefore time.Duration
+	Vault       Vault
+	Clients     []Client
+}
+
+// Vault says where the store is and how to log in to it.
+type Vault struct {
+	// Address of the Vault server; empty means VAULT_ADDR, as the vault CLI reads it.
+	Address string
+	Auth    Auth
+	// KVMount is the mount path of the KV secrets engine holding every path below; version 1 or 2
+	// is detected from the mount.
+	KVMount string
+}
+
+// Auth is the Vault auth method and its parameters.
+type Auth struct {
+	Method string // AuthToken, AuthKubernetes or AuthAppRole
+	// TokenFile (token): a file holding the Vault token; empty means VAULT_TOKEN.
+	TokenFile string
+	// Role (kubernetes): the Vault role to log in as.
+	Role string
+	// Mount (kubernetes, approle): the auth method's mount path.
+	Mount string
+	// JWTFile (kubernetes): the service account token file.
+	JWTFile string
+	// RoleID and SecretIDFile (approle).
+	RoleID       string
+	SecretIDFile string
+}
+
+// Client is one OAuth 2 client whose access token the job keeps fresh.
+type Client struct {
+	// Name is unique among clients, of [a-z0-9-_.].
+	Name string
+	// Grant is GrantClientCredentials or GrantAuthorizationCode.
+	Grant string
+	// Scope is space-separated (RFC 6749 §3.3); required for client_credentials, optional on refresh.
+	Scope string
+	// Secret is the KV path holding client_id, client_secret and, for authorization_code,
+	// refresh_token or code + redirect_uri [+ code_verifier].
+	Secret string
+	// Output is the KV path the access token is written to for apps; defaults to Secret.
+	Output string
+	// TokenURL is this client's token endpoint; defaults to Config.TokenURL.
+	TokenURL string
+}
+
+// Client returns the client named name, or nil.
+func (c *Config) Client(name string) *Client {
+	for i := range c.Clients {
+		if c.Clients[i].Name == name {
+			return &c.Clients[i]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,146 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+const valid = `token_url: https://public-api.stora.co/oauth2/token
+schedule: "*/5 * * * *"
+renew_before: 30m
+vault:
+  address: http://127.0.0.1:8200
+  auth: {method: token}
+  kv_mount: secret
+clients:
+  - name: acme
+    grant: client_credentials
+    scope: "public.contact:read public.invoice:read"
+    secret: stora/acme
+    output: stora/acme/token
+  - name: partner
+    grant: authorization_code
+    secret: stora/partner
+`
+
+func TestParseValid(t *testing.T) {
+	c, err := Parse("config.yaml", []byte(valid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RenewBefore != 30*time.Minute || len(c.Clients) != 2 {
+		t.Fatalf("config %+v", c)
+	}
+	p := c.Client("partner")
+	if p.Output != "stora/partner" || p.TokenURL != DefaultTokenURL {
+		t.Errorf("partner defaults: output %q token_url %q", p.Output, p.TokenURL)
+	}
+	next := c.Cron.Next(time.Date(2026, 1, 1, 10, 2, 0, 0, time.UTC))
+	if want := time.Date(2026, 1, 1, 10, 5, 0, 0, time.UTC); !next.Equal(want) {
+		t.Errorf("next run %v, want %v (UTC)", next, want)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Parse("c.yaml", []byte("clients:\n  - {name: a, grant: authorization_code, secret: s}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TokenURL != DefaultTokenURL || c.Schedule != "*/5 * * * *" || c.RenewBefore != 30*time.Minute ||
+		c.Vault.KVMount != "secret" || c.Vault.Auth.Method != AuthToken {
+		t.Errorf("defaults %+v", c)
+	}
+}
+
+func TestScheduleZone(t *testing.T) {
+	c, err := Parse("c.yaml", []byte("schedule: \"CRON_TZ=Europe/London 0 * * * *\"\nrenew_before: 90m\nclients:\n  - {name: a, grant: authorization_code, secret: s}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 10:30 UTC in July is 11:30 in London; the next run is 12:00 London = 11:00 UTC.
+	next := c.Cron.Next(time.Date(2026, 7, 1, 10, 30, 0, 0, time.UTC)).UTC()
+	if want := time.Date(2026, 7, 1, 11, 0, 0, 0, time.UTC); !next.Equal(want) {
+		t.Errorf("next %v, want %v", next, want)
+	}
+}
+
+func TestEnvExpansion(t *testing.T) {
+	t.Setenv("TR_TEST_ADDR", "https://vault.internal:8200")
+	c, err := Parse("c.yaml", []byte("vault:\n  address: ${TR_TEST_ADDR}\n  kv_mount: ${TR_TEST_UNSET:-kv}\nclients:\n  - {name: a, grant: authorization_code, secret: s}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Vault.Address != "https://vault.internal:8200" || c.Vault.KVMount != "kv" {
+		t.Errorf("expanded %q %q", c.Vault.Address, c.Vault.KVMount)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	client := "clients:\n  - name: a\n    grant: client_credentials\n    scope: public.contact:read\n    secret: s\n"
+	for _, tc := range []struct {
+		name, yaml string
+		want       string // substring of the error, including file:line:column
+	}{
+		{"unknown key", "renew_before: 30m\nrenew_befor: 1h\n" + client, `c.yaml:2:1: unknown field "renew_befor"`},
+		{"unknown nested key", client + "    outputs: x\n", `c.yaml:6:5: unknown field "outputs"`},
+		{"bad cron", "schedule: \"61 * * * *\"\n" + client, "c.yaml:1:11: schedule: not a cron schedule"},
+		{"zone without schedule", "schedule: \"CRON_TZ=UTC\"\n" + client, "c.yaml:1:11: schedule:"},
+		{"bad duration", "renew_before: 30 minutes\n" + client, `c.yaml:1:15: renew_before: not a duration`},
+		{"negative duration", "renew_before: -5m\n" + client, "renew_before: must be positive"},
+		{"renew_before shorter than the schedule gap", "schedule: \"0 * * * *\"\nrenew_before: 30m\n" + client, "c.yaml:2:15: renew_before: 30m0s is shorter than the 1h0m0s between two scheduled runs"},
+		{"weekday schedule has a weekend gap", "schedule: \"*/5 * * * 1-5\"\nrenew_before: 2h\n" + client, "shorter than the 48h5m0s between"},
+		{"@every gap", "schedule: \"@every 2h\"\nrenew_before: 1h\n" + client, "shorter than the 2h0m0s"},
+		{"duplicate names", client + "  - {name: a, grant: authorization_code, secret: t}\n", `c.yaml:6:12: clients[1].name: duplicate client name "a"`},
+		{"bad name", "clients:\n  - {name: Acme Corp, grant: authorization_code, secret: t}\n", `clients[0].name: "Acme Corp" may hold only`},
+		{"unknown grant", "clients:\n  - name: a\n    grant: password\n    secret: s\n", `c.yaml:3:12: clients[0].grant: unknown grant "password"`},
+		{"missing grant", "clients:\n  - name: a\n    secret: s\n", `c.yaml:2:5: clients[0].grant: required`},
+		{"missing secret path", "clients:\n  - name: a\n    grant: authorization_code\n", `c.yaml:2:5: clients[0].secret: required`},
+		{"client_credentials without scope", "clients:\n  - name: a\n    grant: client_credentials\n    secret: s\n", "clients[0].scope: required"},
+		{"http token_url not loopback", "token_url: http://public-api.stora.co/oauth2/token\n" + client, "c.yaml:1:12: token_url: \"http://public-api.stora.co/oauth2/token\": http is allowed only to a loopback address"},
+		{"http client token_url not loopback", client + "    token_url: http://10.0.0.1/oauth2/token\n", "clients[0].token_url:"},
+		{"ftp token_url", "token_url: ftp://x/\n" + client, "scheme must be https"},
+		{"no clients", "renew_before: 30m\n", "clients: at least one client is required"},
+		{"unknown auth method", "vault:\n  auth: {method: userpass}\n" + client, `c.yaml:2:18: vault.auth.method: unknown auth method "userpass"`},
+		{"kubernetes without role", "vault:\n  auth: {method: kubernetes}\n" + client, "vault.auth.role: required"},
+		{"approle without secret_id_file", "vault:\n  auth: {method: approle, role_id: r}\n" + client, "vault.auth.secret_id_file: required"},
+		{"unset environment variable", "vault:\n  address: ${TR_TEST_SURELY_UNSET}\n" + client, "c.yaml:2:12: environment variable TR_TEST_SURELY_UNSET is not set"},
+		{"wrong type", "renew_before: [1, 2]\n" + client, "c.yaml:1:15:"},
+		{"clients not a list", "clients: acme\n", "c.yaml:1:10:"},
+		{"empty file", "", "c.yaml: the file is empty"},
+		{"only a comment", "# nothing\n", "c.yaml: the file is empty"},
+		{"two documents", client + "---\n" + client, "c.yaml:7:1: more than one YAML document"},
+		{"a list at the top", "- a\n- b\n", "c.yaml:1:1: the top level must be a mapping"},
+		{"syntax error", "clients: [\n", "c.yaml:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("c.yaml", []byte(tc.yaml))
+			if err == nil {
+				t.Fatalf("no error, want %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error\n  %v\nwant it to contain\n  %s", err, tc.want)
+			}
+			var ce *Error
+			var ces Errors
+			if !errors.As(err, &ce) && !errors.As(err, &ces) {
+				t.Errorf("error is %T, want *Error or Errors", err)
+			}
+		})
+	}
+}
+
+func TestSeveralErrorsReportedTogether(t *testing.T) {
+	_, err := Parse("c.yaml", []byte("renew_before: nope\nclients:\n  - {name: a, grant: x, secret: s}\n"))
+	var es Errors
+	if !errors.As(err, &es) || len(es) != 2 {
+		t.Fatalf("error %v, want two errors", err)
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	if _, err := Load("/nonexistent/config.yaml"); err == nil || !strings.Contains(err.Error(), "/nonexistent/config.yaml") {
+		t.Errorf("error %v", err)
+	}
+}

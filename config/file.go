@@ -1,0 +1,49 @@
+package config
+
+// file is the YAML shape: every key a user may write, with strings where parsing happens later so
+// that a bad value is reported with the field's position.
+type file struct {
+	TokenURL    string       `yaml:"token_url"`
+	Schedule    string       `yaml:"schedule"`
+	RenewBefore string       `yaml:"renew_before"`
+	Vault       fileVault    `yaml:"vault"`
+	Clients     []fileClient `yaml:"clients"`
+}
+
+type fileVault struct {
+	Address string   `yaml:"address"`
+	Auth    fileAuth `yaml:"auth"`
+	KVMount string   `yaml:"kv_mount"`
+}
+
+type fileAuth struct {
+	Method       string `yaml:"method"`
+	TokenFile    string `yaml:"token_file"`
+	Role         string `yaml:"role"`
+	Mount        string `yaml:"mount"`
+	JWTFile      string `yaml:"jwt_file"`
+	RoleID       string `yaml:"role_id"`
+	SecretIDFile string `yaml:"secret_id_file"`
+}
+
+type fileClient struct {
+	Name     string `yaml:"name"`
+	Grant    string `yaml:"grant"`
+	Scope    string `yaml:"scope"`
+	Secret   string `yaml:"secret"`
+	Output   string `yaml:"output"`
+	TokenURL string `yaml:"token_url"`
+}
+
+// defaults are the values a key takes when the file leaves it out.
+func defaults() file {
+	return file{
+		TokenURL:    DefaultTokenURL,
+		Schedule:    "*/5 * * * *",
+		RenewBefore: "30m",
+		Vault: fileVault{
+			Auth:    fileAuth{Method: AuthToken},
+			KVMount: "secret",
+		},
+	}
+}

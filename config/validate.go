@@ -1,0 +1,143 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+)
+
+var clientName = regexp.MustCompile(`^[a-z0-9_.-]+$`)
+
+// resolve turns the decoded file into a Config, checking every field. Errors carry the field's
+// path; Load adds the position.
+func (f *file) resolve() (*Config, Errors) {
+	var errs Errors
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, &Error{Field: field, Msg: fmt.Sprintf(format, args...)})
+	}
+	c := &Config{
+		TokenURL: f.TokenURL,
+		Schedule: f.Schedule,
+		Vault: Vault{
+			Address: f.Vault.Address,
+			KVMount: strings.Trim(f.Vault.KVMount, "/"),
+			Auth:    Auth(f.Vault.Auth),
+		},
+	}
+	if err := checkTokenURL(c.TokenURL); err != nil {
+		bad("token_url", "%v", err)
+	}
+	var err error
+	if c.Cron, err = parseSchedule(f.Schedule); err != nil {
+		bad("schedule", "not a cron schedule: %v", err)
+	}
+	if c.RenewBefore, err = time.ParseDuration(f.RenewBefore); err != nil {
+		bad("renew_before", "not a duration such as 30m or 1h: %q", f.RenewBefore)
+	} else if c.RenewBefore <= 0 {
+		bad("renew_before", "must be positive")
+	} else if c.Cron != nil {
+		if gap := maxGap(c.Cron, time.Now()); gap > c.RenewBefore {
+			bad("renew_before", "%v is shorter than the %v between two scheduled runs: a token could expire between runs", c.RenewBefore, gap)
+		}
+	}
+	if c.Vault.KVMount == "" {
+		bad("vault.kv_mount", "must not be empty")
+	}
+	a := &c.Vault.Auth
+	switch a.Method {
+	case AuthToken:
+	case AuthKubernetes:
+		if a.Role == "" {
+			bad("vault.auth.role", "required for the kubernetes auth method")
+		}
+		a.Mount = defaultString(a.Mount, "kubernetes")
+		a.JWTFile = defaultString(a.JWTFile, "/var/run/secrets/kubernetes.io/serviceaccount/token")
+	case AuthAppRole:
+		if a.RoleID == "" {
+			bad("vault.auth.role_id", "required for the approle auth method")
+		}
+		if a.SecretIDFile == "" {
+			bad("vault.auth.secret_id_file", "required for the approle auth method")
+		}
+		a.Mount = defaultString(a.Mount, "approle")
+	default:
+		bad("vault.auth.method", "unknown auth method %q (want token, kubernetes or approle)", a.Method)
+	}
+
+	if len(f.Clients) == 0 {
+		bad("clients", "at least one client is required")
+	}
+	seen := map[string]bool{}
+	for i, fc := range f.Clients {
+		field := func(name string) string { return fmt.Sprintf("clients[%d].%s", i, name) }
+		cl := Client{
+			Name:     fc.Name,
+			Grant:    fc.Grant,
+			Scope:    strings.Join(strings.Fields(fc.Scope), " "),
+			Secret:   strings.Trim(fc.Secret, "/"),
+			Output:   strings.Trim(fc.Output, "/"),
+			TokenURL: defaultString(fc.TokenURL, c.TokenURL),
+		}
+		switch {
+		case cl.Name == "":
+			bad(field("name"), "required")
+		case !clientName.MatchString(cl.Name):
+			bad(field("name"), "%q may hold only a-z, 0-9, '-', '_' and '.'", cl.Name)
+		case seen[cl.Name]:
+			bad(field("name"), "duplicate client name %q", cl.Name)
+		}
+		seen[cl.Name] = true
+		switch cl.Grant {
+		case GrantClientCredentials:
+			if cl.Scope == "" {
+				bad(field("scope"), "required for the client_credentials grant")
+			}
+		case GrantAuthorizationCode:
+		case "":
+			bad(field("grant"), "required (client_credentials or authorization_code)")
+		default:
+			bad(field("grant"), "unknown grant %q (want client_credentials or authorization_code)", cl.Grant)
+		}
+		if cl.Secret == "" {
+			bad(field("secret"), "required: the KV path holding client_id and client_secret")
+		}
+		cl.Output = defaultString(cl.Output, cl.Secret)
+		if fc.TokenURL != "" {
+			if err := checkTokenURL(fc.TokenURL); err != nil {
+				bad(field("token_url"), "%v", err)
+			}
+		}
+		c.Clients = append(c.Clients, cl)
+	}
+	return c, errs
+}
+
+// checkTokenURL accepts https URLs, and http only to a loopback host.
+func checkTokenURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("%q is not an absolute URL", s)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		host := u.Hostname()
+		if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+			return nil
+		}
+		return fmt.Errorf("%q: http is allowed only to a loopback address; use https", s)
+	default:
+		return fmt.Errorf("%q: scheme must be https", s)
+	}
+}
+
+func defaultString(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
