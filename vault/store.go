@@ -1,0 +1,151 @@
+package vault
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/hashicorp/vault/api"
+
+	"token-rotator/config"
+)
+
+// ErrNotFound is returned by Read when no secret is at the path, or its latest version is deleted
+// or destroyed (KV v2).
+var ErrNotFound = errors.New("secret not found")
+
+// ErrVersionMismatch is returned by Write when check-and-set failed: the secret changed since the
+// version the caller read.
+var ErrVersionMismatch = errors.New("secret changed since it was read (check-and-set)")
+
+// Secret is a KV secret as read.
+type Secret struct {
+	// Data is the secret's key/value data.
+	Data map[string]any
+	// Version is the KV v2 version read; 0 on KV v1 and for a secret that does not exist yet.
+	Version int
+}
+
+// Store reads and writes secrets under one KV mount.
+type Store struct {
+	client  *api.Client
+	mount   string
+	version int // KV engine version: 1 or 2
+}
+
+// Open makes a Vault client from the environment (VAULT_ADDR, VAULT_CACERT, VAULT_TOKEN and the
+// rest, as the vault CLI reads them) overlaid with cfg, logs in, and detects the KV version of
+// cfg.KVMount.
+func Open(ctx context.Context, cfg config.Vault) (*Store, error) {
+	vc := api.DefaultConfig()
+	if vc.Error != nil {
+		return nil, fmt.Errorf("vault client config: %w", vc.Error)
+	}
+	if cfg.Address != "" {
+		vc.Address = cfg.Address
+	}
+	vc.MaxRetries = 2
+	c, err := api.NewClient(vc)
+	if err != nil {
+		return nil, fmt.Errorf("vault client: %w", err)
+	}
+	if err := login(ctx, c, cfg.Auth); err != nil {
+		return nil, err
+	}
+	s := &Store{client: c, mount: cfg.KVMount}
+	if s.version, err = kvVersion(ctx, c, cfg.KVMount); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// KVVersion is the version of the KV secrets engine at the mount: 1 or 2.
+func (s *Store) KVVersion() int { return s.version }
+
+// kvVersion asks Vault for the mount's KV version, as the vault CLI does.
+func kvVersion(ctx context.Context, c *api.Client, mount string) (int, error) {
+	r, err := c.Logical().ReadWithContext(ctx, "sys/internal/ui/mounts/"+mount)
+	if err != nil {
+		return 0, fmt.Errorf("vault mount %s: %w", mount, err)
+	}
+	if r == nil || r.Data == nil {
+		return 0, fmt.Errorf("vault mount %s: no such mount, or no permission to read it", mount)
+	}
+	if t, _ := r.Data["type"].(string); t != "" && t != "kv" && t != "generic" {
+		return 0, fmt.Errorf("vault mount %s: is a %s mount, not KV", mount, t)
+	}
+	if opts, ok := r.Data["options"].(map[string]any); ok {
+		if v, _ := opts["version"].(string); v == "2" {
+			return 2, nil
+		}
+	}
+	return 1, nil
+}
+
+// Read returns the secret at path (relative to the mount).
+// Errors: ErrNotFound (wrapped) when there is none; otherwise Vault's error, wrapped with the path.
+func (s *Store) Read(ctx context.Context, path string) (*Secret, error) {
+	if s.version == 1 {
+		kv, err := s.client.KVv1(s.mount).Get(ctx, path)
+		if err != nil {
+			return nil, s.wrap("read", path, err)
+		}
+		return &Secret{Data: kv.Data}, nil
+	}
+	kv, err := s.client.KVv2(s.mount).Get(ctx, path)
+	if err != nil {
+		return nil, s.wrap("read", path, err)
+	}
+	if kv.Data == nil {
+		return nil, fmt.Errorf("read %s/%s: latest version is deleted or destroyed: %w", s.mount, path, ErrNotFound)
+	}
+	v := 0
+	if kv.VersionMetadata != nil {
+		v = kv.VersionMetadata.Version
+	}
+	return &Secret{Data: kv.Data, Version: v}, nil
+}
+
+// Write replaces the data of the secret at path. On KV v2 the write is check-and-set on version:
+// 0 means the secret must not exist yet. It returns the version written (0 on KV v1).
+// Errors: ErrVersionMismatch (wrapped) when the secret changed; otherwise Vault's error, wrapped.
+func (s *Store) Write(ctx context.Context, path string, data map[string]any, version int) (int, error) {
+	if s.version == 1 {
+		return 0, s.wrap("write", path, s.client.KVv1(s.mount).Put(ctx, path, data))
+	}
+	kv, err := s.client.KVv2(s.mount).Put(ctx, path, data, api.WithCheckAndSet(version))
+	if err != nil {
+		return 0, s.wrap("write", path, err)
+	}
+	if kv.VersionMetadata == nil {
+		return 0, nil
+	}
+	return kv.VersionMetadata.Version, nil
+}
+
+func (s *Store) wrap(op, path string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var re *api.ResponseError
+	switch {
+	case errors.Is(err, api.ErrSecretNotFound):
+		return fmt.Errorf("%s %s/%s: %w", op, s.mount, path, ErrNotFound)
+	case errors.As(err, &re) && re.StatusCode == http.StatusBadRequest && mentions(re, "check-and-set"):
+		return fmt.Errorf("%s %s/%s: %w", op, s.mount, path, ErrVersionMismatch)
+	case errors.As(err, &re):
+		return fmt.Errorf("%s %s/%s: vault said %d: %s", op, s.mount, path, re.StatusCode, strings.Join(re.Errors, "; "))
+	}
+	return fmt.Errorf("%s %s/%s: %w", op, s.mount, path, err)
+}
+
+func mentions(re *api.ResponseError, s string) bool {
+	for _, e := range re.Errors {
+		if strings.Contains(e, s) {
+			return true
+		}
+	}
+	return false
+}
