@@ -1,0 +1,46 @@
+package rotate
+
+import (
+	"errors"
+	"fmt"
+
+	"token-rotator/config"
+	"token-rotator/oauth"
+)
+
+// request picks the grant for a client from its configuration and its secret's data, and builds
+// the token request. An authorization_code client with a code waiting is an onboarding (or a
+// re-authorization): the code is exchanged, even if a refresh token is also stored. Otherwise its
+// refresh token is used. Errors name the missing or malformed key, never a value.
+func request(c config.Client, secret map[string]any) (oauth.Request, error) {
+	var r oauth.Request
+	var err error
+	get := func(key string) string {
+		v, e := stringField(secret, key)
+		err = errors.Join(err, e)
+		return v
+	}
+	r.ClientID, r.ClientSecret = get(keyClientID), get(keyClientSecret)
+	if r.ClientID == "" || r.ClientSecret == "" {
+		err = errors.Join(err, errors.New("client_id and client_secret are required"))
+	}
+	switch c.Grant {
+	case config.GrantClientCredentials:
+		r.GrantType, r.Scope = oauth.GrantClientCredentials, c.Scope
+	case config.GrantAuthorizationCode:
+		if code := get(keyCode); code != "" {
+			r.GrantType, r.Code = oauth.GrantAuthorizationCode, code
+			r.RedirectURI, r.CodeVerifier = get(keyRedirectURI), get(keyCodeVerifier)
+			if r.RedirectURI == "" {
+				err = errors.Join(err, errors.New("redirect_uri is required with code"))
+			}
+		} else if rt := get(keyRefreshToken); rt != "" {
+			r.GrantType, r.RefreshToken, r.Scope = oauth.GrantRefreshToken, rt, c.Scope
+		} else {
+			err = errors.Join(err, errors.New("neither refresh_token nor code is stored: authorize the client first"))
+		}
+	default:
+		err = errors.Join(err, fmt.Errorf("unknown grant %q", c.Grant))
+	}
+	return r, err
+}

@@ -1,0 +1,37 @@
+package rotate
+
+import "time"
+
+// Outcome is how one client's rotation ended in a pass.
+type Outcome string
+
+// Outcomes.
+const (
+	Rotated Outcome = "rotated" // a new access token is in Vault
+	NotDue  Outcome = "not_due" // the stored access token has more than RenewBefore left
+	DryRun  Outcome = "dry_run" // due, but --dry-run: nothing requested or written
+	Skipped Outcome = "skipped" // not started: the pass was cancelled (shutdown) before it
+	Failed  Outcome = "failed"  // see Result.Err
+)
+
+// Result is one client's outcome in a pass.
+type Result struct {
+	Client  string
+	Outcome Outcome
+	// Grant is the grant type used or that would be used; empty when not due.
+	Grant string
+	// ExpiresAt is the UTC expiry of the access token now in Vault, when known.
+	ExpiresAt time.Time
+	// Err says why the client failed; nil unless Outcome is Failed. It holds no secret.
+	Err error
+}
+
+// AnyFailed reports whether any result failed.
+func AnyFailed(results []Result) bool {
+	for _, r := range results {
+		if r.Outcome == Failed {
+			return true
+		}
+	}
+	return false
+}
