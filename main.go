@@ -1,0 +1,41 @@
+// Command token-rotator keeps OAuth 2 access tokens for the Stora Public API fresh in HashiCorp
+// Vault. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	_ "time/tzdata" // CRON_TZ= zones in images without a zoneinfo database
+)
+
+// version is stamped at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+// errClientsFailed is returned by run when the job ran but at least one client failed.
+var errClientsFailed = errors.New("one or more clients failed")
+
+// exitCode maps run's error to the documented exit codes: 0 every client fine, 1 a client failed,
+// 2 a configuration or start-up error (printed here, since nothing logged it).
+func exitCode(err error, stderr io.Writer) int {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errClientsFailed):
+		return 1
+	default:
+		fmt.Fprintln(stderr, "token-rotator:", err)
+		return 2
+	}
+}

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"token-rotator/config"
+	"token-rotator/oauth"
+	"token-rotator/rotate"
+	"token-rotator/vault"
+)
+
+// options are the command-line flags.
+type options struct {
+	config    string
+	once      bool
+	clients   stringList
+	dryRun    bool
+	force     bool
+	logLevel  string
+	logFormat string
+	version   bool
+}
+
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(s string) error { *l = append(*l, s); return nil }
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	var o options
+	fs := flag.NewFlagSet("token-rotator", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.config, "config", "config.yaml", "configuration file")
+	fs.BoolVar(&o.once, "once", false, "run one pass and exit: 0 all clients fine, 1 a client failed, 2 config or start-up error")
+	fs.Var(&o.clients, "client", "rotate only this client (repeatable)")
+	fs.BoolVar(&o.dryRun, "dry-run", false, "say what would be rotated; no token requests, no writes")
+	fs.BoolVar(&o.force, "force", false, "rotate every client whether due or not")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log-format", "auto", "auto (text on a terminal, JSON otherwise), text or json")
+	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return &o, nil
+}
+
+// run is the whole program behind main: it returns nil, errClientsFailed, or a start-up error.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if o.version {
+		fmt.Fprintln(stdout, "token-rotator", version)
+		return nil
+	}
+	logger, err := newLogger(stderr, o.logLevel, o.logFormat)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(o.config)
+	if err != nil {
+		return err
+	}
+	clients, err := selectClients(cfg, o.clients)
+	if err != nil {
+		return err
+	}
+	store, err := vault.Open(ctx, cfg.Vault)
+	if err != nil {
+		return err
+	}
+	if store.KVVersion() == 1 {
+		logger.Warn("KV version 1 at the mount: writes are not check-and-set", "mount", cfg.Vault.KVMount)
+	}
+	rot := &rotate.Rotator{
+		Store:       store,
+		Tokens:      &oauth.Client{UserAgent: "token-rotator/" + version},
+		Clients:     clients,
+		RenewBefore: cfg.RenewBefore,
+		Force:       o.force,
+		DryRun:      o.dryRun,
+		Logger:      logger,
+	}
+	if o.once || o.dryRun {
+		if rotate.AnyFailed(rot.Pass(ctx)) {
+			return errClientsFailed
+		}
+		return nil
+	}
+	return daemon(ctx, rot, cfg, logger)
+}
+
+// selectClients returns the clients named by --client, or all of them.
+func selectClients(cfg *config.Config, names []string) ([]config.Client, error) {
+	if len(names) == 0 {
+		return cfg.Clients, nil
+	}
+	var out []config.Client
+	for _, n := range names {
+		c := cfg.Client(n)
+		if c == nil {
+			return nil, fmt.Errorf("--client %s: no such client in %s", n, cfg.File)
+		}
+		out = append(out, *c)
+	}
+	return out, nil
+}
+
