@@ -1,0 +1,21 @@
+# token-rotator. `make test` runs every test, real Vault included; `make demo` shows a rotation.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+
+.PHONY: build test demo vault clean
+
+build:
+	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o bin/token-rotator .
+
+# A vault binary for the tests: from PATH, the cache, or built once per machine (8-20 minutes).
+vault:
+	@scripts/vault-bin
+
+test:
+	@scripts/test
+
+demo:
+	@scripts/demo
+
+clean:
+	rm -rf bin
