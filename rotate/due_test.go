@@ -1,0 +1,77 @@
+package rotate
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"token-rotator/config"
+)
+
+func TestDue(t *testing.T) {
+	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) string { return now.Add(d).Format(time.RFC3339) }
+	for _, tc := range []struct {
+		name string
+		data map[string]any
+		want bool
+	}{
+		{"nothing stored", map[string]any{}, true},
+		{"no access token", map[string]any{"expires_at": at(time.Hour)}, true},
+		{"no expiry", map[string]any{"access_token": "x"}, true},
+		{"unreadable expiry", map[string]any{"access_token": "x", "expires_at": "tomorrow"}, true},
+		{"expiry of the wrong type", map[string]any{"access_token": "x", "expires_at": 12345}, true},
+		{"29m left", map[string]any{"access_token": "x", "expires_at": at(29 * time.Minute)}, true},
+		{"expired", map[string]any{"access_token": "x", "expires_at": at(-time.Minute)}, true},
+		{"31m left", map[string]any{"access_token": "x", "expires_at": at(31 * time.Minute)}, false},
+		{"offset zone read right", map[string]any{"access_token": "x", "expires_at": now.Add(time.Hour).In(time.FixedZone("x", 3600*5)).Format(time.RFC3339)}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got, why := due(now, tc.data, 30*time.Minute); got != tc.want {
+				t.Errorf("due = %v (%s), want %v", got, why, tc.want)
+			}
+		})
+	}
+}
+
+func TestRequestPicksGrant(t *testing.T) {
+	cc := config.Client{Name: "a", Grant: config.GrantClientCredentials, Scope: "public.contact:read"}
+	ac := config.Client{Name: "p", Grant: config.GrantAuthorizationCode}
+	creds := map[string]any{"client_id": "id", "client_secret": "s"}
+	with := func(kv ...string) map[string]any {
+		d := clone(creds)
+		for i := 0; i < len(kv); i += 2 {
+			d[kv[i]] = kv[i+1]
+		}
+		return d
+	}
+	for _, tc := range []struct {
+		name    string
+		client  config.Client
+		data    map[string]any
+		grant   string
+		wantErr string
+	}{
+		{"client credentials", cc, creds, "client_credentials", ""},
+		{"refresh token", ac, with("refresh_token", "r"), "refresh_token", ""},
+		{"code waiting", ac, with("code", "c", "redirect_uri", "https://a.test"), "authorization_code", ""},
+		{"code wins over an old refresh token (re-authorization)", ac, with("refresh_token", "r", "code", "c", "redirect_uri", "https://a.test"), "authorization_code", ""},
+		{"code without redirect_uri", ac, with("code", "c"), "", "redirect_uri is required"},
+		{"nothing to use", ac, creds, "", "authorize the client first"},
+		{"no client_secret", cc, map[string]any{"client_id": "id"}, "", "client_id and client_secret are required"},
+		{"client_id of the wrong type", cc, map[string]any{"client_id": 42, "client_secret": "s"}, "", "key client_id is a"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := request(tc.client, tc.data)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || r.GrantType != tc.grant {
+				t.Fatalf("grant %q err %v, want %q", r.GrantType, err, tc.grant)
+			}
+		})
+	}
+}

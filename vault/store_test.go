@@ -1,0 +1,94 @@
+package vault
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/vault/api"
+
+	"token-rotator/config"
+	"token-rotator/internal/testenv"
+)
+
+func open(t *testing.T, v *testenv.Vault, mount string) (*Store, error) {
+	t.Setenv("VAULT_TOKEN", v.Token)
+	return Open(context.Background(), config.Vault{Address: v.Addr, KVMount: mount, Auth: config.Auth{Method: config.AuthToken}})
+}
+
+func TestStoreKV2(t *testing.T) {
+	v := testenv.StartVault(t)
+	s, err := open(t, v, "secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if s.KVVersion() != 2 {
+		t.Fatalf("KV version %d, want 2", s.KVVersion())
+	}
+	if _, err := s.Read(ctx, "nope"); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "secret/nope") {
+		t.Errorf("missing secret: %v", err)
+	}
+	ver, err := s.Write(ctx, "a", map[string]any{"k": "v1"}, 0)
+	if err != nil || ver != 1 {
+		t.Fatalf("create: version %d err %v", ver, err)
+	}
+	if _, err := s.Write(ctx, "a", map[string]any{"k": "v2"}, 0); !errors.Is(err, ErrVersionMismatch) {
+		t.Errorf("create over an existing secret: %v, want ErrVersionMismatch", err)
+	}
+	if ver, err = s.Write(ctx, "a", map[string]any{"k": "v2"}, 1); err != nil || ver != 2 {
+		t.Fatalf("update at version 1: version %d err %v", ver, err)
+	}
+	got, err := s.Read(ctx, "a")
+	if err != nil || got.Version != 2 || got.Data["k"] != "v2" {
+		t.Fatalf("read %+v %v", got, err)
+	}
+	if err := v.Client.KVv2("secret").Delete(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Read(ctx, "a"); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "deleted") {
+		t.Errorf("deleted latest version: %v", err)
+	}
+}
+
+func TestStoreKV1AndBadMounts(t *testing.T) {
+	v := testenv.StartVault(t)
+	if err := v.Client.Sys().Mount("kv1", &api.MountInput{Type: "kv", Options: map[string]string{"version": "1"}}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := open(t, v, "kv1")
+	if err != nil || s.KVVersion() != 1 {
+		t.Fatalf("kv1: version %v err %v", s, err)
+	}
+	ctx := context.Background()
+	if _, err := s.Write(ctx, "a", map[string]any{"k": "v"}, 7); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Read(ctx, "a"); err != nil || got.Data["k"] != "v" || got.Version != 0 {
+		t.Errorf("kv1 read %+v %v", got, err)
+	}
+	if _, err := s.Read(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("kv1 missing: %v", err)
+	}
+	if _, err := open(t, v, "no-such-mount"); err == nil || !strings.Contains(err.Error(), "no-such-mount") {
+		t.Errorf("missing mount: %v", err)
+	}
+	if _, err := open(t, v, "sys"); err == nil {
+		t.Errorf("a non-KV mount was accepted")
+	}
+}
+
+func TestLoginFailures(t *testing.T) {
+	v := testenv.StartVault(t)
+	t.Setenv("VAULT_TOKEN", "")
+	_, err := Open(context.Background(), config.Vault{Address: v.Addr, KVMount: "secret", Auth: config.Auth{Method: config.AuthToken}})
+	if err == nil || !strings.Contains(err.Error(), "no token") {
+		t.Errorf("no token: %v", err)
+	}
+	t.Setenv("VAULT_TOKEN", "wrong-token-value-123456")
+	_, err = Open(context.Background(), config.Vault{Address: v.Addr, KVMount: "secret", Auth: config.Auth{Method: config.AuthToken}})
+	if err == nil || strings.Contains(err.Error(), "wrong-token-value-123456") {
+		t.Errorf("wrong token: %v (must fail without echoing the token)", err)
+	}
+}
