@@ -116,4 +116,3 @@ func selectClients(cfg *config.Config, names []string) ([]config.Client, error) 
 	}
 	return out, nil
 }
-
