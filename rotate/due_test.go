@@ -27,7 +27,7 @@ func TestDue(t *testing.T) {
 		{"offset zone read right", map[string]any{"access_token": "x", "expires_at": now.Add(time.Hour).In(time.FixedZone("x", 3600*5)).Format(time.RFC3339)}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got, why := due(now, tc.data, 30*time.Minute); got != tc.want {
+			if got, _, why := due(now, tc.data, 30*time.Minute); got != tc.want {
 				t.Errorf("due = %v (%s), want %v", got, why, tc.want)
 			}
 		})

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"token-rotator/config"
-	"token-rotator/oauth"
 )
 
 // Pass rotates every client that is due, one after another, and returns one Result per client in
@@ -44,7 +43,7 @@ func (r *Rotator) rotate(ctx context.Context, c config.Client) (Result, string) 
 			return res, ""
 		}
 	}
-	isDue, why := due(r.now(), output.Data, r.RenewBefore)
+	isDue, expiresAt, why := due(r.now(), output.Data, r.RenewBefore)
 	if code, _ := stringField(secret.Data, keyCode); code != "" && c.Grant == config.GrantAuthorizationCode {
 		isDue, why = true, "authorization code waiting to be exchanged"
 	}
@@ -52,8 +51,7 @@ func (r *Rotator) rotate(ctx context.Context, c config.Client) (Result, string) 
 	case r.Force:
 		isDue, why = true, "forced"
 	case !isDue:
-		res.Outcome = NotDue
-		res.ExpiresAt, _ = time.Parse(time.RFC3339, fmt.Sprint(output.Data[keyExpiresAt]))
+		res.Outcome, res.ExpiresAt = NotDue, expiresAt
 		return res, why
 	}
 	req, err := request(c, secret.Data)
@@ -116,5 +114,3 @@ func (r *Rotator) log(res Result, why string) {
 	}
 	r.logger().LogAttrs(context.Background(), level, msg, attrs...)
 }
-
-var _ TokenSource = (*oauth.Client)(nil)

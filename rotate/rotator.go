@@ -25,6 +25,11 @@ type TokenSource interface {
 	Token(ctx context.Context, tokenURL string, r oauth.Request) (*oauth.Token, error)
 }
 
+var (
+	_ Store       = (*vault.Store)(nil)
+	_ TokenSource = (*oauth.Client)(nil)
+)
+
 // Rotator runs rotation passes over a set of clients.
 type Rotator struct {
 	Store   Store
