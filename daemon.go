@@ -15,19 +15,19 @@ import (
 // daemon runs a pass at once and then on the configured schedule until ctx is cancelled. On
 // cancellation it stops scheduling and waits for a pass in flight to finish its write-back.
 // It returns errClientsFailed when the last pass had a failed client.
-func daemon(ctx context.Context, rot *rotate.Rotator, cfg *config.Config, logger *slog.Logger) error {
+func daemon(ctx context.Context, pass func(context.Context) []rotate.Result, cfg *config.Config, logger *slog.Logger) error {
 	cl := cronLogger{logger}
 	var lastFailed atomic.Bool
-	pass := cron.NewChain(cron.Recover(cl), cron.SkipIfStillRunning(cl)).Then(cron.FuncJob(func() {
-		lastFailed.Store(rotate.AnyFailed(rot.Pass(ctx)))
+	job := cron.NewChain(cron.Recover(cl), cron.SkipIfStillRunning(cl)).Then(cron.FuncJob(func() {
+		lastFailed.Store(rotate.AnyFailed(pass(ctx)))
 		if ctx.Err() == nil {
 			logger.Info("next pass", "at", cfg.Cron.Next(time.Now()).UTC(), "schedule", cfg.Schedule)
 		}
 	}))
 	c := cron.New(cron.WithLogger(cl), cron.WithLocation(time.UTC))
-	c.Schedule(cfg.Cron, pass)
-	logger.Info("daemon started", "schedule", cfg.Schedule, "clients", len(rot.Clients))
-	pass.Run()
+	c.Schedule(cfg.Cron, job)
+	logger.Info("daemon started", "schedule", cfg.Schedule)
+	job.Run()
 	c.Start()
 	<-ctx.Done()
 	logger.Info("shutting down: waiting for a pass in flight")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"token-rotator/config"
 	"token-rotator/oauth"
@@ -92,14 +93,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		DryRun:      o.dryRun,
 		Logger:      logger,
 	}
+	pass := func(ctx context.Context) []rotate.Result {
+		if err := store.EnsureToken(ctx, vaultTokenMargin); err != nil {
+			logger.Warn("vault token may expire during the pass", "error", err.Error())
+		}
+		return rot.Pass(ctx)
+	}
 	if o.once || o.dryRun {
-		if rotate.AnyFailed(rot.Pass(ctx)) {
+		if rotate.AnyFailed(pass(ctx)) {
 			return errClientsFailed
 		}
 		return nil
 	}
-	return daemon(ctx, rot, cfg, logger)
+	return daemon(ctx, pass, cfg, logger)
 }
+
+// vaultTokenMargin is how long the Vault token must still be valid when a pass starts: a token
+// request (30 s timeout) and its write-back (1 minute) must fit.
+const vaultTokenMargin = 2 * time.Minute
 
 // selectClients returns the clients named by --client, or all of them.
 func selectClients(cfg *config.Config, names []string) ([]config.Client, error) {
@@ -107,7 +118,12 @@ func selectClients(cfg *config.Config, names []string) ([]config.Client, error) 
 		return cfg.Clients, nil
 	}
 	var out []config.Client
+	seen := map[string]bool{}
 	for _, n := range names {
+		if seen[n] {
+			continue
+		}
+		seen[n] = true
 		c := cfg.Client(n)
 		if c == nil {
 			return nil, fmt.Errorf("--client %s: no such client in %s", n, cfg.File)
