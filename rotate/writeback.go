@@ -65,10 +65,15 @@ func (r *Rotator) update(ctx context.Context, path string, base *vault.Secret, c
 	}
 }
 
-// readOrEmpty reads the secret at path; a missing secret is an empty one at version 0.
+// readOrEmpty reads the secret at path. A secret that does not exist is empty at version 0; one
+// whose latest version is deleted is empty at that version, so a check-and-set write recreates it.
 func (r *Rotator) readOrEmpty(ctx context.Context, path string) (*vault.Secret, error) {
 	s, err := r.Store.Read(ctx, path)
-	if errors.Is(err, vault.ErrNotFound) {
+	var deleted *vault.DeletedError
+	switch {
+	case errors.As(err, &deleted):
+		return &vault.Secret{Data: map[string]any{}, Version: deleted.Version}, nil
+	case errors.Is(err, vault.ErrNotFound):
 		return &vault.Secret{Data: map[string]any{}}, nil
 	}
 	return s, err

@@ -20,6 +20,21 @@ var ErrNotFound = errors.New("secret not found")
 // version the caller read.
 var ErrVersionMismatch = errors.New("secret changed since it was read (check-and-set)")
 
+// DeletedError is returned by Read when the latest version of a KV v2 secret is deleted or
+// destroyed. It matches ErrNotFound with errors.Is. Version is that latest version: a write
+// check-and-set on it recreates the secret.
+type DeletedError struct {
+	Path    string
+	Version int
+}
+
+func (e *DeletedError) Error() string {
+	return fmt.Sprintf("read %s: latest version (%d) is deleted or destroyed", e.Path, e.Version)
+}
+
+// Is makes a DeletedError match ErrNotFound.
+func (e *DeletedError) Is(target error) bool { return target == ErrNotFound }
+
 // Secret is a KV secret as read.
 type Secret struct {
 	// Data is the secret's key/value data.
@@ -31,6 +46,7 @@ type Secret struct {
 // Store reads and writes secrets under one KV mount.
 type Store struct {
 	client  *api.Client
+	auth    config.Auth
 	mount   string
 	version int // KV engine version: 1 or 2
 }
@@ -54,7 +70,7 @@ func Open(ctx context.Context, cfg config.Vault) (*Store, error) {
 	if err := login(ctx, c, cfg.Auth); err != nil {
 		return nil, err
 	}
-	s := &Store{client: c, mount: cfg.KVMount}
+	s := &Store{client: c, auth: cfg.Auth, mount: cfg.KVMount}
 	if s.version, err = kvVersion(ctx, c, cfg.KVMount); err != nil {
 		return nil, err
 	}
@@ -67,8 +83,10 @@ func (s *Store) KVVersion() int { return s.version }
 // kvVersion asks Vault for the mount's KV version, as the vault CLI does.
 func kvVersion(ctx context.Context, c *api.Client, mount string) (int, error) {
 	r, err := c.Logical().ReadWithContext(ctx, "sys/internal/ui/mounts/"+mount)
-	if err != nil {
-		return 0, fmt.Errorf("vault mount %s: %w", mount, err)
+	if isAuthError(err) {
+		return 0, fmt.Errorf("vault mount %s: no such mount, or the Vault token is invalid or may not read it (%w)", mount, cleanError(err))
+	} else if err != nil {
+		return 0, fmt.Errorf("vault mount %s: %w", mount, cleanError(err))
 	}
 	if r == nil || r.Data == nil {
 		return 0, fmt.Errorf("vault mount %s: no such mount, or no permission to read it", mount)
@@ -98,12 +116,12 @@ func (s *Store) Read(ctx context.Context, path string) (*Secret, error) {
 	if err != nil {
 		return nil, s.wrap("read", path, err)
 	}
-	if kv.Data == nil {
-		return nil, fmt.Errorf("read %s/%s: latest version is deleted or destroyed: %w", s.mount, path, ErrNotFound)
-	}
 	v := 0
 	if kv.VersionMetadata != nil {
 		v = kv.VersionMetadata.Version
+	}
+	if kv.Data == nil {
+		return nil, &DeletedError{Path: s.mount + "/" + path, Version: v}
 	}
 	return &Secret{Data: kv.Data, Version: v}, nil
 }
@@ -135,10 +153,22 @@ func (s *Store) wrap(op, path string, err error) error {
 		return fmt.Errorf("%s %s/%s: %w", op, s.mount, path, ErrNotFound)
 	case errors.As(err, &re) && re.StatusCode == http.StatusBadRequest && mentions(re, "check-and-set"):
 		return fmt.Errorf("%s %s/%s: %w", op, s.mount, path, ErrVersionMismatch)
-	case errors.As(err, &re):
-		return fmt.Errorf("%s %s/%s: vault said %d: %s", op, s.mount, path, re.StatusCode, strings.Join(re.Errors, "; "))
 	}
-	return fmt.Errorf("%s %s/%s: %w", op, s.mount, path, err)
+	return fmt.Errorf("%s %s/%s: %w", op, s.mount, path, cleanError(err))
+}
+
+// cleanError shortens vault/api's multi-line response errors to one line: the status and
+// Vault's messages. Other errors (network) pass through.
+func cleanError(err error) error {
+	var re *api.ResponseError
+	if errors.As(err, &re) {
+		msg := strings.Join(re.Errors, "; ")
+		if msg == "" {
+			msg = http.StatusText(re.StatusCode)
+		}
+		return fmt.Errorf("vault said %d: %s", re.StatusCode, msg)
+	}
+	return err
 }
 
 func mentions(re *api.ResponseError, s string) bool {
