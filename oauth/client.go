@@ -34,6 +34,15 @@ type Client struct {
 // a non-JSON body, a redirect, an oversized body); otherwise the transport error, wrapped.
 // No error text contains a secret, code or token.
 func (c *Client) Token(ctx context.Context, tokenURL string, r Request) (*Token, error) {
+	tok, err := c.token(ctx, tokenURL, r)
+	var e *Error
+	if errors.As(err, &e) {
+		e.scrub(r.ClientID, r.ClientSecret, r.RefreshToken, r.Code, r.CodeVerifier)
+	}
+	return tok, err
+}
+
+func (c *Client) token(ctx context.Context, tokenURL string, r Request) (*Token, error) {
 	fields, err := r.body()
 	if err != nil {
 		return nil, err

@@ -208,3 +208,18 @@ func TestErrorsCarryNoSecrets(t *testing.T) {
 		t.Fatalf("error %q leaks a token-like value", err)
 	}
 }
+
+func TestErrorsCarryNoShortEchoedSecrets(t *testing.T) {
+	for _, body := range []string{
+		`{"error":"invalid_client","error_description":"bad secret hunter2!"}`,
+		`{"error":"weird hunter2!"}`,
+	} {
+		for _, status := range []int{200, 401} {
+			e := &endpoint{status: status, contentType: "application/json", body: body}
+			_, err := client().Token(context.Background(), e.start(t), Request{GrantType: GrantClientCredentials, ClientID: "cid", ClientSecret: "hunter2!"})
+			if err == nil || strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("HTTP %d %s: error %q", status, body, err)
+			}
+		}
+	}
+}

@@ -18,7 +18,8 @@ const (
 
 // Error is a response from the token endpoint that did not carry a usable token: an RFC 6749 §5.2
 // error response (Code set), or a response of another shape (Code empty, Snippet set). It never
-// holds a token, a secret or a code: Snippet and Description pass through Redact.
+// holds a token, a secret or a code: the server's text passes through Redact, and the values the
+// request sent are removed from it.
 type Error struct {
 	Status      int    // HTTP status code
 	Code        string // RFC 6749 §5.2 "error", e.g. "invalid_grant"; empty when the body had none
@@ -48,6 +49,19 @@ func (e *Error) Error() string {
 		fmt.Fprintf(&b, ": %q", e.Snippet)
 	}
 	return b.String()
+}
+
+// scrub removes every occurrence of the given values from the server's text in e: a server that
+// echoes a short client secret or code back must not put it in a log line.
+func (e *Error) scrub(values ...string) {
+	for _, v := range values {
+		if v == "" {
+			continue
+		}
+		for _, f := range []*string{&e.Code, &e.Description, &e.Snippet, &e.Reason} {
+			*f = strings.ReplaceAll(*f, v, "[redacted]")
+		}
+	}
 }
 
 // tokenLike matches runs that could be a token, a secret or a code: 16 or more characters of the

@@ -3,7 +3,9 @@ package oauth
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -62,12 +64,12 @@ func parseToken(body []byte, sent time.Time, life Lifetimes) (*Token, error) {
 	if !isNull(r.Error) {
 		code, _ := jsonString(r.Error)
 		desc, _ := jsonString(r.Description)
-		return nil, &Error{Code: code, Description: Redact(desc, 200), Reason: "error member in a success response"}
+		return nil, &Error{Code: Redact(code, 64), Description: Redact(desc, 200), Reason: "error member in a success response"}
 	}
 	var t Token
 	var ok bool
-	if t.AccessToken, ok = jsonString(r.AccessToken); !ok || t.AccessToken == "" {
-		return nil, fmt.Errorf("access_token missing or not a non-empty string")
+	if t.AccessToken, ok = jsonString(r.AccessToken); !ok || !validToken(t.AccessToken) {
+		return nil, fmt.Errorf("access_token missing, blank or not a string of printable characters")
 	}
 	tt, ok := jsonString(r.TokenType)
 	if !ok || !strings.EqualFold(tt, "bearer") {
@@ -77,6 +79,11 @@ func parseToken(body []byte, sent time.Time, life Lifetimes) (*Token, error) {
 	if !isNull(r.RefreshToken) {
 		if t.RefreshToken, ok = jsonString(r.RefreshToken); !ok {
 			return nil, fmt.Errorf("refresh_token is not a string")
+		}
+		if strings.TrimSpace(t.RefreshToken) == "" {
+			t.RefreshToken = "" // blank: as if omitted, so the stored one is kept
+		} else if !validToken(t.RefreshToken) {
+			return nil, fmt.Errorf("refresh_token is not a string of printable characters")
 		}
 	}
 	if !isNull(r.Scope) {
@@ -103,22 +110,38 @@ func expiry(raw json.RawMessage, sent time.Time, life Lifetimes) (time.Time, err
 		s = string(raw) // a JSON number
 	}
 	n, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
-	if err != nil {
+	if (err != nil && !errors.Is(err, strconv.ErrRange)) || math.IsNaN(n) {
 		return time.Time{}, fmt.Errorf("expires_in is not a number")
 	}
-	secs := int64(n) // a fraction of a second is dropped, never rounded up
 	switch {
-	case secs <= 0:
-		return time.Time{}, fmt.Errorf("expires_in %d: the token is already expired", secs)
-	case time.Duration(secs)*time.Second <= life.Max:
-		return sent.Add(time.Duration(secs) * time.Second), nil
+	case n < 1:
+		return time.Time{}, fmt.Errorf("expires_in %s: the token is already expired", strconv.FormatFloat(n, 'g', 6, 64))
+	case n <= life.Max.Seconds():
+		return sent.Add(time.Duration(n) * time.Second), nil // a fraction of a second is dropped
 	}
 	// Larger than any plausible lifetime: an absolute Unix time in the near future is read as the
-	// expiry instant; anything else says nothing usable, so the documented default applies.
-	if at := time.Unix(secs, 0).UTC(); at.After(sent) && at.Sub(sent) <= life.Max {
-		return at, nil
+	// expiry instant; anything else (up to +Inf) says nothing usable, so the documented default
+	// applies.
+	if n < float64(sent.Add(life.Max).Unix()+1) {
+		if at := time.Unix(int64(n), 0).UTC(); at.After(sent) {
+			return at, nil
+		}
 	}
 	return sent.Add(min(life.Default, life.Max)), nil
+}
+
+// validToken reports whether s can be a token: not blank, and only printable ASCII (RFC 6749
+// Appendix A: VSCHAR).
+func validToken(s string) bool {
+	if strings.TrimSpace(s) == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 func isNull(raw json.RawMessage) bool {

@@ -27,6 +27,12 @@ func TestExpiry(t *testing.T) {
 		{"negative", `-5`, time.Time{}, true},
 		{"not a number", `"soon"`, time.Time{}, true},
 		{"boolean", `true`, time.Time{}, true},
+		{"1e300", `1e300`, sent.Add(2 * time.Hour), false},
+		{"beyond float range", `1e999`, sent.Add(2 * time.Hour), false},
+		{"NaN string", `"NaN"`, time.Time{}, true},
+		{"Inf string", `"Inf"`, sent.Add(2 * time.Hour), false},
+		{"-Inf string", `"-Inf"`, time.Time{}, true},
+		{"half a second", `0.5`, time.Time{}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := expiry([]byte(tc.raw), sent, life)
@@ -48,5 +54,23 @@ func TestParseTokenNormalises(t *testing.T) {
 	}
 	if tok.TokenType != "Bearer" || tok.RefreshToken != "" || tok.Scope != "public.contact:read public.unit:read" {
 		t.Errorf("token %+v", tok)
+	}
+}
+
+func TestParseTokenRejectsBlankTokens(t *testing.T) {
+	life := Lifetimes{Default: 2 * time.Hour, Max: 24 * time.Hour}
+	for _, body := range []string{
+		`{"access_token":"   ","token_type":"Bearer","expires_in":60}`,
+		`{"access_token":"","token_type":"Bearer","expires_in":60}`,
+		`{"access_token":"a\nb","token_type":"Bearer","expires_in":60}`,
+		`{"access_token":"ok","token_type":"Bearer","expires_in":60,"refresh_token":"r\u0000"}`,
+	} {
+		if _, err := parseToken([]byte(body), sent, life); err == nil {
+			t.Errorf("%s: accepted", body)
+		}
+	}
+	tok, err := parseToken([]byte(`{"access_token":"ok","token_type":"Bearer","expires_in":60,"refresh_token":"  "}`), sent, life)
+	if err != nil || tok.RefreshToken != "" {
+		t.Errorf("blank refresh_token: %+v %v, want treated as absent", tok, err)
 	}
 }
