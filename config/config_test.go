@@ -83,14 +83,22 @@ func TestErrors(t *testing.T) {
 		name, yaml string
 		want       string // substring of the error, including file:line:column
 	}{
-		{"unknown key", "renew_before: 30m\nrenew_befor: 1h\n" + client, `c.yaml:2:1: unknown field "renew_befor"`},
-		{"unknown nested key", client + "    outputs: x\n", `c.yaml:6:5: unknown field "outputs"`},
+		{"unknown key", "renew_before: 30m\nrenew_befor: 1h\n" + client, `c.yaml:2:1: renew_befor: unknown field "renew_befor"`},
+		{"unknown nested key", client + "    outputs: x\n", `c.yaml:6:5: clients[0].outputs: unknown field "outputs"`},
 		{"bad cron", "schedule: \"61 * * * *\"\n" + client, "c.yaml:1:11: schedule: not a cron schedule"},
 		{"zone without schedule", "schedule: \"CRON_TZ=UTC\"\n" + client, "c.yaml:1:11: schedule:"},
 		{"bad duration", "renew_before: 30 minutes\n" + client, `c.yaml:1:15: renew_before: not a duration`},
 		{"negative duration", "renew_before: -5m\n" + client, "renew_before: must be positive"},
 		{"renew_before shorter than the schedule gap", "schedule: \"0 * * * *\"\nrenew_before: 30m\n" + client, "c.yaml:2:15: renew_before: 30m0s is shorter than the 1h0m0s between two scheduled runs"},
-		{"weekday schedule has a weekend gap", "schedule: \"*/5 * * * 1-5\"\nrenew_before: 2h\n" + client, "shorter than the 48h5m0s between"},
+		{"weekday schedule has a weekend gap", "schedule: \"*/5 * * * 1-5\"\nrenew_before: 1h59m\n" + client, "shorter than the 48h5m0s between"},
+		{"January only", "schedule: \"* * * 1 *\"\n" + client, "renew_before: 30m0s is shorter than the"},
+		{"first half of each month", "schedule: \"* * 1-15 * *\"\n" + client, "renew_before: 30m0s is shorter than the"},
+		{"leap day", "schedule: \"0 0 29 2 *\"\n" + client, "renew_before: 30m0s is shorter than the"},
+		{"never runs", "schedule: \"0 0 30 2 *\"\n" + client, "schedule: not a cron schedule: the schedule never runs"},
+		{"@every 0s", "schedule: \"@every 0s\"\n" + client, "at least 1s"},
+		{"@every negative", "schedule: \"@every -5m\"\n" + client, "at least 1s"},
+		{"@every 1ns", "schedule: \"CRON_TZ=UTC @every 1ns\"\n" + client, "at least 1s"},
+		{"renew_before as long as the token life", "renew_before: 2h\n" + client, "renew_before: 2h0m0s is not shorter than the 2h0m0s life of an access token"},
 		{"@every gap", "schedule: \"@every 2h\"\nrenew_before: 1h\n" + client, "shorter than the 2h0m0s"},
 		{"duplicate names", client + "  - {name: a, grant: authorization_code, secret: t}\n", `c.yaml:6:12: clients[1].name: duplicate client name "a"`},
 		{"bad name", "clients:\n  - {name: Acme Corp, grant: authorization_code, secret: t}\n", `clients[0].name: "Acme Corp" may hold only`},
@@ -105,9 +113,12 @@ func TestErrors(t *testing.T) {
 		{"unknown auth method", "vault:\n  auth: {method: userpass}\n" + client, `c.yaml:2:18: vault.auth.method: unknown auth method "userpass"`},
 		{"kubernetes without role", "vault:\n  auth: {method: kubernetes}\n" + client, "vault.auth.role: required"},
 		{"approle without secret_id_file", "vault:\n  auth: {method: approle, role_id: r}\n" + client, "vault.auth.secret_id_file: required"},
-		{"unset environment variable", "vault:\n  address: ${TR_TEST_SURELY_UNSET}\n" + client, "c.yaml:2:12: environment variable TR_TEST_SURELY_UNSET is not set"},
-		{"wrong type", "renew_before: [1, 2]\n" + client, "c.yaml:1:15:"},
-		{"clients not a list", "clients: acme\n", "c.yaml:1:10:"},
+		{"unset environment variable", "vault:\n  address: ${TR_TEST_SURELY_UNSET}\n" + client, "c.yaml:2:12: vault.address: environment variable TR_TEST_SURELY_UNSET is not set"},
+		{"wrong type", "renew_before: [1, 2]\n" + client, "c.yaml:1:15: renew_before: want a string, not a list"},
+		{"list for a string", "token_url: [1]\n" + client, "c.yaml:1:12: token_url: want a string, not a list"},
+		{"string for a section", "vault: yes\n" + client, "c.yaml:1:8: vault: "},
+		{"clients not a list", "clients: acme\n", "c.yaml:1:10: clients:"},
+		{"mapping for a name", "clients:\n  - name: {a: b}\n    grant: authorization_code\n    secret: s\n", "c.yaml:2:11: clients[0].name: want a string, not a mapping"},
 		{"empty file", "", "c.yaml: the file is empty"},
 		{"only a comment", "# nothing\n", "c.yaml: the file is empty"},
 		{"two documents", client + "---\n" + client, "c.yaml:7:1: more than one YAML document"},
@@ -139,8 +150,47 @@ func TestSeveralErrorsReportedTogether(t *testing.T) {
 	}
 }
 
+func TestByteOrderMark(t *testing.T) {
+	if _, err := Parse("c.yaml", []byte("\xef\xbb\xbfclients:\n  - {name: a, grant: authorization_code, secret: s}\n")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAnchorsAndAliases(t *testing.T) {
+	c, err := Parse("c.yaml", []byte("clients:\n  - &base {name: a, grant: authorization_code, secret: s}\n  - {name: b, grant: authorization_code, secret: t}\nx_unused: *base\n"))
+	if err == nil || !strings.Contains(err.Error(), `unknown field "x_unused"`) {
+		t.Errorf("config %v error %v", c, err)
+	}
+}
+
 func TestLoadMissingFile(t *testing.T) {
 	if _, err := Load("/nonexistent/config.yaml"); err == nil || !strings.Contains(err.Error(), "/nonexistent/config.yaml") {
 		t.Errorf("error %v", err)
+	}
+}
+
+func TestGapOver(t *testing.T) {
+	from := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		spec  string
+		limit time.Duration
+		want  time.Duration // 0: no gap over limit
+	}{
+		{"*/5 * * * *", 5 * time.Minute, 0},
+		{"*/5 * * * *", 4 * time.Minute, 5 * time.Minute},
+		{"0 * * * *", 30 * time.Minute, time.Hour},
+		{"0,10 * * * *", 49 * time.Minute, 50 * time.Minute},
+		{"0,10 * * * *", 50 * time.Minute, 0},
+		{"*/5 8-17 * * *", time.Hour, 14*time.Hour + 5*time.Minute},
+		{"@every 10m", 10 * time.Minute, 0},
+		{"@every 10m", 9 * time.Minute, 10 * time.Minute},
+	} {
+		s, err := parseSchedule(tc.spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := gapOver(s, from, tc.limit); got != tc.want {
+			t.Errorf("gapOver(%q, %v) = %v, want %v", tc.spec, tc.limit, got, tc.want)
+		}
 	}
 }

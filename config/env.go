@@ -27,7 +27,8 @@ func expandEnv(root ast.Node, path string) Errors {
 			}
 			pos := s.GetToken().Position
 			errs = append(errs, &Error{File: path, Line: pos.Line, Column: pos.Column,
-				Msg: "environment variable " + m[1] + " is not set"})
+				Field: strings.TrimPrefix(strings.TrimPrefix(s.GetPath(), "$"), "."),
+				Msg:   "environment variable " + m[1] + " is not set (use ${" + m[1] + ":-default} for a default)"})
 			return ""
 		})
 		s.Value = strings.TrimSpace(s.Value)

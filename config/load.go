@@ -1,16 +1,16 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
+	"reflect"
 	"strings"
 
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/parser"
-	"github.com/goccy/go-yaml/token"
 )
 
 // Load reads, expands and validates the configuration file at path.
@@ -27,6 +27,7 @@ func Load(path string) (*Config, error) {
 
 // Parse is Load for data already read; path is used in errors only.
 func Parse(path string, data []byte) (*Config, error) {
+	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf")) // a UTF-8 byte order mark
 	doc, err := document(path, data)
 	if err != nil {
 		return nil, err
@@ -36,7 +37,7 @@ func Parse(path string, data []byte) (*Config, error) {
 	}
 	f := defaults()
 	if err := yaml.NodeToValue(doc.Body, &f, yaml.DisallowUnknownField()); err != nil {
-		return nil, yamlError(path, err)
+		return nil, withField(yamlError(path, err), doc.Body)
 	}
 	c, errs := f.resolve()
 	if len(errs) > 0 {
@@ -79,25 +80,70 @@ func document(path string, data []byte) (*ast.DocumentNode, error) {
 	return docs[0], nil
 }
 
-// yamlError turns a go-yaml error into an *Error with the position of its token.
-func yamlError(path string, err error) error {
-	var ye interface {
-		GetToken() *token.Token
-		GetMessage() string
+// yamlError turns a go-yaml error into an *Error with the position of its token, in YAML's words
+// rather than Go's.
+func yamlError(path string, err error) *Error {
+	var ye yaml.Error
+	if !errors.As(err, &ye) || ye.GetToken() == nil {
+		return &Error{File: path, Msg: strings.TrimSpace(err.Error())}
 	}
-	if errors.As(err, &ye) && ye.GetToken() != nil {
-		pos := ye.GetToken().Position
-		return &Error{File: path, Line: pos.Line, Column: pos.Column, Msg: cleanMessage(ye.GetMessage())}
+	pos := ye.GetToken().Position
+	msg := ye.GetMessage()
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		msg = fmt.Sprintf("want %s, not %s", yamlKind(te.DstType), yamlKind(te.SrcType))
 	}
-	return &Error{File: path, Msg: cleanMessage(err.Error())}
+	return &Error{File: path, Line: pos.Line, Column: pos.Column, Msg: strings.TrimSpace(msg)}
 }
 
-var goTypeName = regexp.MustCompile(`\bconfig\.file[A-Za-z]*\b`)
+// yamlKind names a Go type as the YAML a user would write for it.
+func yamlKind(t reflect.Type) string {
+	if t == nil {
+		return "nothing"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	case reflect.Map, reflect.Struct:
+		return "a mapping"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int64, reflect.Uint64, reflect.Float64:
+		return "a number"
+	}
+	return t.String()
+}
 
-// cleanMessage hides the Go type names of the file shape from users.
-func cleanMessage(s string) string {
-	s = goTypeName.ReplaceAllString(s, "this section")
-	return strings.TrimSpace(s)
+// withField names the field at e's position, found in the document.
+func withField(e *Error, root ast.Node) *Error {
+	if e.Line == 0 || e.Field != "" {
+		return e
+	}
+	var found ast.Node
+	ast.Walk(visitFunc(func(n ast.Node) bool {
+		if found != nil {
+			return false
+		}
+		if tk := n.GetToken(); tk != nil && tk.Position.Line == e.Line && tk.Position.Column == e.Column {
+			found = n
+		}
+		return true
+	}), root)
+	if found != nil {
+		e.Field = strings.TrimPrefix(strings.TrimPrefix(found.GetPath(), "$"), ".")
+	}
+	return e
+}
+
+type visitFunc func(ast.Node) bool
+
+func (f visitFunc) Visit(n ast.Node) ast.Visitor {
+	if f(n) {
+		return f
+	}
+	return nil
 }
 
 // position finds the line and column of the field path (as "clients[1].grant") in the document,

@@ -2,41 +2,79 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
 	"github.com/robfig/cron/v3"
 )
 
+// AccessTokenLifetime is the life of a Stora access token (2 hours). renew_before must be shorter,
+// or every pass would rotate every client.
+const AccessTokenLifetime = 2 * time.Hour
+
 // parseSchedule parses a 5-field cron spec or a descriptor (@hourly, @every 10m), with an
 // optional CRON_TZ= or TZ= prefix. Without a prefix the zone is UTC, not the machine's.
+// A schedule that never runs, or an @every interval under one second, is an error.
 func parseSchedule(spec string) (cron.Schedule, error) {
+	zone, rest := "CRON_TZ=UTC", spec
 	if strings.HasPrefix(spec, "CRON_TZ=") || strings.HasPrefix(spec, "TZ=") {
-		if !strings.Contains(spec, " ") { // cron v3 panics on a zone with nothing after it
+		var ok bool
+		if zone, rest, ok = strings.Cut(spec, " "); !ok { // cron v3 panics on a bare zone
 			return nil, errors.New("a time zone prefix needs a schedule after it")
 		}
-	} else {
-		spec = "CRON_TZ=UTC " + spec
 	}
-	return cron.ParseStandard(spec)
+	rest = strings.TrimSpace(rest)
+	if every, ok := strings.CutPrefix(rest, "@every "); ok {
+		// cron rounds an interval under a second up to one second; refuse it instead.
+		if d, err := time.ParseDuration(strings.TrimSpace(every)); err == nil && d < time.Second {
+			return nil, fmt.Errorf("@every needs an interval of at least 1s, not %v", d)
+		}
+	}
+	s, err := cron.ParseStandard(zone + " " + rest)
+	if err != nil {
+		return nil, err
+	}
+	if s.Next(time.Now()).IsZero() {
+		return nil, errors.New("the schedule never runs")
+	}
+	return s, nil
 }
 
-// maxGap returns the longest interval between two consecutive runs of s over the year after
-// from, looking at no more than 20,000 runs (two weeks of a schedule that runs every minute).
-func maxGap(s cron.Schedule, from time.Time) time.Duration {
+// gapOver returns a gap between two consecutive runs of s longer than limit, looking over the
+// four years after from (long enough for yearly and leap-day schedules), or 0 when there is none.
+// It jumps limit/2 at a time, so it costs a few calls to Next per limit of time, however often the
+// schedule runs.
+func gapOver(s cron.Schedule, from time.Time, limit time.Duration) time.Duration {
 	if every, ok := s.(cron.ConstantDelaySchedule); ok {
-		return every.Delay
-	}
-	var gap time.Duration
-	end := from.AddDate(1, 0, 1)
-	prev := s.Next(from)
-	for i := 0; i < 20_000 && !prev.IsZero() && prev.Before(end); i++ {
-		next := s.Next(prev)
-		if next.IsZero() {
-			break
+		if every.Delay > limit {
+			return every.Delay
 		}
-		gap = max(gap, next.Sub(prev))
-		prev = next
+		return 0
 	}
-	return gap
+	end := from.AddDate(4, 0, 1)
+	t := s.Next(from)
+	if t.IsZero() || t.After(end) {
+		return end.Sub(from)
+	}
+	for t.Before(end) {
+		// n is the first run at or after t+limit/2. A gap longer than limit that starts in
+		// [t, t+limit/2) ends at n; find its start by walking the (few) runs before t+limit/2.
+		half := t.Add(limit / 2)
+		n := s.Next(half.Add(-time.Second))
+		if n.IsZero() {
+			return end.Sub(t)
+		}
+		if n.Sub(t) > limit {
+			last := t
+			for r := s.Next(t); r.Before(half); r = s.Next(r) {
+				last = r
+			}
+			if g := n.Sub(last); g > limit {
+				return g
+			}
+		}
+		t = n
+	}
+	return 0
 }

@@ -38,9 +38,11 @@ func (f *file) resolve() (*Config, Errors) {
 		bad("renew_before", "not a duration such as 30m or 1h: %q", f.RenewBefore)
 	} else if c.RenewBefore <= 0 {
 		bad("renew_before", "must be positive")
+	} else if c.RenewBefore >= AccessTokenLifetime {
+		bad("renew_before", "%v is not shorter than the %v life of an access token: every pass would rotate every client", c.RenewBefore, AccessTokenLifetime)
 	} else if c.Cron != nil {
-		if gap := maxGap(c.Cron, time.Now()); gap > c.RenewBefore {
-			bad("renew_before", "%v is shorter than the %v between two scheduled runs: a token could expire between runs", c.RenewBefore, gap)
+		if gap := gapOver(c.Cron, time.Now(), c.RenewBefore); gap > 0 {
+			bad("renew_before", "%v is shorter than the %v between two scheduled runs: a token could expire between runs (run the schedule more often, or renew earlier)", c.RenewBefore, gap.Round(time.Minute))
 		}
 	}
 	if c.Vault.KVMount == "" {
