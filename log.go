@@ -11,22 +11,26 @@ import (
 	"golang.org/x/term"
 )
 
-// newLogger builds the one logger of the process. format auto means tint's coloured text when w is
-// a terminal and JSON otherwise (Kubernetes, files, pipes).
+// newLogger builds the one logger of the process. format auto means tint's text when w is a
+// terminal and JSON otherwise (Kubernetes, files, pipes). Text is coloured only on a terminal and
+// without NO_COLOR.
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 	}
+	f, ok := w.(*os.File)
+	terminal := ok && term.IsTerminal(int(f.Fd()))
 	if format == "auto" {
 		format = "json"
-		if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		if terminal {
 			format = "text"
 		}
 	}
 	switch format {
 	case "text":
-		return slog.New(tint.NewHandler(w, &tint.Options{Level: lv, TimeFormat: time.DateTime})), nil
+		noColor := !terminal || os.Getenv("NO_COLOR") != ""
+		return slog.New(tint.NewHandler(w, &tint.Options{Level: lv, TimeFormat: time.DateTime, NoColor: noColor})), nil
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lv})), nil
 	}

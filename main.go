@@ -17,11 +17,21 @@ import (
 var version = "dev"
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	os.Exit(exitCode(err, os.Stderr))
+	ctx, cancel := context.WithCancel(context.Background())
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, syscall.SIGTERM, os.Interrupt)
+	go func() {
+		<-signals
+		cancel() // stop scheduling; a rotation in flight finishes its write-back
+		<-signals
+		fmt.Fprintln(os.Stderr, "token-rotator: second signal: exiting without waiting")
+		os.Exit(exitInterrupted)
+	}()
+	os.Exit(exitCode(run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr))
 }
+
+// exitInterrupted is the exit code after a second SIGTERM or SIGINT cut a rotation short.
+const exitInterrupted = 3
 
 // errClientsFailed is returned by run when the job ran but at least one client failed.
 var errClientsFailed = errors.New("one or more clients failed")
