@@ -359,3 +359,72 @@ func TestDaemonRunsAtStartAndStopsOnCancel(t *testing.T) {
 		t.Errorf("daemon did not log the next run time:\n%s", out.String())
 	}
 }
+
+func TestDeletedOutputSecretIsRecreated(t *testing.T) {
+	e := newEnv(t)
+	id, secret := e.stora.AddClient()
+	e.put("stora/acme", map[string]any{"client_id": id, "client_secret": secret})
+	e.put("apps/acme", map[string]any{"access_token": "old", "expires_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)})
+	if err := e.vault.Client.KVv2("secret").Delete(context.Background(), "apps/acme"); err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.config("  - name: acme\n    grant: client_credentials\n    scope: public.contact:read\n    secret: stora/acme\n    output: apps/acme\n")
+	if exit, out := e.run("--config", cfg, "--once"); exit != 0 {
+		t.Fatalf("exit %d:\n%s", exit, out)
+	}
+	if got := e.get("apps/acme"); e.tokenInfo(str(got, "access_token")) != 200 || got.VersionMetadata.Version != 2 {
+		t.Errorf("deleted output not recreated with a working token (version %d)", got.VersionMetadata.Version)
+	}
+}
+
+func TestDaemonLogsInAgainWhenItsVaultTokenExpires(t *testing.T) {
+	e := newEnv(t)
+	c := e.vault.Client
+	if err := c.Sys().EnableAuthWithOptions("approle", &api.EnableAuthOptions{Type: "approle"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Sys().PutPolicy("rotator", `path "secret/*" { capabilities = ["create", "read", "update"] }
+path "sys/internal/ui/mounts/*" { capabilities = ["read"] }`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Logical().Write("auth/approle/role/rotator", map[string]any{
+		"token_policies": "rotator", "token_ttl": "2s", "token_max_ttl": "2s"}); err != nil {
+		t.Fatal(err)
+	}
+	roleID, err := c.Logical().Read("auth/approle/role/rotator/role-id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sid, err := c.Logical().Write("auth/approle/role/rotator/secret-id", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sidFile := filepath.Join(e.dir, "secret-id")
+	os.WriteFile(sidFile, []byte(sid.Data["secret_id"].(string)), 0o600)
+	t.Setenv("VAULT_TOKEN", "")
+
+	id, secret := e.stora.AddClient()
+	e.put("stora/acme", map[string]any{"client_id": id, "client_secret": secret})
+	body := "token_url: " + e.stora.TokenURL + "\nschedule: \"@every 1s\"\nvault:\n  auth: {method: approle, role_id: " +
+		roleID.Data["role_id"].(string) + ", secret_id_file: " + sidFile + "}\nclients:\n" +
+		"  - name: acme\n    grant: client_credentials\n    scope: public.contact:read\n    secret: stora/acme\n"
+	cfg := filepath.Join(e.dir, "daemon.yaml")
+	os.WriteFile(cfg, []byte(body), 0o600)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var out safeBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"--config", cfg, "--log-format", "json"}, &out, &out) }()
+	// Passes keep coming every second; wait until some run after the first token expired.
+	deadline := time.Now().Add(20 * time.Second)
+	for strings.Count(out.String(), `"msg":"access token not due"`) < 4 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("daemon returned %v:\n%s", err, out.String())
+	}
+	if n := strings.Count(out.String(), `"msg":"access token not due"`); n < 4 || strings.Contains(out.String(), "rotation failed") {
+		t.Errorf("%d passes found the token fresh; want 4 or more and no failures:\n%s", n, out.String())
+	}
+}
