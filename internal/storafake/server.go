@@ -1,9 +1,11 @@
 // Package storafake is a Stora-compatible OAuth 2 token endpoint for tests and the demo. It follows
 // the Stora contract (POST /oauth2/token, JSON body, 2-hour access tokens, created_at) and the
-// behaviour of Doorkeeper, the server behind it: 401 invalid_client with Doorkeeper's wording,
+// behaviour of Doorkeeper 5.5, the server behind it, as the conformance suite pins it against the
+// real server (internal/testenv): the order of its checks, its error wording, Stora's scopes,
 // single-use refresh tokens revoked either on first use of the new access token (Doorkeeper's
-// default, with the previous_refresh_token column) or at once, PKCE S256, and GET /oauth2/token/info.
-// It counts every request it sees, so tests can assert how many token requests a run made.
+// default, with the previous_refresh_token column) or at once, PKCE S256, and GET
+// /oauth2/token/info. It counts every token request it sees, so tests can assert how many a run
+// made.
 package storafake
 
 import (
@@ -11,9 +13,10 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"mime"
 	"net/http"
-	"regexp"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -28,7 +31,19 @@ const (
 	descInvalidToken  = "The access token is invalid"
 )
 
-var storaScope = regexp.MustCompile(`^public\.[a-z_]+:(read|write)$`)
+// DefaultScope is granted when a client_credentials request names no scope.
+const DefaultScope = "public.contact:read"
+
+// Scopes are the scopes the server knows: public.<resource>:read|write for Stora's resources.
+var Scopes = func() map[string]bool {
+	m := map[string]bool{}
+	for _, r := range strings.Fields(`contact contract contract_template coupon credit_note deal
+		identity_verification image invoice note order product product_category protection_level site
+		staff subscription task tenancy timeline unit unit_allocation unit_type webhook_endpoint`) {
+		m["public."+r+":read"], m["public."+r+":write"] = true, true
+	}
+	return m
+}()
 
 // Server is the fake token endpoint. Create it with New; serve it with Handler.
 type Server struct {
@@ -36,7 +51,7 @@ type Server struct {
 	TTL time.Duration
 	// RevokeImmediately retires a refresh token as soon as it is used (Doorkeeper without the
 	// previous_refresh_token column). When false, the old refresh token is retired when the new
-	// access token is first used at /oauth2/token/info (Doorkeeper's default).
+	// access token is first presented at /oauth2/token/info (Doorkeeper's default).
 	RevokeImmediately bool
 	// ReuseAccessToken returns the current client_credentials token again, with its remaining
 	// expires_in (Doorkeeper's reuse_access_token).
@@ -45,10 +60,10 @@ type Server struct {
 	Now func() time.Time
 
 	mu       sync.Mutex
-	clients  map[string]string // client_id -> client_secret
+	apps     map[string]*application // by client_id
 	codes    map[string]*grant
-	refresh  map[string]*grant
-	access   map[string]*accessToken
+	tokens   map[string]*token // by access token
+	refresh  map[string]*token // by refresh token
 	requests []Request
 }
 
@@ -59,22 +74,30 @@ type Request struct {
 	Status    int
 }
 
+type application struct {
+	secret      string
+	redirectURI string
+	scopes      []string // empty: any scope the server knows
+}
+
 type grant struct {
 	clientID    string
 	scope       string
 	redirectURI string
-	challenge   string // PKCE S256 code_challenge, codes only
+	challenge   string // PKCE S256 code_challenge
 	expires     time.Time
 	revoked     bool
 }
 
-type accessToken struct {
+// token is an access token row, with its refresh token, as Doorkeeper stores them.
+type token struct {
 	clientID     string
 	scope        string
 	created      time.Time
-	expires      time.Time
-	previousRT   string // refresh token to retire on first use (revoke-on-use mode)
+	ttl          time.Duration
 	refreshToken string
+	previousRT   string // retired on first use of this token (revoke-on-use mode)
+	revoked      bool
 }
 
 // New returns an empty server with 2-hour tokens in Doorkeeper's default revocation mode.
@@ -82,27 +105,34 @@ func New() *Server {
 	return &Server{
 		TTL:     2 * time.Hour,
 		Now:     time.Now,
-		clients: map[string]string{},
+		apps:    map[string]*application{},
 		codes:   map[string]*grant{},
-		refresh: map[string]*grant{},
-		access:  map[string]*accessToken{},
+		tokens:  map[string]*token{},
+		refresh: map[string]*token{},
 	}
 }
 
-// AddClient registers an application and returns its client_id and client_secret.
+// AddClient registers an application that may use any scope and returns its credentials.
 func (s *Server) AddClient() (id, secret string) {
+	return s.AddApplication("", "")
+}
+
+// AddApplication registers an application with a redirect URI and space-separated scopes (empty:
+// any scope the server knows), and returns its client_id and client_secret.
+func (s *Server) AddApplication(redirectURI, scopes string) (id, secret string) {
 	id, secret = randomToken(), randomToken()
+	s.AddClientWith(id, secret)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.clients[id] = secret
+	s.apps[id].redirectURI, s.apps[id].scopes = redirectURI, strings.Fields(scopes)
 	return id, secret
 }
 
-// AddClientWith registers an application with the given credentials.
+// AddClientWith registers an application with the given credentials and any scope.
 func (s *Server) AddClientWith(id, secret string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.clients[id] = secret
+	s.apps[id] = &application{secret: secret}
 }
 
 // IssueCode creates an authorization code, as the authorize endpoint would after an operator
@@ -117,25 +147,32 @@ func (s *Server) IssueCode(clientID, redirectURI, scope, challenge string) strin
 func (s *Server) AddCode(clientID, code, redirectURI, scope, challenge string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.codes[code] = &grant{clientID: clientID, scope: scope, redirectURI: redirectURI,
+	s.codes[code] = &grant{clientID: clientID, scope: normalize(scope), redirectURI: redirectURI,
 		challenge: challenge, expires: s.Now().Add(600 * time.Second)}
 }
 
-// IssueRefreshToken creates a refresh token for clientID, as a past authorization would have.
-func (s *Server) IssueRefreshToken(clientID, scope string) string {
-	rt := randomToken()
+// IssueTokenPair creates an access token and refresh token for clientID, as a past authorization
+// would have.
+func (s *Server) IssueTokenPair(clientID, scope string) (accessToken, refreshToken string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.refresh[rt] = &grant{clientID: clientID, scope: scope}
+	at, t := s.issue(clientID, normalize(scope), s.TTL, true, "")
+	return at, t.refreshToken
+}
+
+// IssueRefreshToken is IssueTokenPair's refresh token.
+func (s *Server) IssueRefreshToken(clientID, scope string) string {
+	_, rt := s.IssueTokenPair(clientID, scope)
 	return rt
 }
 
-// RevokeRefreshToken retires a refresh token, as an operator revoking the integration would.
+// RevokeRefreshToken retires a refresh token (and its access token), as an operator revoking the
+// integration would.
 func (s *Server) RevokeRefreshToken(rt string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if g := s.refresh[rt]; g != nil {
-		g.revoked = true
+	if t := s.refresh[rt]; t != nil {
+		t.revoked = true
 	}
 }
 
@@ -143,8 +180,8 @@ func (s *Server) RevokeRefreshToken(rt string) {
 func (s *Server) RefreshTokenValid(rt string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	g := s.refresh[rt]
-	return g != nil && !g.revoked
+	t := s.refresh[rt]
+	return t != nil && !t.revoked
 }
 
 // Requests returns a copy of every request seen at /oauth2/token, in order.
@@ -154,152 +191,196 @@ func (s *Server) Requests() []Request {
 	return append([]Request(nil), s.requests...)
 }
 
-// Handler serves POST /oauth2/token and GET /oauth2/token/info.
+// Handler serves POST /oauth2/token and GET /oauth2/token/info; anything else is 404.
 func (s *Server) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /oauth2/token", s.serveToken)
-	mux.HandleFunc("GET /oauth2/token/info", s.serveInfo)
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.Method == http.MethodPost && r.URL.Path == "/oauth2/token":
+			s.serveToken(w, r)
+		case r.Method == http.MethodGet && r.URL.Path == "/oauth2/token/info":
+			s.serveInfo(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
 }
 
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
-	p := params(r)
-	status, body := s.token(p)
+	p, ok := params(r)
+	status, body := 400, map[string]any(nil) // Rails answers unparseable JSON with an empty 400
+	if ok {
+		status, body = s.token(p)
+	}
 	s.mu.Lock()
-	s.requests = append(s.requests, Request{At: s.Now(), GrantType: p["grant_type"], Status: status})
+	s.requests = append(s.requests, Request{At: s.Now(), GrantType: p.Get("grant_type"), Status: status})
 	s.mu.Unlock()
+	if body == nil {
+		w.WriteHeader(status)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Pragma", "no-cache")
 	writeJSON(w, status, body)
 }
 
-// params reads the body as Doorkeeper does: JSON only under a JSON content type, form otherwise;
-// client credentials from a Basic header win over the body.
-func params(r *http.Request) map[string]string {
-	p := map[string]string{}
+// params reads the body as Rails does: JSON only under a JSON content type, form otherwise. It
+// reports false for a JSON body that does not parse. Client credentials in a Basic header win
+// over the body.
+func params(r *http.Request) (url.Values, bool) {
+	p := url.Values{}
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if mt == "application/json" {
 		var m map[string]any
-		_ = json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20)).Decode(&m)
+		data, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		if json.Unmarshal(data, &m) != nil {
+			return p, false
+		}
 		for k, v := range m {
 			if s, ok := v.(string); ok {
-				p[k] = s
+				p.Set(k, s)
 			}
 		}
 	} else if r.ParseForm() == nil {
-		for k := range r.PostForm {
-			p[k] = r.PostForm.Get(k)
-		}
+		p = r.PostForm
 	}
 	if id, secret, ok := r.BasicAuth(); ok {
-		p["client_id"], p["client_secret"] = id, secret
+		p.Set("client_id", id)
+		p.Set("client_secret", secret)
 	}
-	return p
+	return p, true
 }
 
-func (s *Server) token(p map[string]string) (int, map[string]any) {
-	if p["grant_type"] == "" {
-		return oauthError(400, "invalid_request", "Missing required parameter: grant_type.")
-	}
+func (s *Server) token(p url.Values) (int, map[string]any) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch p["grant_type"] {
-	case "client_credentials", "authorization_code", "refresh_token":
-	default:
-		return oauthError(400, "unsupported_grant_type", descUnsupported)
-	}
-	secret, ok := s.clients[p["client_id"]]
-	if !ok || p["client_secret"] == "" || secret != p["client_secret"] {
-		return oauthError(401, "invalid_client", descInvalidClient)
-	}
-	switch p["grant_type"] {
+	switch p.Get("grant_type") {
+	case "":
+		return oauthError(400, "invalid_request", "Missing required parameter: grant_type.")
 	case "client_credentials":
 		return s.clientCredentials(p)
 	case "authorization_code":
 		return s.authorizationCode(p)
-	default:
+	case "refresh_token":
 		return s.refreshToken(p)
 	}
+	return oauthError(400, "unsupported_grant_type", descUnsupported)
 }
 
-func (s *Server) clientCredentials(p map[string]string) (int, map[string]any) {
-	scope := p["scope"]
-	if scope == "" {
-		scope = "public.contact:read"
+// client returns the application the request's credentials authenticate, or nil.
+func (s *Server) client(p url.Values) *application {
+	a := s.apps[p.Get("client_id")]
+	if a == nil || p.Get("client_secret") == "" || a.secret != p.Get("client_secret") {
+		return nil
 	}
-	if !validScope(scope) {
+	return a
+}
+
+// Doorkeeper's client_credentials checks: client, then scopes.
+func (s *Server) clientCredentials(p url.Values) (int, map[string]any) {
+	app := s.client(p)
+	if app == nil {
+		return oauthError(401, "invalid_client", descInvalidClient)
+	}
+	scope := normalize(p.Get("scope"))
+	if scope == "" {
+		scope = app.allowed(DefaultScope)
+	} else if !app.permits(scope) {
 		return oauthError(400, "invalid_scope", descInvalidScope)
 	}
 	if s.ReuseAccessToken {
-		for at, t := range s.access {
-			if t.clientID == p["client_id"] && t.scope == scope && t.refreshToken == "" && s.Now().Before(t.expires) {
+		for at, t := range s.tokens {
+			if t.clientID == p.Get("client_id") && t.scope == scope && t.refreshToken == "" && !t.revoked && s.Now().Before(t.expires()) {
 				return 200, s.tokenBody(at, t)
 			}
 		}
 	}
-	return 200, s.issue(p["client_id"], scope, false, "")
+	at, t := s.issue(p.Get("client_id"), scope, s.TTL, false, "")
+	return 200, s.tokenBody(at, t)
 }
 
-func (s *Server) authorizationCode(p map[string]string) (int, map[string]any) {
+// Doorkeeper's authorization_code checks: parameters (code, redirect_uri, and the verifier a PKCE
+// code needs), then client, then the code, the redirect URI and the verifier.
+func (s *Server) authorizationCode(p url.Values) (int, map[string]any) {
 	for _, k := range []string{"code", "redirect_uri"} {
-		if p[k] == "" {
+		if p.Get(k) == "" {
 			return oauthError(400, "invalid_request", "Missing required parameter: "+k+".")
 		}
 	}
-	g := s.codes[p["code"]]
-	if g != nil && g.challenge != "" && p["code_verifier"] == "" {
+	g := s.codes[p.Get("code")]
+	if g != nil && g.challenge != "" && p.Get("code_verifier") == "" {
 		return oauthError(400, "invalid_request", "Missing required parameter: code_verifier.")
 	}
-	if g == nil || g.revoked || g.clientID != p["client_id"] || g.redirectURI != p["redirect_uri"] ||
-		!s.Now().Before(g.expires) || !verifierMatches(g.challenge, p["code_verifier"]) {
+	if s.client(p) == nil {
+		return oauthError(401, "invalid_client", descInvalidClient)
+	}
+	if g == nil || g.revoked || g.clientID != p.Get("client_id") || !s.Now().Before(g.expires) ||
+		g.redirectURI != p.Get("redirect_uri") || !verifierMatches(g.challenge, p.Get("code_verifier")) {
 		return oauthError(400, "invalid_grant", descInvalidGrant)
 	}
 	g.revoked = true
-	return 200, s.issue(g.clientID, g.scope, true, "")
+	at, t := s.issue(g.clientID, g.scope, s.TTL, true, "")
+	return 200, s.tokenBody(at, t)
 }
 
-func (s *Server) refreshToken(p map[string]string) (int, map[string]any) {
-	if p["refresh_token"] == "" {
+// Doorkeeper's refresh_token checks: presence, the refresh token, the client (skipped when the
+// request carries no credentials), that the token is the client's, then scope.
+func (s *Server) refreshToken(p url.Values) (int, map[string]any) {
+	rt := p.Get("refresh_token")
+	if rt == "" {
 		return oauthError(400, "invalid_request", "Missing required parameter: refresh_token.")
 	}
-	g := s.refresh[p["refresh_token"]]
-	if g == nil || g.revoked || g.clientID != p["client_id"] {
+	old := s.refresh[rt]
+	if old == nil || old.revoked {
 		return oauthError(400, "invalid_grant", descInvalidGrant)
 	}
-	scope := g.scope
-	if p["scope"] != "" {
-		if !subset(p["scope"], g.scope) {
+	hasCredentials := p.Get("client_id") != "" || p.Get("client_secret") != ""
+	if hasCredentials && s.client(p) == nil {
+		return oauthError(401, "invalid_client", descInvalidClient)
+	}
+	if !hasCredentials || old.clientID != p.Get("client_id") {
+		return oauthError(400, "invalid_grant", descInvalidGrant)
+	}
+	scope := old.scope
+	if req := normalize(p.Get("scope")); req != "" {
+		if !subset(req, old.scope) {
 			return oauthError(400, "invalid_scope", descInvalidScope)
 		}
-		scope = p["scope"]
+		scope = req
 	}
 	previous := ""
 	if s.RevokeImmediately {
-		g.revoked = true
+		old.revoked = true
 	} else {
-		previous = p["refresh_token"]
+		previous = rt
 	}
-	return 200, s.issue(g.clientID, scope, true, previous)
+	at, t := s.issue(old.clientID, scope, old.ttl, true, previous)
+	return 200, s.tokenBody(at, t)
 }
 
-// issue creates an access token (and a refresh token when withRefresh) and returns the body.
-func (s *Server) issue(clientID, scope string, withRefresh bool, previousRT string) map[string]any {
-	now := s.Now()
-	t := &accessToken{clientID: clientID, scope: scope, created: now, expires: now.Add(s.TTL), previousRT: previousRT}
+// issue creates an access token (and a refresh token when withRefresh). The caller holds mu.
+func (s *Server) issue(clientID, scope string, ttl time.Duration, withRefresh bool, previousRT string) (string, *token) {
+	t := &token{clientID: clientID, scope: scope, created: s.Now(), ttl: ttl, previousRT: previousRT}
 	if withRefresh {
 		t.refreshToken = randomToken()
-		s.refresh[t.refreshToken] = &grant{clientID: clientID, scope: scope}
+		s.refresh[t.refreshToken] = t
 	}
 	at := randomToken()
-	s.access[at] = t
-	return s.tokenBody(at, t)
+	s.tokens[at] = t
+	return at, t
 }
 
-func (s *Server) tokenBody(at string, t *accessToken) map[string]any {
+func (t *token) expires() time.Time { return t.created.Add(t.ttl) }
+
+// tokenBody is Doorkeeper's token response; blank keys are omitted, never null.
+func (s *Server) tokenBody(at string, t *token) map[string]any {
 	body := map[string]any{
 		"access_token": at,
 		"token_type":   "Bearer",
-		"expires_in":   int64(t.expires.Sub(s.Now()).Round(time.Second) / time.Second),
-		"scope":        t.scope,
+		"expires_in":   max(0, int64(t.expires().Sub(s.Now()).Round(time.Second)/time.Second)),
 		"created_at":   t.created.Unix(),
+	}
+	if t.scope != "" {
+		body["scope"] = t.scope
 	}
 	if t.refreshToken != "" {
 		body["refresh_token"] = t.refreshToken
@@ -307,33 +388,64 @@ func (s *Server) tokenBody(at string, t *accessToken) map[string]any {
 	return body
 }
 
-// serveInfo is Doorkeeper's token info endpoint. A valid access token's first use here retires the
-// refresh token it replaced, in the revoke-on-use mode.
+// serveInfo is Doorkeeper's token info endpoint. Presenting an access token here, even one that is
+// revoked or expired, retires the refresh token it replaced, in the revoke-on-use mode.
 func (s *Server) serveInfo(w http.ResponseWriter, r *http.Request) {
 	at, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	s.mu.Lock()
-	t := s.access[at]
-	if !ok || t == nil || !s.Now().Before(t.expires) {
-		s.mu.Unlock()
-		w.Header().Set("WWW-Authenticate", `Bearer realm="Doorkeeper", error="invalid_token", error_description="`+descInvalidToken+`"`)
-		writeJSON(w, 401, map[string]any{"error": "invalid_token", "error_description": descInvalidToken})
-		return
-	}
-	if t.previousRT != "" {
-		if g := s.refresh[t.previousRT]; g != nil {
-			g.revoked = true
+	t := s.tokens[at]
+	if ok && t != nil && t.previousRT != "" {
+		if old := s.refresh[t.previousRT]; old != nil {
+			old.revoked = true
 		}
 		t.previousRT = ""
 	}
+	if !ok || t == nil || t.revoked || !s.Now().Before(t.expires()) {
+		s.mu.Unlock()
+		w.Header().Set("WWW-Authenticate", `Bearer realm="Doorkeeper", error="invalid_token", error_description="`+descInvalidToken+`"`)
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Pragma", "no-cache")
+		writeJSON(w, 401, map[string]any{"error": "invalid_token", "error_description": descInvalidToken, "state": "unauthorized"})
+		return
+	}
+	var owner any
+	if t.refreshToken != "" {
+		owner = 1 // code-flow tokens belong to the operator who authorized; the fake has one
+	}
 	body := map[string]any{
-		"resource_owner_id": nil,
+		"resource_owner_id": owner,
 		"scope":             strings.Fields(t.scope),
-		"expires_in":        int64(t.expires.Sub(s.Now()) / time.Second),
+		"expires_in":        int64(t.expires().Sub(s.Now()) / time.Second),
 		"application":       map[string]any{"uid": t.clientID},
 		"created_at":        t.created.Unix(),
 	}
 	s.mu.Unlock()
+	w.Header().Set("Cache-Control", "max-age=0, private, must-revalidate")
 	writeJSON(w, 200, body)
+}
+
+// permits reports whether every scope requested is known to the server and granted to the app.
+func (a *application) permits(scope string) bool {
+	for _, sc := range strings.Fields(scope) {
+		if !Scopes[sc] || (len(a.scopes) > 0 && !contains(a.scopes, sc)) {
+			return false
+		}
+	}
+	return true
+}
+
+// allowed narrows scope to the app's scopes, as Doorkeeper narrows its default scopes.
+func (a *application) allowed(scope string) string {
+	if len(a.scopes) == 0 {
+		return scope
+	}
+	var out []string
+	for _, sc := range strings.Fields(scope) {
+		if contains(a.scopes, sc) {
+			out = append(out, sc)
+		}
+	}
+	return strings.Join(out, " ")
 }
 
 func oauthError(status int, code, desc string) (int, map[string]any) {
@@ -341,32 +453,29 @@ func oauthError(status int, code, desc string) (int, map[string]any) {
 }
 
 func writeJSON(w http.ResponseWriter, status int, body map[string]any) {
-	if code, ok := body["error"].(string); ok {
+	if code, ok := body["error"].(string); ok && code != "invalid_token" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="Doorkeeper", error="`+code+`", error_description="`+body["error_description"].(string)+`"`)
 	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(body)
 }
 
-func validScope(scope string) bool {
-	f := strings.Fields(scope)
-	for _, s := range f {
-		if !storaScope.MatchString(s) {
-			return false
+func normalize(scope string) string { return strings.Join(strings.Fields(scope), " ") }
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
 		}
 	}
-	return len(f) > 0
+	return false
 }
 
 func subset(requested, granted string) bool {
-	have := map[string]bool{}
-	for _, s := range strings.Fields(granted) {
-		have[s] = true
-	}
+	have := strings.Fields(granted)
 	for _, s := range strings.Fields(requested) {
-		if !have[s] {
+		if !contains(have, s) {
 			return false
 		}
 	}
