@@ -36,10 +36,15 @@ func newEnv(t *testing.T) *env {
 // config writes a config file with the given clients section and returns its path.
 func (e *env) config(clients string) string {
 	e.t.Helper()
-	body := "token_url: " + e.stora.TokenURL + "\nrenew_before: 30m\nvault:\n  kv_mount: secret\nclients:\n" + clients
-	p := filepath.Join(e.dir, "config.yaml")
+	return writeConfig(e.t, "token_url: "+e.stora.TokenURL+"\nrenew_before: 30m\nvault:\n  kv_mount: secret\nclients:\n"+clients)
+}
+
+// writeConfig writes body to a config file in a new temporary directory and returns its path.
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "config.yaml")
 	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return p
 }
@@ -61,8 +66,11 @@ func (e *env) get(path string) *api.KVSecret {
 }
 
 // run runs token-rotator with args and returns its exit code and everything it printed.
-func (e *env) run(args ...string) (int, string) {
-	e.t.Helper()
+func (e *env) run(args ...string) (int, string) { return runRotator(args...) }
+
+// runRotator runs token-rotator in-process, as main would, and returns its exit code and
+// everything it printed.
+func runRotator(args ...string) (int, string) {
 	var out bytes.Buffer
 	code := exitCode(run(context.Background(), args, &out, &out), &out)
 	return code, out.String()

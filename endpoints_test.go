@@ -1,0 +1,212 @@
+//go:build unix
+
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/vault/api"
+
+	"token-rotator/internal/storafake"
+	"token-rotator/internal/testenv"
+)
+
+// TestAgainstTokenServers drives token-rotator as a user would, with a real Vault, against the real
+// Doorkeeper and the bundled fake, each in both refresh-token revocation modes. Every case asserts
+// what the server says about the tokens now in Vault.
+func TestAgainstTokenServers(t *testing.T) {
+	v := testenv.StartVault(t)
+	t.Setenv("VAULT_ADDR", v.Addr)
+	t.Setenv("VAULT_TOKEN", v.Token)
+	for _, kind := range testenv.TokenServerKinds {
+		for _, immediate := range []bool{false, true} {
+			srv := testenv.StartTokenServer(t, kind, immediate)
+			t.Run(srv.Name(), func(t *testing.T) {
+				s := &serverSuite{vault: v, srv: srv}
+				t.Run("ClientCredentials", s.clientCredentials)
+				t.Run("AuthorizationCodeThenRefresh", func(t *testing.T) { s.authorizationCode(t, "") })
+				t.Run("AuthorizationCodeWithPKCEThenRefresh", func(t *testing.T) {
+					s.authorizationCode(t, "pkce-verifier-"+strings.Repeat("x", 40))
+				})
+				t.Run("WrongClientSecret", s.wrongClientSecret)
+				t.Run("RevokedRefreshToken", s.revokedRefreshToken)
+				t.Run("UnknownScope", s.unknownScope)
+			})
+		}
+	}
+}
+
+const (
+	redirectURI = "http://localhost:8765/callback"
+	appScopes   = "public.contact:read public.contact:write public.invoice:read"
+)
+
+type serverSuite struct {
+	vault *testenv.Vault
+	srv   testenv.TokenServer
+}
+
+// path is a KV path of the test's own: e2e/<test>/<server>/<mode>/<case>/<name>.
+func (s *serverSuite) path(t *testing.T, name string) string { return "e2e/" + t.Name() + "/" + name }
+
+func (s *serverSuite) put(t *testing.T, path string, data map[string]any) {
+	t.Helper()
+	if _, err := s.vault.Client.KVv2("secret").Put(context.Background(), path, data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (s *serverSuite) get(t *testing.T, path string) *api.KVSecret {
+	t.Helper()
+	got, err := s.vault.Client.KVv2("secret").Get(context.Background(), path)
+	if err != nil {
+		t.Fatalf("read %s: %v", path, err)
+	}
+	return got
+}
+
+func (s *serverSuite) absent(path string) bool {
+	_, err := s.vault.Client.KVv2("secret").Get(context.Background(), path)
+	return err != nil
+}
+
+// run writes a config with one client and runs token-rotator with args; it returns the exit code,
+// the output, and how many token requests the server saw during the run.
+func (s *serverSuite) run(t *testing.T, client string, args ...string) (int, string, int) {
+	t.Helper()
+	before := s.srv.TokenRequests(t)
+	cfg := writeConfig(t, "token_url: "+s.srv.Endpoint()+"\nclients:\n"+client)
+	code, out := runRotator(append([]string{"--config", cfg, "--once"}, args...)...)
+	return code, out, s.srv.TokenRequests(t) - before
+}
+
+func (s *serverSuite) clientCredentials(t *testing.T) {
+	id, secret := s.srv.AddClient(t, redirectURI, appScopes)
+	cred, out := s.path(t, "cred"), s.path(t, "token")
+	s.put(t, cred, map[string]any{"client_id": id, "client_secret": secret})
+	client := "  - {name: acme, grant: client_credentials, scope: 'public.contact:read public.invoice:read', secret: " + cred + ", output: " + out + "}\n"
+	code, log, requests := s.run(t, client)
+	if code != 0 || requests != 1 {
+		t.Fatalf("exit %d after %d token requests, want 0 after 1:\n%s", code, requests, log)
+	}
+	tok := s.get(t, out)
+	if st := s.srv.TokenInfo(t, str(tok, "access_token")); st != 200 {
+		t.Errorf("the server answered %d to the access token in Vault, want 200", st)
+	}
+	if str(tok, "scope") != "public.contact:read public.invoice:read" || tok.Data["refresh_token"] != nil {
+		t.Errorf("stored scope %q, refresh token present %v", str(tok, "scope"), tok.Data["refresh_token"] != nil)
+	}
+	assertExpiry(t, tok)
+	assertNoSecrets(t, log, secret, str(tok, "access_token"))
+}
+
+// authorizationCode exchanges a code (with PKCE when verifier is set), then refreshes twice on
+// later passes. After each rotation the new pair must be in Vault before anything uses the new
+// access token: in the revoke-on-use mode the old refresh token is then still live, and presenting
+// the access token from Vault is what retires it.
+func (s *serverSuite) authorizationCode(t *testing.T, verifier string) {
+	id, secret := s.srv.AddClient(t, redirectURI, appScopes)
+	challenge := ""
+	if verifier != "" {
+		challenge = storafake.S256(verifier)
+	}
+	code := s.srv.IssueCode(t, id, redirectURI, "public.contact:read public.contact:write", challenge)
+	cred := s.path(t, "cred")
+	data := map[string]any{"client_id": id, "client_secret": secret, "code": code, "redirect_uri": redirectURI, "operator": "op-42"}
+	if verifier != "" {
+		data["code_verifier"] = verifier
+	}
+	s.put(t, cred, data)
+	client := "  - {name: partner, grant: authorization_code, secret: " + cred + "}\n"
+
+	exit, log, requests := s.run(t, client)
+	if exit != 0 || requests != 1 {
+		t.Fatalf("exchange: exit %d after %d token requests:\n%s", exit, requests, log)
+	}
+	got := s.get(t, cred)
+	if got.Data["code"] != nil || got.Data["code_verifier"] != nil || str(got, "operator") != "op-42" || str(got, "redirect_uri") != redirectURI {
+		t.Errorf("after the exchange: code kept %v, code_verifier kept %v, other keys kept %v",
+			got.Data["code"] != nil, got.Data["code_verifier"] != nil, str(got, "operator") == "op-42")
+	}
+	assertExpiry(t, got)
+	rt, at := str(got, "refresh_token"), str(got, "access_token")
+	if st := s.srv.TokenInfo(t, at); st != 200 {
+		t.Fatalf("the server answered %d to the exchanged access token", st)
+	}
+	logs := log
+	for pass := 1; pass <= 2; pass++ {
+		exit, log, requests = s.run(t, client, "--force")
+		logs += log
+		if exit != 0 || requests != 1 {
+			t.Fatalf("refresh %d: exit %d after %d token requests:\n%s", pass, exit, requests, log)
+		}
+		got = s.get(t, cred)
+		newRT, newAT := str(got, "refresh_token"), str(got, "access_token")
+		if newRT == "" || newRT == rt || newAT == at {
+			t.Fatalf("refresh %d did not store a new pair", pass)
+		}
+		if s.srv.RevokesImmediately() != s.srv.RefreshTokenRevoked(t, rt) {
+			t.Errorf("refresh %d: old refresh token revoked = %v right after the run; the job must not use the new access token before the pair is in Vault",
+				pass, !s.srv.RevokesImmediately())
+		}
+		if st := s.srv.TokenInfo(t, newAT); st != 200 {
+			t.Fatalf("refresh %d: the server answered %d to the access token in Vault", pass, st)
+		}
+		if !s.srv.RefreshTokenRevoked(t, rt) || s.srv.RefreshTokenRevoked(t, newRT) {
+			t.Errorf("refresh %d: after the new access token was used, old revoked %v, new revoked %v",
+				pass, s.srv.RefreshTokenRevoked(t, rt), s.srv.RefreshTokenRevoked(t, newRT))
+		}
+		assertNoSecrets(t, log, rt, at)
+		rt, at = newRT, newAT
+	}
+	assertNoSecrets(t, logs, secret, code, verifier, rt, at)
+}
+
+func (s *serverSuite) wrongClientSecret(t *testing.T) {
+	id, _ := s.srv.AddClient(t, redirectURI, appScopes)
+	cred, out := s.path(t, "cred"), s.path(t, "token")
+	s.put(t, cred, map[string]any{"client_id": id, "client_secret": "definitely-not-the-secret"})
+	client := "  - {name: acme, grant: client_credentials, scope: public.contact:read, secret: " + cred + ", output: " + out + "}\n"
+	exit, log, requests := s.run(t, client)
+	if exit != 1 || requests != 1 || !strings.Contains(log, "HTTP 401 invalid_client") {
+		t.Fatalf("exit %d after %d requests, want 1 after 1 with HTTP 401 invalid_client:\n%s", exit, requests, log)
+	}
+	if s.get(t, cred).VersionMetadata.Version != 1 || !s.absent(out) {
+		t.Errorf("something was written")
+	}
+	assertNoSecrets(t, log, "definitely-not-the-secret")
+}
+
+func (s *serverSuite) revokedRefreshToken(t *testing.T) {
+	id, secret := s.srv.AddClient(t, redirectURI, appScopes)
+	_, rt := s.srv.IssueTokenPair(t, id, "public.contact:read")
+	s.srv.RevokeRefreshToken(t, rt)
+	cred, out := s.path(t, "cred"), s.path(t, "token")
+	s.put(t, cred, map[string]any{"client_id": id, "client_secret": secret, "refresh_token": rt})
+	s.put(t, out, map[string]any{"access_token": "expired-token", "expires_at": "2020-01-01T00:00:00Z"})
+	client := "  - {name: partner, grant: authorization_code, secret: " + cred + ", output: " + out + "}\n"
+	exit, log, requests := s.run(t, client)
+	if exit != 1 || requests != 1 || !strings.Contains(log, "HTTP 400 invalid_grant") {
+		t.Fatalf("exit %d after %d requests, want 1 after 1 with HTTP 400 invalid_grant:\n%s", exit, requests, log)
+	}
+	if c, o := s.get(t, cred), s.get(t, out); c.VersionMetadata.Version != 1 || o.VersionMetadata.Version != 1 || str(c, "refresh_token") != rt {
+		t.Errorf("something was overwritten")
+	}
+	assertNoSecrets(t, log, secret, rt)
+}
+
+func (s *serverSuite) unknownScope(t *testing.T) {
+	id, secret := s.srv.AddClient(t, redirectURI, "")
+	cred := s.path(t, "cred")
+	s.put(t, cred, map[string]any{"client_id": id, "client_secret": secret})
+	client := "  - {name: acme, grant: client_credentials, scope: public.spaceships:read, secret: " + cred + "}\n"
+	exit, log, requests := s.run(t, client)
+	if exit != 1 || requests != 1 || !strings.Contains(log, "HTTP 400 invalid_scope") {
+		t.Fatalf("exit %d after %d requests, want 1 after 1 with HTTP 400 invalid_scope:\n%s", exit, requests, log)
+	}
+	if s.get(t, cred).VersionMetadata.Version != 1 {
+		t.Errorf("something was written")
+	}
+}
