@@ -31,8 +31,9 @@ type Client struct {
 // Token makes one request to the token endpoint at tokenURL and returns the token it grants.
 //
 // Errors: a *Error for any HTTP response that is not a complete token (an RFC 6749 §5.2 error,
-// a non-JSON body, a redirect, an oversized body); otherwise the transport error, wrapped.
-// No error text contains a secret, code or token.
+// a non-JSON body, a redirect, an oversized body); a *TransportError when the request failed or the
+// response was cut short, so the server may have acted on it; otherwise (an incomplete Request) a
+// plain error, sent nowhere. No error text contains a secret, code or token.
 func (c *Client) Token(ctx context.Context, tokenURL string, r Request) (*Token, error) {
 	tok, err := c.token(ctx, tokenURL, r)
 	var e *Error
@@ -64,7 +65,7 @@ func (c *Client) token(ctx context.Context, tokenURL string, r Request) (*Token,
 	sent := c.now()
 	resp, err := c.httpClient().Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("token endpoint: %w", err)
+		return nil, &TransportError{Err: err}
 	}
 	defer resp.Body.Close()
 	limit := c.MaxBody
@@ -73,9 +74,10 @@ func (c *Client) token(ctx context.Context, tokenURL string, r Request) (*Token,
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return nil, fmt.Errorf("token endpoint: HTTP %d: read body: %w", resp.StatusCode, err)
+		return nil, &TransportError{Err: fmt.Errorf("HTTP %d: read body: %w", resp.StatusCode, err)}
 	}
-	e := &Error{Status: resp.StatusCode, ContentType: resp.Header.Get("Content-Type")}
+	e := &Error{Status: resp.StatusCode, ContentType: resp.Header.Get("Content-Type"),
+		RetryAfter: retryAfter(resp.Header, c.now())}
 	switch {
 	case int64(len(data)) > limit:
 		e.Reason = fmt.Sprintf("body longer than %d bytes", limit)

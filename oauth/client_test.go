@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -195,8 +196,10 @@ func TestTokenTimeout(t *testing.T) {
 	}))
 	defer srv.Close()
 	c := &Client{HTTP: &http.Client{Timeout: 100 * time.Millisecond}}
-	if _, err := c.Token(context.Background(), srv.URL, refresh); err == nil || !strings.Contains(err.Error(), "Timeout") {
-		t.Fatalf("error %v, want a timeout", err)
+	_, err := c.Token(context.Background(), srv.URL, refresh)
+	var te *TransportError
+	if !errors.As(err, &te) || !strings.Contains(err.Error(), "Timeout") {
+		t.Fatalf("error %v, want a timeout TransportError", err)
 	}
 }
 
@@ -221,5 +224,44 @@ func TestErrorsCarryNoShortEchoedSecrets(t *testing.T) {
 				t.Errorf("HTTP %d %s: error %q", status, body, err)
 			}
 		}
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name   string
+		header http.Header
+		want   time.Duration
+	}{
+		{"none", http.Header{}, 0},
+		{"Retry-After seconds", http.Header{"Retry-After": {"7"}}, 7 * time.Second},
+		{"Retry-After HTTP date", http.Header{"Retry-After": {now.Add(90 * time.Second).Format(http.TimeFormat)}}, 90 * time.Second},
+		{"Stora RateLimit-Reset epoch seconds", http.Header{"Ratelimit-Reset": {fmt.Sprint(now.Add(3 * time.Second).Unix())}, "Ratelimit-Limit": {"10"}}, 3 * time.Second},
+		{"draft RateLimit-Reset delta seconds", http.Header{"Ratelimit-Reset": {"4"}}, 4 * time.Second},
+		{"reset in the past", http.Header{"Ratelimit-Reset": {fmt.Sprint(now.Add(-time.Minute).Unix())}}, 0},
+		{"absurd wait capped", http.Header{"Retry-After": {"999999"}}, 10 * time.Minute},
+		{"garbage", http.Header{"Retry-After": {"soon"}}, 0},
+	} {
+		if got := retryAfter(tc.header, now); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestCutShortResponseIsATransportError(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "500")
+		w.WriteHeader(200)
+		io.WriteString(w, `{"access_token":"half`)
+		conn, _, _ := w.(http.Hijacker).Hijack()
+		conn.Close()
+	}))
+	defer srv.Close()
+	_, err := client().Token(context.Background(), srv.URL, refresh)
+	var te *TransportError
+	if !errors.As(err, &te) {
+		t.Fatalf("error %v (%T), want *TransportError", err, err)
 	}
 }

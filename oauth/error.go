@@ -2,8 +2,11 @@ package oauth
 
 import (
 	"fmt"
+	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // Error codes of RFC 6749 §5.2 that callers branch on.
@@ -27,6 +30,49 @@ type Error struct {
 	ContentType string // the response's Content-Type header
 	Snippet     string // the start of a body that was not an RFC 6749 error, redacted
 	Reason      string // what was wrong with a response that was not an error response
+	// RetryAfter is how long the server asked the client to wait (Retry-After, or Stora's
+	// RateLimit-Reset), capped at 10 minutes; 0 when it did not say.
+	RetryAfter time.Duration
+}
+
+// Temporary reports whether the same request may succeed later: 5xx, 429 and 408 responses.
+// Any other response is the server's considered answer.
+func (e *Error) Temporary() bool {
+	return e.Status >= 500 || e.Status == http.StatusTooManyRequests || e.Status == http.StatusRequestTimeout
+}
+
+// TransportError is a token request that failed in transit: not sent, timed out, or its response
+// cut short. The server may or may not have acted on it: a refresh token sent this way may
+// already be spent.
+type TransportError struct{ Err error }
+
+func (e *TransportError) Error() string { return "token endpoint: " + e.Err.Error() }
+func (e *TransportError) Unwrap() error { return e.Err }
+
+// maxRetryAfter caps what a server may ask the client to wait.
+const maxRetryAfter = 10 * time.Minute
+
+// retryAfter reads Retry-After (delta-seconds or an HTTP date, RFC 9110 §10.2.3) and, failing
+// that, RateLimit-Reset (Stora sends epoch seconds; the IETF draft's delta-seconds are accepted
+// too: a value under 10^9 is a delta).
+func retryAfter(h http.Header, now time.Time) time.Duration {
+	var d time.Duration
+	if v := strings.TrimSpace(h.Get("Retry-After")); v != "" {
+		if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+			d = time.Duration(secs) * time.Second
+		} else if at, err := http.ParseTime(v); err == nil {
+			d = at.Sub(now)
+		}
+	} else if v := strings.TrimSpace(h.Get("RateLimit-Reset")); v != "" {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			if n >= 1e9 {
+				d = time.Unix(n, 0).Sub(now)
+			} else {
+				d = time.Duration(n) * time.Second
+			}
+		}
+	}
+	return min(max(d, 0), maxRetryAfter)
 }
 
 func (e *Error) Error() string {
@@ -52,10 +98,12 @@ func (e *Error) Error() string {
 }
 
 // scrub removes every occurrence of the given values from the server's text in e: a server that
-// echoes a short client secret or code back must not put it in a log line.
+// echoes a short client secret or code back must not put it in a log line. Values under 4
+// characters are left alone: no real credential is that short, and scrubbing them would shred the
+// message.
 func (e *Error) scrub(values ...string) {
 	for _, v := range values {
-		if v == "" {
+		if len(v) < 4 {
 			continue
 		}
 		for _, f := range []*string{&e.Code, &e.Description, &e.Snippet, &e.Reason} {
