@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/hashicorp/vault/api"
 
@@ -41,6 +43,8 @@ type Secret struct {
 	Data map[string]any
 	// Version is the KV v2 version read; 0 on KV v1 and for a secret that does not exist yet.
 	Version int
+	// Metadata is the KV v2 secret's custom metadata (string values); nil on KV v1.
+	Metadata map[string]string
 }
 
 // Store reads and writes secrets under one KV mount.
@@ -49,6 +53,9 @@ type Store struct {
 	auth    config.Auth
 	mount   string
 	version int // KV engine version: 1 or 2
+
+	mu          sync.Mutex // guards login and tokenExpiry
+	tokenExpiry time.Time  // when the Vault token was last known to expire; zero: unknown
 }
 
 // Open makes a Vault client from the environment (VAULT_ADDR, VAULT_CACERT, VAULT_TOKEN and the
@@ -63,6 +70,7 @@ func Open(ctx context.Context, cfg config.Vault) (*Store, error) {
 		vc.Address = cfg.Address
 	}
 	vc.MaxRetries = 2
+	vc.Timeout = 15 * time.Second // a stalled Vault must not hold a write-back for the default minute
 	c, err := api.NewClient(vc)
 	if err != nil {
 		return nil, fmt.Errorf("vault client: %w", err)
@@ -105,16 +113,20 @@ func kvVersion(ctx context.Context, c *api.Client, mount string) (int, error) {
 // Read returns the secret at path (relative to the mount).
 // Errors: ErrNotFound (wrapped) when there is none; otherwise Vault's error, wrapped with the path.
 func (s *Store) Read(ctx context.Context, path string) (*Secret, error) {
-	if s.version == 1 {
-		kv, err := s.client.KVv1(s.mount).Get(ctx, path)
-		if err != nil {
-			return nil, s.wrap("read", path, err)
+	var kv *api.KVSecret
+	err := s.withLogin(ctx, func() (err error) {
+		if s.version == 1 {
+			kv, err = s.client.KVv1(s.mount).Get(ctx, path)
+		} else {
+			kv, err = s.client.KVv2(s.mount).Get(ctx, path)
 		}
-		return &Secret{Data: kv.Data}, nil
-	}
-	kv, err := s.client.KVv2(s.mount).Get(ctx, path)
+		return err
+	})
 	if err != nil {
 		return nil, s.wrap("read", path, err)
+	}
+	if s.version == 1 {
+		return &Secret{Data: kv.Data}, nil
 	}
 	v := 0
 	if kv.VersionMetadata != nil {
@@ -123,24 +135,79 @@ func (s *Store) Read(ctx context.Context, path string) (*Secret, error) {
 	if kv.Data == nil {
 		return nil, &DeletedError{Path: s.mount + "/" + path, Version: v}
 	}
-	return &Secret{Data: kv.Data, Version: v}, nil
+	meta := map[string]string{}
+	for k, val := range kv.CustomMetadata {
+		meta[k] = fmt.Sprint(val)
+	}
+	return &Secret{Data: kv.Data, Version: v, Metadata: meta}, nil
 }
 
 // Write replaces the data of the secret at path. On KV v2 the write is check-and-set on version:
 // 0 means the secret must not exist yet. It returns the version written (0 on KV v1).
 // Errors: ErrVersionMismatch (wrapped) when the secret changed; otherwise Vault's error, wrapped.
 func (s *Store) Write(ctx context.Context, path string, data map[string]any, version int) (int, error) {
-	if s.version == 1 {
-		return 0, s.wrap("write", path, s.client.KVv1(s.mount).Put(ctx, path, data))
-	}
-	kv, err := s.client.KVv2(s.mount).Put(ctx, path, data, api.WithCheckAndSet(version))
+	var kv *api.KVSecret
+	err := s.withLogin(ctx, func() (err error) {
+		if s.version == 1 {
+			return s.client.KVv1(s.mount).Put(ctx, path, data)
+		}
+		kv, err = s.client.KVv2(s.mount).Put(ctx, path, data, api.WithCheckAndSet(version))
+		return err
+	})
 	if err != nil {
 		return 0, s.wrap("write", path, err)
 	}
-	if kv.VersionMetadata == nil {
+	if kv == nil || kv.VersionMetadata == nil {
 		return 0, nil
 	}
 	return kv.VersionMetadata.Version, nil
+}
+
+// SetStatus merges fields into the KV v2 secret's custom metadata, where operators read a client's
+// state without it reaching the data apps read; a field set to "" is removed. On KV v1, which has
+// no custom metadata, it does nothing.
+func (s *Store) SetStatus(ctx context.Context, path string, fields map[string]string) error {
+	if s.version == 1 {
+		return nil
+	}
+	meta := make(map[string]any, len(fields))
+	for k, v := range fields {
+		meta[k] = v
+		if v == "" {
+			meta[k] = nil // Vault refuses empty values; null removes the key (JSON merge patch)
+		}
+	}
+	return s.wrap("write metadata of", path, s.withLogin(ctx, func() error {
+		return s.client.KVv2(s.mount).PatchMetadata(ctx, path, api.KVMetadataPatchInput{CustomMetadata: meta})
+	}))
+}
+
+// Writable reports, from Vault's capabilities endpoint, whether the job's token may write the
+// secret at path: update for a secret that exists, create for one that does not. It asks before
+// any token request, so a read-only policy costs no refresh token.
+func (s *Store) Writable(ctx context.Context, path string, exists bool) error {
+	full := s.mount + "/" + path
+	if s.version == 2 {
+		full = s.mount + "/data/" + path
+	}
+	var caps []string
+	err := s.withLogin(ctx, func() (err error) {
+		caps, err = s.client.Sys().CapabilitiesSelfWithContext(ctx, full)
+		return err
+	})
+	if err != nil {
+		return s.wrap("check capabilities on", path, err)
+	}
+	need := "update"
+	if !exists {
+		need = "create"
+	}
+	for _, c := range caps {
+		if c == need || c == "root" {
+			return nil
+		}
+	}
+	return fmt.Errorf("vault policy does not allow %s on %s (capabilities: %s)", need, full, strings.Join(caps, ", "))
 }
 
 func (s *Store) wrap(op, path string, err error) error {

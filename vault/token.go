@@ -17,29 +17,77 @@ import (
 // a renewable token is renewed; if it is not renewable, renewal leaves it short of min, or Vault no
 // longer accepts it, the store logs in again (for the token method: token_file is read again, the
 // way Vault Agent's sink is meant to be used). Errors never contain the token.
+//
+// What it learns of the token's expiry is remembered, so a call while the token has long to live
+// asks Vault nothing: it is cheap enough to call before every client.
 func (s *Store) EnsureToken(ctx context.Context, min time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	if s.tokenExpiry.Sub(now) >= min {
+		return nil
+	}
 	self, err := s.client.Auth().Token().LookupSelfWithContext(ctx)
 	if err == nil && self != nil {
 		ttl, _ := self.TokenTTL()
-		if ttl == 0 || ttl >= min {
+		if ttl == 0 {
+			s.tokenExpiry = now.AddDate(100, 0, 0) // a token that never expires
+			return nil
+		}
+		s.tokenExpiry = now.Add(ttl)
+		if ttl >= min {
 			return nil
 		}
 		if ok, _ := self.TokenIsRenewable(); ok {
 			r, err := s.client.Auth().Token().RenewSelfWithContext(ctx, int(min.Seconds())+1)
-			if err == nil && r != nil && r.Auth != nil && time.Duration(r.Auth.LeaseDuration)*time.Second >= min {
-				return nil
+			if err == nil && r != nil && r.Auth != nil {
+				s.tokenExpiry = now.Add(time.Duration(r.Auth.LeaseDuration) * time.Second)
+				if s.tokenExpiry.Sub(now) >= min {
+					return nil
+				}
 			}
 		}
 	} else if !isAuthError(err) {
 		return fmt.Errorf("vault token lookup: %w", cleanError(err))
 	}
+	return s.relogin(ctx, err != nil)
+}
+
+// relogin logs in again with the configured method. The caller holds s.mu. invalid says whether
+// Vault refused the current token outright.
+func (s *Store) relogin(ctx context.Context, invalid bool) error {
 	if s.auth.Method == config.AuthToken && s.auth.TokenFile == "" {
-		if err != nil {
+		if invalid {
 			return errors.New("vault token is no longer valid and VAULT_TOKEN cannot be renewed: use token_file or a login method")
 		}
-		return fmt.Errorf("vault token expires within %v and cannot be renewed further", min)
+		return errors.New("vault token expires soon and cannot be renewed further")
 	}
-	return login(ctx, s.client, s.auth)
+	s.tokenExpiry = time.Time{}
+	if err := login(ctx, s.client, s.auth); err != nil {
+		return err
+	}
+	if self, err := s.client.Auth().Token().LookupSelfWithContext(ctx); err == nil && self != nil {
+		if ttl, _ := self.TokenTTL(); ttl > 0 {
+			s.tokenExpiry = time.Now().Add(ttl)
+		}
+	}
+	return nil
+}
+
+// withLogin runs op, and once more after logging in again when Vault refused the token: a token
+// that expired mid-pass must not cost a refresh token.
+func (s *Store) withLogin(ctx context.Context, op func() error) error {
+	err := op()
+	if !isAuthError(err) {
+		return err
+	}
+	s.mu.Lock()
+	lerr := s.relogin(ctx, true)
+	s.mu.Unlock()
+	if lerr != nil {
+		return err
+	}
+	return op()
 }
 
 // isAuthError reports whether Vault refused the token itself (expired, revoked, unknown).
