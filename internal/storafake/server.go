@@ -58,6 +58,12 @@ type Server struct {
 	ReuseAccessToken bool
 	// Now is the clock; New sets time.Now.
 	Now func() time.Time
+	// Intercept, when set, sees every token request first; if it answers the request (returns
+	// true), the server does not. Fault tests use it to send 429s and to hold requests.
+	Intercept func(w http.ResponseWriter, r *http.Request) bool
+	// Issued, when set, is called with each refresh token issued by a grant, after the server has
+	// committed it and before the response is written.
+	Issued func(clientID, refreshToken string)
 
 	mu       sync.Mutex
 	apps     map[string]*application // by client_id
@@ -206,6 +212,15 @@ func (s *Server) Handler() http.Handler {
 }
 
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
+	if s.Intercept != nil {
+		rec := &statusRecorder{ResponseWriter: w}
+		if s.Intercept(rec, r) {
+			s.mu.Lock()
+			s.requests = append(s.requests, Request{At: s.Now(), GrantType: "", Status: rec.status})
+			s.mu.Unlock()
+			return
+		}
+	}
 	p, ok := params(r)
 	status, body := 400, map[string]any(nil) // Rails answers unparseable JSON with an empty 400
 	if ok {
@@ -217,6 +232,9 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	if body == nil {
 		w.WriteHeader(status)
 		return
+	}
+	if rt, _ := body["refresh_token"].(string); rt != "" && s.Issued != nil && p.Get("grant_type") != "" {
+		s.Issued(p.Get("client_id"), rt)
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Pragma", "no-cache")
@@ -446,6 +464,17 @@ func (a *application) allowed(scope string) string {
 		}
 	}
 	return strings.Join(out, " ")
+}
+
+// statusRecorder remembers the status an Intercept wrote.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
 }
 
 func oauthError(status int, code, desc string) (int, map[string]any) {
