@@ -191,8 +191,14 @@ func (s *serverSuite) revokedRefreshToken(t *testing.T) {
 	if exit != 1 || requests != 1 || !strings.Contains(log, "HTTP 400 invalid_grant") {
 		t.Fatalf("exit %d after %d requests, want 1 after 1 with HTTP 400 invalid_grant:\n%s", exit, requests, log)
 	}
-	if c, o := s.get(t, cred), s.get(t, out); c.VersionMetadata.Version != 1 || o.VersionMetadata.Version != 1 || str(c, "refresh_token") != rt {
-		t.Errorf("something was overwritten")
+	// The claim and its release leave new versions of the credential secret, with the same data.
+	c, o := s.get(t, cred), s.get(t, out)
+	if len(c.Data) != 3 || str(c, "refresh_token") != rt || str(c, "client_id") != id || o.VersionMetadata.Version != 1 {
+		t.Errorf("something was overwritten: credential keys %d, refresh token kept %v, output version %d",
+			len(c.Data), str(c, "refresh_token") == rt, o.VersionMetadata.Version)
+	}
+	if c.CustomMetadata["rotator_status"] != "reauthorization_required" {
+		t.Errorf("status in metadata %v, want reauthorization_required", c.CustomMetadata["rotator_status"])
 	}
 	assertNoSecrets(t, log, secret, rt)
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"time"
 
 	"token-rotator/config"
 	"token-rotator/oauth"
@@ -93,24 +92,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		DryRun:      o.dryRun,
 		Logger:      logger,
 	}
-	pass := func(ctx context.Context) []rotate.Result {
-		if err := store.EnsureToken(ctx, vaultTokenMargin); err != nil {
-			logger.Warn("vault token may expire during the pass", "error", err.Error())
-		}
-		return rot.Pass(ctx)
-	}
 	if o.once || o.dryRun {
-		if rotate.AnyFailed(pass(ctx)) {
+		if rotate.AnyFailed(rot.Pass(ctx)) {
 			return errClientsFailed
 		}
 		return nil
 	}
-	return daemon(ctx, pass, cfg, logger)
+	return daemon(ctx, rot.Pass, cfg, logger)
 }
-
-// vaultTokenMargin is how long the Vault token must still be valid when a pass starts: a token
-// request (30 s timeout) and its write-back (1 minute) must fit.
-const vaultTokenMargin = 2 * time.Minute
 
 // selectClients returns the clients named by --client, or all of them.
 func selectClients(cfg *config.Config, names []string) ([]config.Client, error) {

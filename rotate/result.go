@@ -5,19 +5,27 @@ import "time"
 // Outcome is how one client's rotation ended in a pass.
 type Outcome string
 
-// Outcomes.
+// Outcomes. Only Failed counts as a failure.
 const (
 	Rotated Outcome = "rotated" // a new access token is in Vault
 	NotDue  Outcome = "not_due" // the stored access token has more than RenewBefore left
 	DryRun  Outcome = "dry_run" // due, but --dry-run: nothing requested or written
-	Skipped Outcome = "skipped" // not started: the pass was cancelled (shutdown) before it
-	Failed  Outcome = "failed"  // see Result.Err
+	// ClaimedElsewhere: another process holds the claim on the secret and is rotating it.
+	ClaimedElsewhere Outcome = "claimed_elsewhere"
+	// RotatedElsewhere: the server refused the stored refresh token because another process had
+	// already spent it, and that process stored the newer pair.
+	RotatedElsewhere Outcome = "rotated_elsewhere"
+	Skipped          Outcome = "skipped" // not started: the pass was cancelled (shutdown) before it
+	Failed           Outcome = "failed"  // see Result.Err and Result.Status
 )
 
 // Result is one client's outcome in a pass.
 type Result struct {
 	Client  string
 	Outcome Outcome
+	// Status is the state recorded for operators (StatusOK, StatusRetrying, ...); empty when the
+	// pass attempted nothing.
+	Status string
 	// Grant is the grant type used or that would be used; empty when not due.
 	Grant string
 	// ExpiresAt is the UTC expiry of the access token now in Vault, when known.

@@ -1,11 +1,15 @@
 // Package rotate is the rotation job's domain: when an access token is due (due.go), which grant
-// renews it (grant.go), the order in which the results go back to Vault (writeback.go), and the
-// pass over every client (pass.go).
+// renews it (grant.go), the claim that lets only one process spend a refresh token (claim.go), the
+// retries and failure taxonomy of the token request (retry.go), the order and persistence of the
+// write-back (writeback.go), the state recorded for operators (status.go), and the pass over every
+// client (pass.go).
 package rotate
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"token-rotator/config"
@@ -18,6 +22,14 @@ type Store interface {
 	Read(ctx context.Context, path string) (*vault.Secret, error)
 	// Write replaces the secret's data, check-and-set on version where the store supports it.
 	Write(ctx context.Context, path string, data map[string]any, version int) (int, error)
+	// Writable says, without writing, whether the job may write the secret at path.
+	Writable(ctx context.Context, path string, exists bool) error
+	// SetStatus merges fields into the secret's metadata, out of the data apps read.
+	SetStatus(ctx context.Context, path string, fields map[string]string) error
+	// EnsureToken renews the store's own credentials, or logs in again, so they last min more.
+	EnsureToken(ctx context.Context, min time.Duration) error
+	// KVVersion is 2 when writes are check-and-set, 1 when not.
+	KVVersion() int
 }
 
 // TokenSource requests a token from a token endpoint; *oauth.Client satisfies it.
@@ -30,7 +42,7 @@ var (
 	_ TokenSource = (*oauth.Client)(nil)
 )
 
-// Rotator runs rotation passes over a set of clients.
+// Rotator runs rotation passes over a set of clients. Zero durations take the defaults given.
 type Rotator struct {
 	Store   Store
 	Tokens  TokenSource
@@ -41,10 +53,28 @@ type Rotator struct {
 	Force bool
 	// DryRun reads Vault and says what it would do, without token requests or writes.
 	DryRun bool
-	// WriteTimeout bounds the write-back after a successful grant. The write-back runs on a
-	// context that the pass's cancellation does not reach, so a shutdown mid-rotation still
-	// stores what the server issued. Zero means 1 minute.
-	WriteTimeout time.Duration
+
+	// GrantRetry caps the time spent retrying a token request that failed transiently (network,
+	// timeout, 5xx, 429), waits included. Default 2 minutes.
+	GrantRetry time.Duration
+	// GrantBackoff is the first wait between token request attempts; it doubles, with jitter, up
+	// to 30 s, and a server's Retry-After or RateLimit-Reset lengthens it. Default 500 ms.
+	GrantBackoff time.Duration
+	// WriteDeadline bounds the write-back after a successful grant: it is retried with backoff,
+	// logging in to Vault again as needed, until then. It runs on a context the pass's
+	// cancellation does not reach, so a shutdown mid-rotation still stores what the server issued.
+	// Default 10 minutes: well inside the 2-hour life of the access token it stores.
+	WriteDeadline time.Duration
+	// WriteBackoff is the first wait between write-back attempts; it doubles up to 10 s.
+	// Default 200 ms.
+	WriteBackoff time.Duration
+	// ClaimTTL is how long a claim keeps other processes off a secret. It must outlast a
+	// rotation (GrantRetry + WriteDeadline + request timeouts), so that a claim only lapses when
+	// its holder died. Default 15 minutes.
+	ClaimTTL time.Duration
+	// Holder names this process in claims; default host/pid/random.
+	Holder string
+
 	// Logger gets one line per client per pass; nil discards.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -63,4 +93,19 @@ func (r *Rotator) logger() *slog.Logger {
 		return r.Logger
 	}
 	return slog.New(slog.DiscardHandler)
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+func (r *Rotator) holder() string {
+	if r.Holder == "" {
+		host, _ := os.Hostname()
+		r.Holder = fmt.Sprintf("%s/%d/%s", host, os.Getpid(), randomID())
+	}
+	return r.Holder
 }

@@ -6,19 +6,20 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
+
 	"token-rotator/config"
 	"token-rotator/oauth"
 	"token-rotator/vault"
 )
 
-// casAttempts bounds how often a write is retried after check-and-set found the secret changed.
-const casAttempts = 5
-
 // writeBack stores what a grant returned. The refresh token is the only copy the job holds of a
 // single-use credential, so it goes first: to the credential secret, with the consumed code and
-// code_verifier removed. The access token goes to the output secret after it; when output and
-// secret are one path, both go in one write. Every other key of both secrets is kept, an empty
-// value is never written, and a refresh response without a refresh token keeps the stored one.
+// code_verifier and this process's claim removed. The access token goes to the output secret after
+// it; when output and secret are one path, both go in one write. Every other key of both secrets
+// is kept, an empty value is never written, and a refresh response without a refresh token keeps
+// the stored one. Nothing here uses the new access token: Doorkeeper retires the old refresh token
+// on that first use, so the pair must be durable before anyone can.
 func (r *Rotator) writeBack(ctx context.Context, c config.Client, secret, output *vault.Secret, req oauth.Request, tok *oauth.Token) error {
 	credentials := func(d map[string]any) {
 		if tok.RefreshToken != "" {
@@ -28,6 +29,7 @@ func (r *Rotator) writeBack(ctx context.Context, c config.Client, secret, output
 			delete(d, keyCode)
 			delete(d, keyCodeVerifier)
 		}
+		dropClaim(d, r.holder())
 	}
 	access := func(d map[string]any) {
 		d[keyAccessToken] = tok.AccessToken
@@ -40,7 +42,7 @@ func (r *Rotator) writeBack(ctx context.Context, c config.Client, secret, output
 	if c.Output == c.Secret {
 		return r.update(ctx, c.Secret, secret, func(d map[string]any) { credentials(d); access(d) })
 	}
-	if tok.RefreshToken != "" || req.GrantType == oauth.GrantAuthorizationCode {
+	if spends(req) {
 		if err := r.update(ctx, c.Secret, secret, credentials); err != nil {
 			return err
 		}
@@ -49,18 +51,42 @@ func (r *Rotator) writeBack(ctx context.Context, c config.Client, secret, output
 }
 
 // update applies change to the data of the secret at path and writes it, check-and-set on the
-// version read. If the secret changed meanwhile it is read again and the change applied to the
-// newer data, so no one else's keys are lost and the new values still land.
+// version read, until it lands or WriteDeadline passes. If the secret changed meanwhile it is read
+// again and the change applied to the newer data, so no one else's keys are lost and the new values
+// still land. Any other failure (Vault down, sealed, 5xx, its token expired: the store logs in
+// again) is retried with backoff. It ignores ctx's cancellation: a shutdown must not stop a write
+// that holds the only copy of a refresh token.
 func (r *Rotator) update(ctx context.Context, path string, base *vault.Secret, change func(map[string]any)) error {
+	deadline := orDefault(r.WriteDeadline, 10*time.Minute)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deadline)
+	defer cancel()
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = orDefault(r.WriteBackoff, 200*time.Millisecond)
+	b.MaxInterval = 10 * time.Second
+	b.MaxElapsedTime = deadline
+	b.Reset()
 	for attempt := 1; ; attempt++ {
 		d := clone(base.Data)
 		change(d)
 		_, err := r.Store.Write(ctx, path, d, base.Version)
-		if err == nil || !errors.Is(err, vault.ErrVersionMismatch) || attempt == casAttempts {
-			return err
+		if err == nil {
+			return nil
 		}
-		if base, err = r.readOrEmpty(ctx, path); err != nil {
-			return fmt.Errorf("re-read after check-and-set conflict: %w", err)
+		if errors.Is(err, vault.ErrVersionMismatch) {
+			if fresh, rerr := r.readOrEmpty(ctx, path); rerr == nil {
+				base = fresh
+				continue
+			} else {
+				err = rerr
+			}
+		}
+		wait := b.NextBackOff()
+		if wait == backoff.Stop || ctx.Err() != nil {
+			return fmt.Errorf("after %d attempts over %v: %w", attempt, deadline, err)
+		}
+		r.logger().Warn("write-back failed; retrying", "path", path, "attempt", attempt, "error", err.Error())
+		if !sleep(ctx, wait) {
+			return fmt.Errorf("after %d attempts over %v: %w", attempt, deadline, err)
 		}
 	}
 }
@@ -78,6 +104,9 @@ func (r *Rotator) readOrEmpty(ctx context.Context, path string) (*vault.Secret, 
 	}
 	return s, err
 }
+
+// spends reports whether a grant consumes something stored: a refresh token or a code.
+func spends(req oauth.Request) bool { return req.GrantType != oauth.GrantClientCredentials }
 
 func firstNonEmpty(s ...string) string {
 	for _, v := range s {

@@ -1,0 +1,91 @@
+package rotate
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"token-rotator/oauth"
+)
+
+// grantResult is the outcome of a token request with its retries.
+type grantResult struct {
+	token *oauth.Token
+	err   error
+	// attempts is the number of requests sent.
+	attempts int
+	// maybeSpent is set when a request that spends a refresh token or code failed in transit: the
+	// server may have rotated it without our hearing.
+	maybeSpent bool
+}
+
+// grant sends the token request, retrying what may succeed later, and only that:
+//
+//   - a 5xx, 429 or 408 response is retried with exponential backoff and jitter, waiting at least
+//     as long as the server's Retry-After or RateLimit-Reset asks, until GrantRetry is spent;
+//   - a transport error (no response, timeout, response cut short) is retried likewise, except
+//     that a request spending a refresh token or code is retried at most once: the server may
+//     already have rotated it, and a second invalid_grant would only hide that;
+//   - any other response (invalid_client, invalid_grant, invalid_scope, a malformed body...) is
+//     final.
+//
+// Waits end early when ctx is cancelled (shutdown), unless a request may already have spent the
+// refresh token: then the one retry still goes out, since it is the only way to learn the new pair.
+// Each request itself runs on ctx's values without its cancellation.
+func (r *Rotator) grant(ctx context.Context, tokenURL string, req oauth.Request) grantResult {
+	spends := req.GrantType != oauth.GrantClientCredentials
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = orDefault(r.GrantBackoff, 500*time.Millisecond)
+	b.MaxInterval = 30 * time.Second
+	b.MaxElapsedTime = orDefault(r.GrantRetry, 2*time.Minute)
+	b.Reset()
+	var res grantResult
+	for {
+		res.attempts++
+		res.token, res.err = r.Tokens.Token(context.WithoutCancel(ctx), tokenURL, req)
+		if res.err == nil {
+			return res
+		}
+		var wait time.Duration
+		var oe *oauth.Error
+		var te *oauth.TransportError
+		switch {
+		case errors.As(res.err, &te):
+			if spends {
+				if res.maybeSpent {
+					return res
+				}
+				res.maybeSpent = true
+			}
+		case errors.As(res.err, &oe) && oe.Temporary():
+			wait = oe.RetryAfter
+		default:
+			return res
+		}
+		next := b.NextBackOff()
+		if next == backoff.Stop || b.GetElapsedTime()+max(wait, next) > b.MaxElapsedTime {
+			return res
+		}
+		sleepCtx := ctx
+		if res.maybeSpent {
+			sleepCtx = context.WithoutCancel(ctx)
+		}
+		if !sleep(sleepCtx, max(wait, next)) {
+			return res
+		}
+	}
+}
+
+// sleep waits d, or until ctx is done; it reports whether the whole wait passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
