@@ -200,10 +200,10 @@ func (s *Server) Requests() []Request {
 // Handler serves POST /oauth2/token and GET /oauth2/token/info; anything else is 404.
 func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case r.Method == http.MethodPost && r.URL.Path == "/oauth2/token":
+		switch path := strings.TrimSuffix(r.URL.Path, "/"); {
+		case r.Method == http.MethodPost && path == "/oauth2/token":
 			s.serveToken(w, r)
-		case r.Method == http.MethodGet && r.URL.Path == "/oauth2/token/info":
+		case r.Method == http.MethodGet && path == "/oauth2/token/info":
 			s.serveInfo(w, r)
 		default:
 			http.NotFound(w, r)
@@ -241,25 +241,35 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, status, body)
 }
 
-// params reads the body as Rails does: JSON only under a JSON content type, form otherwise. It
-// reports false for a JSON body that does not parse. Client credentials in a Basic header win
-// over the body.
+// jsonTypes are the media types Rails parses as JSON.
+var jsonTypes = map[string]bool{"application/json": true, "text/x-json": true, "application/jsonrequest": true}
+
+// params reads the request as Rails does: the query string, then the body over it (JSON only
+// under a JSON content type, form otherwise; a JSON value that is not an object gives no
+// parameters). It reports false for a JSON body that does not parse. Client credentials in a
+// Basic header win over both.
 func params(r *http.Request) (url.Values, bool) {
 	p := url.Values{}
+	for k, v := range r.URL.Query() {
+		p[k] = v
+	}
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if mt == "application/json" {
-		var m map[string]any
+	if jsonTypes[mt] {
+		var v any
 		data, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-		if json.Unmarshal(data, &m) != nil {
+		if json.Unmarshal(data, &v) != nil {
 			return p, false
 		}
+		m, _ := v.(map[string]any)
 		for k, v := range m {
 			if s, ok := v.(string); ok {
 				p.Set(k, s)
 			}
 		}
 	} else if r.ParseForm() == nil {
-		p = r.PostForm
+		for k, v := range r.PostForm {
+			p[k] = v
+		}
 	}
 	if id, secret, ok := r.BasicAuth(); ok {
 		p.Set("client_id", id)
@@ -306,27 +316,26 @@ func (s *Server) clientCredentials(p url.Values) (int, map[string]any) {
 		return oauthError(400, "invalid_scope", descInvalidScope)
 	}
 	if s.ReuseAccessToken {
-		for at, t := range s.tokens {
-			if t.clientID == p.Get("client_id") && t.scope == scope && t.refreshToken == "" && !t.revoked && s.Now().Before(t.expires()) {
-				return 200, s.tokenBody(at, t)
-			}
+		if at, t := s.reusable(p.Get("client_id"), scope, false); t != nil {
+			return 200, s.tokenBody(at, t)
 		}
 	}
 	at, t := s.issue(p.Get("client_id"), scope, s.TTL, false, "")
 	return 200, s.tokenBody(at, t)
 }
 
-// Doorkeeper's authorization_code checks: parameters (code, redirect_uri, and the verifier a PKCE
-// code needs), then client, then the code, the redirect URI and the verifier.
+// Doorkeeper's authorization_code checks: parameters (code, the verifier a PKCE code needs,
+// redirect_uri), then client, then the code, the redirect URI and the verifier.
 func (s *Server) authorizationCode(p url.Values) (int, map[string]any) {
-	for _, k := range []string{"code", "redirect_uri"} {
-		if p.Get(k) == "" {
-			return oauthError(400, "invalid_request", "Missing required parameter: "+k+".")
-		}
+	if p.Get("code") == "" {
+		return oauthError(400, "invalid_request", "Missing required parameter: code.")
 	}
 	g := s.codes[p.Get("code")]
 	if g != nil && g.challenge != "" && p.Get("code_verifier") == "" {
 		return oauthError(400, "invalid_request", "Missing required parameter: code_verifier.")
+	}
+	if p.Get("redirect_uri") == "" {
+		return oauthError(400, "invalid_request", "Missing required parameter: redirect_uri.")
 	}
 	if s.client(p) == nil {
 		return oauthError(401, "invalid_client", descInvalidClient)
@@ -336,6 +345,11 @@ func (s *Server) authorizationCode(p url.Values) (int, map[string]any) {
 		return oauthError(400, "invalid_grant", descInvalidGrant)
 	}
 	g.revoked = true
+	if s.ReuseAccessToken {
+		if at, t := s.reusable(g.clientID, g.scope, true); t != nil {
+			return 200, s.tokenBody(at, t)
+		}
+	}
 	at, t := s.issue(g.clientID, g.scope, s.TTL, true, "")
 	return 200, s.tokenBody(at, t)
 }
@@ -351,7 +365,7 @@ func (s *Server) refreshToken(p url.Values) (int, map[string]any) {
 	if old == nil || old.revoked {
 		return oauthError(400, "invalid_grant", descInvalidGrant)
 	}
-	hasCredentials := p.Get("client_id") != "" || p.Get("client_secret") != ""
+	hasCredentials := p.Get("client_id") != ""
 	if hasCredentials && s.client(p) == nil {
 		return oauthError(401, "invalid_client", descInvalidClient)
 	}
@@ -389,6 +403,18 @@ func (s *Server) issue(clientID, scope string, ttl time.Duration, withRefresh bo
 
 func (t *token) expires() time.Time { return t.created.Add(t.ttl) }
 
+// reusable finds a live token for reuse_access_token: same application, same scopes, and the
+// same kind of owner (an operator's authorization, or the client itself).
+func (s *Server) reusable(clientID, scope string, forOwner bool) (string, *token) {
+	for at, t := range s.tokens {
+		if t.clientID == clientID && sameScopes(t.scope, scope) && (t.refreshToken != "") == forOwner &&
+			!t.revoked && s.Now().Before(t.expires()) {
+			return at, t
+		}
+	}
+	return "", nil
+}
+
 // tokenBody is Doorkeeper's token response; blank keys are omitted, never null.
 func (s *Server) tokenBody(at string, t *token) map[string]any {
 	body := map[string]any{
@@ -410,6 +436,11 @@ func (s *Server) tokenBody(at string, t *token) map[string]any {
 // revoked or expired, retires the refresh token it replaced, in the revoke-on-use mode.
 func (s *Server) serveInfo(w http.ResponseWriter, r *http.Request) {
 	at, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	for _, k := range []string{"access_token", "bearer_token"} { // Doorkeeper's other token methods
+		if q := r.URL.Query().Get(k); !ok && q != "" {
+			at, ok = q, true
+		}
+	}
 	s.mu.Lock()
 	t := s.tokens[at]
 	if ok && t != nil && t.previousRT != "" {
@@ -433,7 +464,7 @@ func (s *Server) serveInfo(w http.ResponseWriter, r *http.Request) {
 	body := map[string]any{
 		"resource_owner_id": owner,
 		"scope":             strings.Fields(t.scope),
-		"expires_in":        int64(t.expires().Sub(s.Now()) / time.Second),
+		"expires_in":        int64(t.expires().Sub(s.Now()).Round(time.Second) / time.Second),
 		"application":       map[string]any{"uid": t.clientID},
 		"created_at":        t.created.Unix(),
 	}
@@ -490,7 +521,18 @@ func writeJSON(w http.ResponseWriter, status int, body map[string]any) {
 	_ = json.NewEncoder(w).Encode(body)
 }
 
-func normalize(scope string) string { return strings.Join(strings.Fields(scope), " ") }
+// normalize is Doorkeeper's scope string: words separated by one space, duplicates dropped.
+func normalize(scope string) string {
+	var out []string
+	for _, s := range strings.Fields(scope) {
+		if !contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+func sameScopes(a, b string) bool { return subset(a, b) && subset(b, a) }
 
 func contains(list []string, s string) bool {
 	for _, v := range list {

@@ -46,7 +46,7 @@ func dkDo(t *testing.T, url, contentType, body string) dkResponse {
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testHTTP.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +254,7 @@ func conformance(t *testing.T, d TokenServer) {
 	})
 
 	t.Run("NotTheTokenEndpoint", func(t *testing.T) {
-		resp, err := http.Get(d.Endpoint())
+		resp, err := testHTTP.Get(d.Endpoint())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -264,7 +264,7 @@ func conformance(t *testing.T, d TokenServer) {
 		}
 		req, _ := http.NewRequest(http.MethodPost, d.Endpoint(), strings.NewReader(`{"grant_type":`))
 		req.Header.Set("Content-Type", "application/json")
-		resp, err = http.DefaultClient.Do(req)
+		resp, err = testHTTP.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -304,25 +304,42 @@ func conformance(t *testing.T, d TokenServer) {
 	}
 }
 
-func TestDoorkeeperReuseAccessToken(t *testing.T) {
-	t.Parallel()
-	d := StartDoorkeeper(t, DoorkeeperOptions{ReuseAccessToken: true, RevokeImmediately: true})
-	id, secret := d.AddClient(t, dkRedirect, dkScopes)
-	body := map[string]string{"grant_type": "client_credentials", "client_id": id, "client_secret": secret, "scope": "public.contact:read"}
-	r1 := dkPost(t, d.TokenURL, body)
-	wantTokens(t, "first", r1, false)
-	time.Sleep(1100 * time.Millisecond)
-	r2 := dkPost(t, d.TokenURL, body)
-	if r2.Status != 200 || r2.str("access_token") != r1.str("access_token") {
-		t.Errorf("reuse_access_token: second token differs: %d", r2.Status)
-	}
-	if e, _ := r2.Body["expires_in"].(float64); e >= 7200 || e < 7190 {
-		t.Errorf("reused token expires_in = %v, want remaining lifetime", r2.Body["expires_in"])
-	}
-	if r2.Body["created_at"] != r1.Body["created_at"] {
-		t.Errorf("reused token created_at %v != %v", r2.Body["created_at"], r1.Body["created_at"])
-	}
-	if n := d.TokenRequests(); n != 2 {
-		t.Errorf("TokenRequests = %d, want 2", n)
+// TestReuseAccessToken holds the fake and the real server alike to Doorkeeper's
+// reuse_access_token: a live token is handed out again, for client credentials and for a second
+// authorization code exchange alike.
+func TestReuseAccessToken(t *testing.T) {
+	for _, kind := range TokenServerKinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			d := StartTokenServerWith(t, kind, DoorkeeperOptions{ReuseAccessToken: true, RevokeImmediately: true})
+			id, secret := d.AddClient(t, dkRedirect, dkScopes)
+			body := map[string]string{"grant_type": "client_credentials", "client_id": id, "client_secret": secret, "scope": "public.contact:read"}
+			r1 := dkPost(t, d.Endpoint(), body)
+			wantTokens(t, "first", r1, false)
+			time.Sleep(1100 * time.Millisecond)
+			r2 := dkPost(t, d.Endpoint(), body)
+			if r2.Status != 200 || r2.str("access_token") != r1.str("access_token") {
+				t.Errorf("reuse_access_token: second token differs: %d", r2.Status)
+			}
+			if e, _ := r2.Body["expires_in"].(float64); e >= 7200 || e < 7190 {
+				t.Errorf("reused token expires_in = %v, want remaining lifetime", r2.Body["expires_in"])
+			}
+			if r2.Body["created_at"] != r1.Body["created_at"] {
+				t.Errorf("reused token created_at %v != %v", r2.Body["created_at"], r1.Body["created_at"])
+			}
+			exchange := func() dkResponse {
+				code := d.IssueCode(t, id, dkRedirect, dkScopes, "")
+				return dkPost(t, d.Endpoint(), map[string]string{"grant_type": "authorization_code", "code": code,
+					"redirect_uri": dkRedirect, "client_id": id, "client_secret": secret})
+			}
+			c1, c2 := exchange(), exchange()
+			wantTokens(t, "first exchange", c1, true)
+			if c2.str("access_token") != c1.str("access_token") || c2.str("refresh_token") != c1.str("refresh_token") {
+				t.Errorf("a second exchange did not hand out the same live pair")
+			}
+			if n := d.TokenRequests(t); n != 4 {
+				t.Errorf("TokenRequests = %d, want 4", n)
+			}
+		})
 	}
 }

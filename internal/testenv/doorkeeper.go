@@ -141,6 +141,7 @@ func StartDoorkeeper(tb testing.TB, opts DoorkeeperOptions) *Doorkeeper {
 		"DOORKEEPER_REVOKE_MODE="+mode,
 		"DOORKEEPER_REUSE_ACCESS_TOKEN="+reuse,
 		"RUBYOPT=", "BUNDLE_GEMFILE=",
+		fmt.Sprintf("DOORKEEPER_PARENT_PID=%d", os.Getpid()),
 	)
 	cmd.Stdout, cmd.Stderr = d.out, d.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -168,7 +169,7 @@ func StartDoorkeeper(tb testing.TB, opts DoorkeeperOptions) *Doorkeeper {
 			}
 		}
 		if d.BaseURL != "" {
-			resp, err := http.Get(d.BaseURL + "/test/health")
+			resp, err := testHTTP.Get(d.BaseURL + "/test/health")
 			if err == nil {
 				_, _ = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
@@ -297,7 +298,7 @@ func (d *Doorkeeper) TokenRequestLog(tb testing.TB) []DoorkeeperRequest {
 }
 
 func (d *Doorkeeper) tokenRequests() ([]DoorkeeperRequest, error) {
-	resp, err := http.Get(d.BaseURL + "/test/stats")
+	resp, err := testHTTP.Get(d.BaseURL + "/test/stats")
 	if err != nil {
 		return nil, err
 	}
@@ -328,7 +329,7 @@ func (d *Doorkeeper) setup(tb testing.TB, path string, body map[string]any, out 
 		tb.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testHTTP.Do(req)
 	if err != nil {
 		tb.Fatalf("doorkeeper %s: %v", path, err)
 	}

@@ -5,7 +5,12 @@ package testenv
 import (
 	"net/http"
 	"testing"
+	"time"
 )
+
+// testHTTP is the client the helpers use: a hung server fails the test in 30 s instead of hanging
+// it until go test's own timeout, which would skip the cleanups that stop the servers.
+var testHTTP = &http.Client{Timeout: 30 * time.Second}
 
 // TokenServer is a running token endpoint a test can set up: the bundled fake or the real
 // Doorkeeper. Suites run the same cases against each, so the fake is held to the real server.
@@ -42,13 +47,19 @@ var TokenServerKinds = []string{"fake", "doorkeeper"}
 // revocation mode, stopped when the test ends.
 func StartTokenServer(tb testing.TB, kind string, revokeImmediately bool) TokenServer {
 	tb.Helper()
+	return StartTokenServerWith(tb, kind, DoorkeeperOptions{RevokeImmediately: revokeImmediately})
+}
+
+// StartTokenServerWith is StartTokenServer with every option.
+func StartTokenServerWith(tb testing.TB, kind string, opts DoorkeeperOptions) TokenServer {
+	tb.Helper()
 	switch kind {
 	case "fake":
 		s := StartStora(tb)
-		s.RevokeImmediately = revokeImmediately
+		s.RevokeImmediately, s.ReuseAccessToken = opts.RevokeImmediately, opts.ReuseAccessToken
 		return fakeServer{s}
 	case "doorkeeper":
-		return doorkeeperServer{StartDoorkeeper(tb, DoorkeeperOptions{RevokeImmediately: revokeImmediately})}
+		return doorkeeperServer{StartDoorkeeper(tb, opts)}
 	}
 	tb.Fatalf("unknown token server kind %q", kind)
 	return nil
@@ -120,7 +131,7 @@ func tokenInfo(tb testing.TB, url, accessToken string) int {
 		tb.Fatal(err)
 	}
 	req.Header.Set("Authorization", "Bearer "+accessToken)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testHTTP.Do(req)
 	if err != nil {
 		tb.Fatalf("token info: %v", err)
 	}

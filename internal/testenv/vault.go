@@ -83,6 +83,7 @@ func StartVault(tb testing.TB) *Vault {
 		"-dev-root-token-id="+v.Token, "-dev-no-store-token", "-log-level=warn")
 	cmd.Env = append(os.Environ(), "VAULT_DEV_ROOT_TOKEN_ID=", "HOME="+tb.TempDir())
 	cmd.Stdout, cmd.Stderr = &out, &out
+	dieWithTest(cmd)
 	if err := cmd.Start(); err != nil {
 		tb.Fatalf("start vault: %v", err)
 	}

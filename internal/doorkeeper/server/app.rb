@@ -17,6 +17,7 @@
 #                                token is revoked at once.
 #   DOORKEEPER_REUSE_ACCESS_TOKEN  1/true: Doorkeeper's reuse_access_token.
 #   DOORKEEPER_LOG_LEVEL         Rails log level (default warn); logs go to stderr.
+#   DOORKEEPER_PARENT_PID        exit when this process (the test) is gone.
 #
 # Routes: Doorkeeper's under /oauth2 (POST /oauth2/token, GET /oauth2/token/info, POST /oauth2/revoke,
 # POST /oauth2/introspect), plus loopback-only set-up routes under /test (see TestController).
@@ -360,6 +361,22 @@ module NoDelay
   end
 end
 WEBrick::HTTPServer.prepend(NoDelay)
+
+# The test that started the server may die without stopping it (a cancelled CI job, a go test
+# timeout); the server then goes too, instead of living on as an orphan.
+if (parent = ENV["DOORKEEPER_PARENT_PID"].to_s).match?(/\A\d+\z/)
+  Thread.new do
+    loop do
+      sleep 1
+      begin
+        Process.kill(0, Integer(parent))
+      rescue Errno::ESRCH
+        exit!(0)
+      end
+      exit!(0) if Process.ppid != Integer(parent)
+    end
+  end
+end
 
 if $PROGRAM_NAME == __FILE__
   $stdout.sync = true
