@@ -146,6 +146,8 @@ func TestTokenEndpointTransientFaultsAreRetried(t *testing.T) {
 				t.Errorf("retried %v after the first fault, want at least %v", wait, tc.minWait)
 			}
 			f.assertStoredPairWorks(t, c, old)
+			t.Logf("RELIABILITY fault | token endpoint answers %s, twice | rotated on the 3rd request, %v after the first fault (server asked for %v) | pair in Vault works",
+				tc.name, retried.Sub(firstFault).Round(10*time.Millisecond), tc.minWait)
 		})
 	}
 }
@@ -162,6 +164,7 @@ func TestTokenEndpointStallAndCutConnection(t *testing.T) {
 			t.Fatalf("outcome %s (%v), %d requests reached the server over %d connections; want rotated, 1 over 4",
 				res.Outcome, res.Err, len(f.stora.Requests()), f.storaProxy.Connections())
 		}
+		t.Logf("RELIABILITY fault | token endpoint stalls past the 500 ms timeout, 3 times (client credentials) | rotated on the 4th attempt | token in Vault")
 	})
 	t.Run("refresh: one stall past the timeout, one retry", func(t *testing.T) {
 		f := newFaultWorld(t, true)
@@ -172,6 +175,7 @@ func TestTokenEndpointStallAndCutConnection(t *testing.T) {
 			t.Fatalf("outcome %s: %v", res.Outcome, res.Err)
 		}
 		f.assertStoredPairWorks(t, c, old)
+		t.Logf("RELIABILITY fault | token endpoint stalls past the timeout on a refresh, once | rotated on the one retry allowed | pair in Vault works")
 	})
 	t.Run("refresh: two stalls, no third request", func(t *testing.T) {
 		f := newFaultWorld(t, true)
@@ -181,6 +185,7 @@ func TestTokenEndpointStallAndCutConnection(t *testing.T) {
 		if res.Outcome != Failed || res.Status != StatusRetrying || f.storaProxy.Connections() != 2 {
 			t.Fatalf("outcome %s status %s over %d connections (%v); want failed, retrying, 2", res.Outcome, res.Status, f.storaProxy.Connections(), res.Err)
 		}
+		t.Logf("RELIABILITY fault | token endpoint stalls past the timeout on a refresh, twice | no third request; status retrying, refresh token untouched (the server never saw it) | stored pair still works")
 	})
 	t.Run("refresh response cut short, revoke immediately: rotation_lost", func(t *testing.T) {
 		f := newFaultWorld(t, true)
@@ -202,6 +207,7 @@ func TestTokenEndpointStallAndCutConnection(t *testing.T) {
 		if res.Outcome != Failed || len(f.stora.Requests()) != 2 {
 			t.Errorf("next pass: outcome %s after %d requests, want failed without a request", res.Outcome, len(f.stora.Requests()))
 		}
+		t.Logf("RELIABILITY fault | connection closed mid-response on a refresh (server revokes at once) | one retry, refused: reported rotation_lost, not retried until the secret changes | lost by the server's own doing: counted, not hidden")
 	})
 	t.Run("refresh response cut short, revoke on use: the retry succeeds", func(t *testing.T) {
 		f := newFaultWorld(t, false)
@@ -212,6 +218,7 @@ func TestTokenEndpointStallAndCutConnection(t *testing.T) {
 			t.Fatalf("outcome %s: %v", res.Outcome, res.Err)
 		}
 		f.assertStoredPairWorks(t, c, old)
+		t.Logf("RELIABILITY fault | connection closed mid-response on a refresh (server revokes on use, Doorkeeper's default) | rotated on the one retry | pair in Vault works")
 	})
 }
 
@@ -276,6 +283,7 @@ func TestInvalidGrantWaitsForANewSecret(t *testing.T) {
 	if got.Metadata[metaStatus] != StatusOK || got.Metadata[metaFailures] != "0" || got.Metadata[metaLastSuccess] == "" {
 		t.Errorf("metadata after success %v", got.Metadata)
 	}
+	t.Logf("RELIABILITY fault | refresh token revoked by the operator (invalid_grant) | reauthorization_required in metadata; 2 later passes sent nothing; a new code in the secret was exchanged | status back to ok")
 }
 
 func TestVaultFaultsDuringWriteBack(t *testing.T) {
@@ -291,11 +299,14 @@ func TestVaultFaultsDuringWriteBack(t *testing.T) {
 				f.vaultProxy.Set(mode.m)
 				time.AfterFunc(1500*time.Millisecond, func() { f.vaultProxy.Set(faultproxy.Pass) })
 			}
+			start := time.Now()
 			res := f.rotator(c).Pass(context.Background())[0]
 			if res.Outcome != Rotated {
 				t.Fatalf("outcome %s: %v", res.Outcome, res.Err)
 			}
 			f.assertStoredPairWorks(t, c, old)
+			t.Logf("RELIABILITY fault | Vault %s for 1.5 s from the moment the server issued the pair | write-back retried; pair landed %v after the pass began | pair in Vault works",
+				mode.name, time.Since(start).Round(100*time.Millisecond))
 		})
 	}
 }
@@ -334,4 +345,5 @@ path "sys/internal/ui/mounts/*" { capabilities = ["read"] }`); err != nil {
 	if n := len(s.Requests()); n != 0 {
 		t.Errorf("token endpoint saw %d requests, want 0", n)
 	}
+	t.Logf("RELIABILITY fault | Vault policy allows read but not update (refresh and client credentials clients) | both failed before any request | %d token requests", len(s.Requests()))
 }
