@@ -107,11 +107,10 @@ func (c *Client) token(ctx context.Context, tokenURL string, r Request) (*Token,
 
 // errorResponse fills e from an RFC 6749 §5.2 body, or with a redacted snippet of any other body.
 func errorResponse(e *Error, data []byte) error {
-	var r response
-	if isJSON(e.ContentType) && json.Unmarshal(data, &r) == nil {
-		if code, ok := jsonString(r.Error); ok && code != "" {
+	if r, err := parseFields(data); err == nil && isJSON(e.ContentType) {
+		if code, ok := jsonString(r["error"]); ok && code != "" {
 			e.Code = Redact(code, 64)
-			desc, _ := jsonString(r.Description)
+			desc, _ := jsonString(r["error_description"])
 			e.Description = Redact(desc, 200)
 			return e
 		}

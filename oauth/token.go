@@ -1,7 +1,6 @@
 package oauth
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,16 +29,18 @@ type Token struct {
 	ExpiresAt time.Time
 }
 
-// response is the wire shape; fields are raw so that types other than documented can be judged
-// one by one.
-type response struct {
-	AccessToken  json.RawMessage `json:"access_token"`
-	TokenType    json.RawMessage `json:"token_type"`
-	ExpiresIn    json.RawMessage `json:"expires_in"`
-	RefreshToken json.RawMessage `json:"refresh_token"`
-	Scope        json.RawMessage `json:"scope"`
-	Error        json.RawMessage `json:"error"`
-	Description  json.RawMessage `json:"error_description"`
+// fields is a JSON object's members, raw, so that types other than documented can be judged one by
+// one. Names match exactly: RFC 6749 parameter names are case-sensitive, and Go's case-folding
+// struct decoding would take "Access_Token" for "access_token".
+type fields map[string]json.RawMessage
+
+// parseFields reads body as exactly one JSON object.
+func parseFields(body []byte) (fields, error) {
+	var f fields
+	if err := json.Unmarshal(body, &f); err != nil || f == nil {
+		return nil, errors.New("body is not a JSON object")
+	}
+	return f, nil
 }
 
 // Lifetimes bound what the client believes about expires_in.
@@ -55,29 +56,27 @@ type Lifetimes struct {
 // parseToken turns a 2xx JSON body into a Token. sent is when the request was sent.
 // It returns a *Error (Reason set) when the body is not a complete, plausible token response.
 func parseToken(body []byte, sent time.Time, life Lifetimes) (*Token, error) {
-	var r response
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	if err := dec.Decode(&r); err != nil {
-		return nil, fmt.Errorf("body is not a JSON object")
+	r, err := parseFields(body)
+	if err != nil {
+		return nil, err
 	}
-	if !isNull(r.Error) {
-		code, _ := jsonString(r.Error)
-		desc, _ := jsonString(r.Description)
+	if !isNull(r["error"]) {
+		code, _ := jsonString(r["error"])
+		desc, _ := jsonString(r["error_description"])
 		return nil, &Error{Code: Redact(code, 64), Description: Redact(desc, 200), Reason: "error member in a success response"}
 	}
 	var t Token
 	var ok bool
-	if t.AccessToken, ok = jsonString(r.AccessToken); !ok || !validToken(t.AccessToken) {
+	if t.AccessToken, ok = jsonString(r["access_token"]); !ok || !validToken(t.AccessToken) {
 		return nil, fmt.Errorf("access_token missing, blank or not a string of printable characters")
 	}
-	tt, ok := jsonString(r.TokenType)
+	tt, ok := jsonString(r["token_type"])
 	if !ok || !strings.EqualFold(tt, "bearer") {
 		return nil, fmt.Errorf("token_type %q is not Bearer", Redact(tt, 20))
 	}
 	t.TokenType = "Bearer"
-	if !isNull(r.RefreshToken) {
-		if t.RefreshToken, ok = jsonString(r.RefreshToken); !ok {
+	if !isNull(r["refresh_token"]) {
+		if t.RefreshToken, ok = jsonString(r["refresh_token"]); !ok {
 			return nil, fmt.Errorf("refresh_token is not a string")
 		}
 		if strings.TrimSpace(t.RefreshToken) == "" {
@@ -86,12 +85,12 @@ func parseToken(body []byte, sent time.Time, life Lifetimes) (*Token, error) {
 			return nil, fmt.Errorf("refresh_token is not a string of printable characters")
 		}
 	}
-	if !isNull(r.Scope) {
-		if t.Scope, ok = jsonScope(r.Scope); !ok {
+	if !isNull(r["scope"]) {
+		if t.Scope, ok = jsonScope(r["scope"]); !ok {
 			return nil, fmt.Errorf("scope is not a string")
 		}
 	}
-	expiresAt, err := expiry(r.ExpiresIn, sent, life)
+	expiresAt, err := expiry(r["expires_in"], sent, life)
 	if err != nil {
 		return nil, err
 	}

@@ -92,9 +92,9 @@ func (s *Store) KVVersion() int { return s.version }
 func kvVersion(ctx context.Context, c *api.Client, mount string) (int, error) {
 	r, err := c.Logical().ReadWithContext(ctx, "sys/internal/ui/mounts/"+mount)
 	if isAuthError(err) {
-		return 0, fmt.Errorf("vault mount %s: no such mount, or the Vault token is invalid or may not read it (%w)", mount, cleanError(err))
+		return 0, fmt.Errorf("vault at %s, mount %s: no such mount, or the Vault token is invalid or may not read it (%w)", c.Address(), mount, cleanError(err))
 	} else if err != nil {
-		return 0, fmt.Errorf("vault mount %s: %w", mount, cleanError(err))
+		return 0, fmt.Errorf("vault at %s, mount %s: %w", c.Address(), mount, cleanError(err))
 	}
 	if r == nil || r.Data == nil {
 		return 0, fmt.Errorf("vault mount %s: no such mount, or no permission to read it", mount)

@@ -92,3 +92,45 @@ func TestLoginFailures(t *testing.T) {
 		t.Errorf("wrong token: %v (must fail without echoing the token)", err)
 	}
 }
+
+func TestSealedAndUnreachableVault(t *testing.T) {
+	v := testenv.StartVault(t)
+	if err := v.Client.Sys().Seal(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := open(t, v, "secret"); err == nil || !strings.Contains(err.Error(), "sealed") || !strings.Contains(err.Error(), v.Addr) {
+		t.Errorf("sealed Vault: %v, want an error saying sealed and naming %s", err, v.Addr)
+	}
+	t.Setenv("VAULT_TOKEN", "x")
+	_, err := Open(context.Background(), config.Vault{Address: "http://127.0.0.1:1", KVMount: "secret", Auth: config.Auth{Method: config.AuthToken}})
+	if err == nil || !strings.Contains(err.Error(), "127.0.0.1:1") || !strings.Contains(err.Error(), "refused") {
+		t.Errorf("unreachable Vault: %v", err)
+	}
+}
+
+func TestDestroyedAndWrongTypeSecrets(t *testing.T) {
+	v := testenv.StartVault(t)
+	s, err := open(t, v, "secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	kv := v.Client.KVv2("secret")
+	if _, err := kv.Put(ctx, "d", map[string]any{"k": "v"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Destroy(ctx, "d", []int{1}); err != nil {
+		t.Fatal(err)
+	}
+	var deleted *DeletedError
+	if _, err := s.Read(ctx, "d"); !errors.As(err, &deleted) || deleted.Version != 1 || !strings.Contains(err.Error(), "secret/d") {
+		t.Errorf("destroyed latest version: %v", err)
+	}
+	// A secret written by hand with non-string values reads back as it is; the rotation judges types.
+	if _, err := kv.Put(ctx, "typed", map[string]any{"client_id": 42, "nested": map[string]any{"a": 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Read(ctx, "typed"); err != nil || got.Data["nested"] == nil {
+		t.Errorf("typed secret: %+v %v", got, err)
+	}
+}
