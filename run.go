@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"strconv"
 	"strings"
 
 	"token-rotator/config"
@@ -23,6 +25,7 @@ type options struct {
 	force     bool
 	logLevel  string
 	logFormat string
+	shard     string
 	version   bool
 }
 
@@ -42,6 +45,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.force, "force", false, "rotate every client whether due or not")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "auto", "auto (text on a terminal, JSON otherwise), text or json")
+	fs.StringVar(&o.shard, "shard", "", "rotate one share of the clients and connections: INDEX/COUNT; INDEX defaults to JOB_COMPLETION_INDEX (Kubernetes Indexed Job)")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -76,6 +80,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	shard, err := parseShard(o.shard, os.Getenv("JOB_COMPLETION_INDEX"))
+	if err != nil {
+		return err
+	}
 	store, err := vault.Open(ctx, cfg.Vault)
 	if err != nil {
 		return err
@@ -84,13 +92,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		logger.Warn("KV version 1 at the mount: writes are not check-and-set", "mount", cfg.Vault.KVMount)
 	}
 	rot := &rotate.Rotator{
-		Store:       store,
-		Tokens:      &oauth.Client{UserAgent: "token-rotator/" + version},
-		Clients:     clients,
-		RenewBefore: cfg.RenewBefore,
-		Force:       o.force,
-		DryRun:      o.dryRun,
-		Logger:      logger,
+		Store:        store,
+		Tokens:       &oauth.Client{UserAgent: "token-rotator/" + version},
+		Clients:      clients,
+		RenewBefore:  cfg.RenewBefore,
+		Spread:       cfg.RenewBefore,
+		Force:        o.force,
+		DryRun:       o.dryRun,
+		Concurrency:  cfg.Concurrency,
+		RateLimit:    cfg.RateLimit,
+		PassDeadline: cfg.PassDeadline,
+		Shard:        shard,
+		Logger:       logger,
 	}
 	if o.once || o.dryRun {
 		if rotate.AnyFailed(rot.Pass(ctx)) {
@@ -120,4 +133,24 @@ func selectClients(cfg *config.Config, names []string) ([]config.Client, error) 
 		out = append(out, *c)
 	}
 	return out, nil
+}
+
+// parseShard reads --shard INDEX/COUNT. An empty INDEX ("/4") is taken from index, the
+// JOB_COMPLETION_INDEX that Kubernetes gives each pod of an Indexed Job.
+func parseShard(flag, index string) (rotate.Shard, error) {
+	if flag == "" {
+		return rotate.Shard{}, nil
+	}
+	i, n, ok := strings.Cut(flag, "/")
+	if i == "" {
+		i = index
+	}
+	var s rotate.Shard
+	var err1, err2 error
+	s.Index, err1 = strconv.Atoi(i)
+	s.Count, err2 = strconv.Atoi(n)
+	if !ok || err1 != nil || err2 != nil || s.Count < 1 || s.Index < 0 || s.Index >= s.Count {
+		return s, fmt.Errorf("--shard %q: want INDEX/COUNT with 0 <= INDEX < COUNT (INDEX may come from JOB_COMPLETION_INDEX=%q)", flag, index)
+	}
+	return s, nil
 }

@@ -436,3 +436,25 @@ path "sys/internal/ui/mounts/*" { capabilities = ["read"] }`); err != nil {
 		t.Errorf("%d passes found the token fresh; want 4 or more and no failures:\n%s", n, out.String())
 	}
 }
+
+func TestParseShard(t *testing.T) {
+	for _, tc := range []struct {
+		flag, env string
+		want      string
+		err       bool
+	}{
+		{"", "", "0/0", false},
+		{"1/3", "", "1/3", false},
+		{"/4", "2", "2/4", false},
+		{"/4", "", "", true},
+		{"4/4", "", "", true},
+		{"-1/4", "", "", true},
+		{"1/0", "", "", true},
+		{"x", "", "", true},
+	} {
+		s, err := parseShard(tc.flag, tc.env)
+		if (err != nil) != tc.err || (!tc.err && s.String() != tc.want) {
+			t.Errorf("parseShard(%q, %q) = %v, %v", tc.flag, tc.env, s, err)
+		}
+	}
+}

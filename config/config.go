@@ -37,8 +37,23 @@ type Config struct {
 	Cron     cron.Schedule
 	// RenewBefore: an access token with less than this left of its life is rotated.
 	RenewBefore time.Duration
-	Vault       Vault
-	Clients     []Client
+	// Concurrency is how many rotations run at once.
+	Concurrency int
+	// RateLimit caps token requests per token URL.
+	RateLimit RateLimit
+	// PassDeadline ends a pass: rotations not started by then wait for the next pass.
+	PassDeadline time.Duration
+	Vault        Vault
+	Clients      []Client
+}
+
+// RateLimit is a token bucket per token URL: PerSecond requests a second on average, Burst at
+// once. A token bucket lets through at most Burst + PerSecond·T requests in any T seconds, so the
+// default (0.95/s, burst 3) stays within Stora's published 10 per second and 60 per minute. PerSecond
+// 0 turns the limit off.
+type RateLimit struct {
+	PerSecond float64
+	Burst     int
 }
 
 // Vault says where the store is and how to log in to it.
@@ -82,6 +97,14 @@ type Client struct {
 	Output string
 	// TokenURL is this client's token endpoint; defaults to Config.TokenURL.
 	TokenURL string
+	// Connections is a KV path prefix (authorization_code only): every secret below it is one
+	// connection, an operator who authorized the partner, with its own refresh_token (or code +
+	// redirect_uri [+ code_verifier]), sharing client_id and client_secret from Secret. Listed
+	// anew each pass. Empty for a client with a single token.
+	Connections string
+	// OutputPrefix is where each connection's access token goes, at the connection's path
+	// relative to Connections; empty means the connection's own secret.
+	OutputPrefix string
 }
 
 // Client returns the client named name, or nil.

@@ -3,11 +3,19 @@ package config
 // file is the YAML shape: every key a user may write, with strings where parsing happens later so
 // that a bad value is reported with the field's position.
 type file struct {
-	TokenURL    string       `yaml:"token_url"`
-	Schedule    string       `yaml:"schedule"`
-	RenewBefore string       `yaml:"renew_before"`
-	Vault       fileVault    `yaml:"vault"`
-	Clients     []fileClient `yaml:"clients"`
+	TokenURL     string        `yaml:"token_url"`
+	Schedule     string        `yaml:"schedule"`
+	RenewBefore  string        `yaml:"renew_before"`
+	Concurrency  int           `yaml:"concurrency"`
+	RateLimit    fileRateLimit `yaml:"rate_limit"`
+	PassDeadline string        `yaml:"pass_deadline"`
+	Vault        fileVault     `yaml:"vault"`
+	Clients      []fileClient  `yaml:"clients"`
+}
+
+type fileRateLimit struct {
+	PerSecond float64 `yaml:"per_second"`
+	Burst     int     `yaml:"burst"`
 }
 
 type fileVault struct {
@@ -27,20 +35,25 @@ type fileAuth struct {
 }
 
 type fileClient struct {
-	Name     string `yaml:"name"`
-	Grant    string `yaml:"grant"`
-	Scope    string `yaml:"scope"`
-	Secret   string `yaml:"secret"`
-	Output   string `yaml:"output"`
-	TokenURL string `yaml:"token_url"`
+	Name         string `yaml:"name"`
+	Grant        string `yaml:"grant"`
+	Scope        string `yaml:"scope"`
+	Secret       string `yaml:"secret"`
+	Output       string `yaml:"output"`
+	TokenURL     string `yaml:"token_url"`
+	Connections  string `yaml:"connections"`
+	OutputPrefix string `yaml:"output_prefix"`
 }
 
 // defaults are the values a key takes when the file leaves it out.
 func defaults() file {
 	return file{
-		TokenURL:    DefaultTokenURL,
-		Schedule:    "*/5 * * * *",
-		RenewBefore: "30m",
+		TokenURL:     DefaultTokenURL,
+		Schedule:     "*/5 * * * *",
+		RenewBefore:  "30m",
+		Concurrency:  4,
+		RateLimit:    fileRateLimit{PerSecond: 0.95, Burst: 3},
+		PassDeadline: "10m",
 		Vault: fileVault{
 			Auth:    fileAuth{Method: AuthToken},
 			KVMount: "secret",

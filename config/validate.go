@@ -45,6 +45,21 @@ func (f *file) resolve() (*Config, Errors) {
 			bad("renew_before", "%v is shorter than the %v between two scheduled runs: a token could expire between runs (run the schedule more often, or renew earlier)", c.RenewBefore, gap.Round(time.Minute))
 		}
 	}
+	switch {
+	case f.Concurrency < 1 || f.Concurrency > 256:
+		bad("concurrency", "%d is out of range 1..256", f.Concurrency)
+	default:
+		c.Concurrency = f.Concurrency
+	}
+	c.RateLimit = RateLimit(f.RateLimit)
+	if c.RateLimit.PerSecond < 0 {
+		bad("rate_limit.per_second", "must be 0 (off) or positive")
+	} else if c.RateLimit.PerSecond > 0 && c.RateLimit.Burst < 1 {
+		bad("rate_limit.burst", "must be at least 1")
+	}
+	if c.PassDeadline, err = time.ParseDuration(f.PassDeadline); err != nil || c.PassDeadline <= 0 {
+		bad("pass_deadline", "not a positive duration such as 10m: %q", f.PassDeadline)
+	}
 	if c.Vault.KVMount == "" {
 		bad("vault.kv_mount", "must not be empty")
 	}
@@ -107,6 +122,17 @@ func (f *file) resolve() (*Config, Errors) {
 			bad(field("secret"), "required: the KV path holding client_id and client_secret")
 		}
 		cl.Output = defaultString(cl.Output, cl.Secret)
+		cl.Connections, cl.OutputPrefix = strings.Trim(fc.Connections, "/"), strings.Trim(fc.OutputPrefix, "/")
+		switch {
+		case cl.Connections != "" && cl.Grant != GrantAuthorizationCode:
+			bad(field("connections"), "only an authorization_code client has connections")
+		case cl.Connections != "" && fc.Output != "":
+			bad(field("output"), "a client with connections writes to output_prefix, not output")
+		case cl.OutputPrefix != "" && cl.Connections == "":
+			bad(field("output_prefix"), "only a client with connections has an output_prefix")
+		case cl.Connections != "" && cl.OutputPrefix != "" && (cl.OutputPrefix == cl.Connections || strings.HasPrefix(cl.OutputPrefix+"/", cl.Connections+"/")):
+			bad(field("output_prefix"), "%q is inside connections %q: access tokens would be listed as connections", cl.OutputPrefix, cl.Connections)
+		}
 		if fc.TokenURL != "" {
 			if err := checkTokenURL(fc.TokenURL); err != nil {
 				bad(field("token_url"), "%v", err)

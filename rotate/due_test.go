@@ -63,7 +63,7 @@ func TestRequestPicksGrant(t *testing.T) {
 		{"client_id of the wrong type", cc, map[string]any{"client_id": 42, "client_secret": "s"}, "", "key client_id is a"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r, err := request(tc.client, tc.data)
+			r, err := request(tc.client, tc.data, tc.data)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("error %v, want %q", err, tc.wantErr)

@@ -8,19 +8,20 @@ import (
 	"token-rotator/oauth"
 )
 
-// request picks the grant for a client from its configuration and its secret's data, and builds
-// the token request. An authorization_code client with a code waiting is an onboarding (or a
+// request picks the grant for a target from its client's configuration, the client credentials
+// (client_id, client_secret) and its secret's data, and builds the token request. An authorization_code client with a code waiting is an onboarding (or a
 // re-authorization): the code is exchanged, even if a refresh token is also stored. Otherwise its
 // refresh token is used. Errors name the missing or malformed key, never a value.
-func request(c config.Client, secret map[string]any) (oauth.Request, error) {
+func request(c config.Client, credentials, secret map[string]any) (oauth.Request, error) {
 	var r oauth.Request
 	var err error
-	get := func(key string) string {
-		v, e := stringField(secret, key)
+	from := func(data map[string]any, key string) string {
+		v, e := stringField(data, key)
 		err = errors.Join(err, e)
 		return v
 	}
-	r.ClientID, r.ClientSecret = get(keyClientID), get(keyClientSecret)
+	get := func(key string) string { return from(secret, key) }
+	r.ClientID, r.ClientSecret = from(credentials, keyClientID), from(credentials, keyClientSecret)
 	if r.ClientID == "" || r.ClientSecret == "" {
 		err = errors.Join(err, errors.New("client_id and client_secret are required"))
 	}

@@ -5,137 +5,136 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
-	"token-rotator/config"
 	"token-rotator/oauth"
 	"token-rotator/vault"
 )
 
-// storeTokenMargin is how long the store's own Vault token must still be valid when a client's
-// rotation starts: a token request with its retries and the first write-back attempts must fit.
-const storeTokenMargin = 3 * time.Minute
-
-// Pass rotates every client that is due, one after another, and returns one Result per client in
-// configuration order. A cancelled ctx stops the pass from starting further clients; a rotation
-// already past its claim runs to the end of its write-back.
+// Pass rotates every target that is due (the configured clients and the connections listed
+// under their prefixes, this shard's share), Concurrency at a time, and returns one Result per
+// target in order. A cancelled ctx, or PassDeadline passing, stops the pass from starting further
+// targets (they are Skipped); a rotation already past its claim runs to the end of its write-back.
+// A long pass logs its progress every ProgressEvery, and every pass ends with one summary line.
 func (r *Rotator) Pass(ctx context.Context) []Result {
-	results := make([]Result, 0, len(r.Clients))
-	for _, c := range r.Clients {
-		if ctx.Err() != nil {
-			res := Result{Client: c.Name, Outcome: Skipped}
-			r.log(res, "shutting down")
-			results = append(results, res)
-			continue
-		}
-		res, why := r.rotate(ctx, c)
-		r.log(res, why)
-		results = append(results, res)
+	start := r.now()
+	r.sharedMu.Lock()
+	r.shared = map[string]*sharedEntry{}
+	r.sharedMu.Unlock()
+	ts, results := r.targets(ctx)
+	startCtx := ctx // when it is done, no further target starts
+	if r.PassDeadline > 0 {
+		var cancel context.CancelFunc
+		startCtx, cancel = context.WithTimeout(ctx, r.PassDeadline)
+		defer cancel()
 	}
+	out := make([]Result, len(ts))
+	var done atomic.Int64
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < max(1, r.Concurrency); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				out[i] = r.runTarget(ctx, startCtx, ts[i])
+				done.Add(1)
+			}
+		}()
+	}
+	stop := r.progress(start, len(ts), &done)
+feed:
+	for i := range ts {
+		select {
+		case jobs <- i:
+		case <-startCtx.Done():
+			for j := i; j < len(ts); j++ {
+				out[j] = Result{Client: ts[j].name, Outcome: Skipped}
+				r.log(out[j], skipReason(ctx))
+			}
+			break feed
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	stop()
+	results = append(results, out...)
+	for _, res := range results[:len(results)-len(out)] {
+		r.log(res, "")
+	}
+	r.summary(results, r.now().Sub(start))
 	return results
 }
 
-// rotate handles one client: read, decide, check, claim, request, write back, record. why says
-// what made it due or not.
-func (r *Rotator) rotate(ctx context.Context, c config.Client) (Result, string) {
-	res := Result{Client: c.Name, Outcome: Failed}
-	if err := r.Store.EnsureToken(ctx, storeTokenMargin); err != nil {
-		r.logger().Warn("vault token may expire during the rotation", "client", c.Name, "error", err.Error())
+// runTarget rotates one target unless the pass has stopped starting new ones.
+func (r *Rotator) runTarget(ctx, startCtx context.Context, t target) Result {
+	if startCtx.Err() != nil {
+		res := Result{Client: t.name, Outcome: Skipped}
+		r.log(res, skipReason(ctx))
+		return res
 	}
-	secret, err := r.Store.Read(ctx, c.Secret)
-	if err != nil {
-		res.Err = err
-		return res, ""
-	}
-	output := secret
-	if c.Output != c.Secret {
-		if output, err = r.readOrEmpty(ctx, c.Output); err != nil {
-			res.Err = err
-			return res, ""
-		}
-	}
-	if heldElsewhere(secret.Data, r.holder(), r.now()) {
-		res.Outcome = ClaimedElsewhere
-		return res, "another process is rotating it"
-	}
-	if stuck(secret.Metadata, secret.Version) {
-		res.Status = secret.Metadata[metaStatus]
-		res.Err = fmt.Errorf("%s since %s: not retried until secret %s changes", res.Status, secret.Metadata[metaLastAttempt], c.Secret)
-		return res, ""
-	}
-	isDue, expiresAt, why := due(r.now(), output.Data, r.RenewBefore)
-	if code, _ := stringField(secret.Data, keyCode); code != "" && c.Grant == config.GrantAuthorizationCode {
-		isDue, why = true, "authorization code waiting to be exchanged"
-	}
-	switch {
-	case r.Force:
-		isDue, why = true, "forced"
-	case !isDue:
-		res.Outcome, res.ExpiresAt = NotDue, expiresAt
-		return res, why
-	}
-	req, err := request(c, secret.Data)
-	if err != nil {
-		res.Err, res.Status = fmt.Errorf("secret %s: %w", c.Secret, err), StatusRetrying
-		r.record(ctx, c.Secret, secret.Metadata, res, secret.Version)
-		return res, why
-	}
-	res.Grant = req.GrantType
-	if r.DryRun {
-		res.Outcome = DryRun
-		return res, why
-	}
-	if err := r.preflight(ctx, c, secret, output, req); err != nil {
-		res.Err, res.Status = err, StatusRetrying
-		r.record(ctx, c.Secret, secret.Metadata, res, secret.Version)
-		return res, why
-	}
-	if spends(req) && r.Store.KVVersion() == 2 {
-		claimed, elsewhere, err := r.claim(ctx, c.Secret, secret)
-		switch {
-		case elsewhere:
-			res.Outcome = ClaimedElsewhere
-			return res, "another process claimed it first"
-		case err != nil:
-			res.Err, res.Status = fmt.Errorf("claim %s: %w", c.Secret, err), StatusRetrying
-			r.record(ctx, c.Secret, secret.Metadata, res, secret.Version)
-			return res, why
-		}
-		secret = claimed
-		if c.Output == c.Secret {
-			output = secret
-		}
-	}
+	res, why := r.rotate(ctx, t)
+	r.log(res, why)
+	return res
+}
 
-	// From here the server may spend the refresh token or code: finish whatever shutdown says.
-	g := r.grant(ctx, c.TokenURL, req)
-	if g.err != nil {
-		return r.failedGrant(ctx, c, secret, req, g, res), why
+func skipReason(ctx context.Context) string {
+	if ctx.Err() != nil {
+		return "shutting down"
 	}
-	if err := r.writeBack(ctx, c, secret, output, req, g.token); err != nil {
-		res.Err = fmt.Errorf("token granted but not stored: %w", err)
-		res.Status = StatusRetrying
-		if spends(req) {
-			res.Status = StatusRotationLost
+	return "pass deadline reached; next pass"
+}
+
+// progress logs how far a pass has got every ProgressEvery until the returned stop is called.
+func (r *Rotator) progress(start time.Time, total int, done *atomic.Int64) (stop func()) {
+	every := orDefault(r.ProgressEvery, 15*time.Second)
+	t := time.NewTicker(every)
+	quit := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			select {
+			case <-t.C:
+				r.logger().Info("pass progress", "done", done.Load(), "total", total, "elapsed", r.now().Sub(start).Round(time.Second).String())
+			case <-quit:
+				return
+			}
 		}
-		r.record(ctx, c.Secret, secret.Metadata, res, secret.Version)
-		return res, why
+	}()
+	return func() { t.Stop(); close(quit); <-finished }
+}
+
+// summary logs the one line that ends each pass.
+func (r *Rotator) summary(results []Result, took time.Duration) {
+	n := map[Outcome]int{}
+	for _, res := range results {
+		n[res.Outcome]++
 	}
-	res.Outcome, res.Status, res.ExpiresAt = Rotated, StatusOK, g.token.ExpiresAt
-	r.record(ctx, c.Secret, secret.Metadata, res, 0)
-	return res, why
+	attrs := []any{"targets", len(results), "rotated", n[Rotated], "not_due", n[NotDue],
+		"claimed_elsewhere", n[ClaimedElsewhere], "rotated_elsewhere", n[RotatedElsewhere],
+		"failed", n[Failed], "skipped", n[Skipped], "duration", took.Round(time.Millisecond).String()}
+	if r.DryRun {
+		attrs = append(attrs, "dry_run", n[DryRun])
+	}
+	if r.Shard.Count > 1 {
+		attrs = append(attrs, "shard", r.Shard.String())
+	}
+	r.logger().Info("pass done", attrs...)
 }
 
 // preflight fails before any token request when the job could not store what it would be
 // granted: every path the write-back writes must be writable by the job's Vault token.
-func (r *Rotator) preflight(ctx context.Context, c config.Client, secret, output *vault.Secret, req oauth.Request) error {
-	if c.Output != c.Secret {
-		if err := r.Store.Writable(ctx, c.Output, output.Version > 0 || len(output.Data) > 0); err != nil {
+func (r *Rotator) preflight(ctx context.Context, t target, output *vault.Secret, req oauth.Request) error {
+	if t.output != t.secret {
+		if err := r.Store.Writable(ctx, t.output, output.Version > 0 || len(output.Data) > 0); err != nil {
 			return err
 		}
 	}
-	if spends(req) || c.Output == c.Secret {
-		return r.Store.Writable(ctx, c.Secret, true)
+	if spends(req) || t.output == t.secret {
+		return r.Store.Writable(ctx, t.secret, true)
 	}
 	return nil
 }
@@ -158,15 +157,15 @@ func (r *Rotator) claim(ctx context.Context, path string, secret *vault.Secret) 
 // invalid_grant is checked against the secret as it is now: a newer refresh token stored by
 // another process means the rotation happened elsewhere; otherwise the client needs a human, and
 // if a request was lost in transit first, the token was most likely rotated and the answer lost.
-func (r *Rotator) failedGrant(ctx context.Context, c config.Client, secret *vault.Secret, req oauth.Request, g grantResult, res Result) Result {
+func (r *Rotator) failedGrant(ctx context.Context, t target, secret *vault.Secret, req oauth.Request, g grantResult, res Result) Result {
 	res.Err, res.Status = g.err, StatusRetrying
 	version := secret.Version
 	if spends(req) && r.Store.KVVersion() == 2 {
-		version = r.release(ctx, c.Secret, secret)
+		version = r.release(ctx, t.secret, secret)
 	}
 	var oe *oauth.Error
 	if errors.As(g.err, &oe) && oe.Code == oauth.ErrInvalidGrant {
-		if now, err := r.Store.Read(ctx, c.Secret); err == nil {
+		if now, err := r.Store.Read(ctx, t.secret); err == nil {
 			rt, _ := stringField(now.Data, keyRefreshToken)
 			code, _ := stringField(now.Data, keyCode)
 			newer := rt != "" && rt != req.RefreshToken
@@ -181,13 +180,13 @@ func (r *Rotator) failedGrant(ctx context.Context, c config.Client, secret *vaul
 		}
 		res.Status = StatusReauthorizationRequired
 		res.Err = fmt.Errorf("the server refused the stored %s (invalid_grant): authorize the client again, then store the new code or refresh token in %s: %w",
-			map[bool]string{true: "refresh token", false: "authorization code"}[req.GrantType == oauth.GrantRefreshToken], c.Secret, g.err)
+			map[bool]string{true: "refresh token", false: "authorization code"}[req.GrantType == oauth.GrantRefreshToken], t.secret, g.err)
 		if g.maybeSpent {
 			res.Status = StatusRotationLost
 			res.Err = fmt.Errorf("a refresh request was lost in transit and its retry was refused: the server most likely rotated the refresh token and the new one was lost; authorize the client again: %w", g.err)
 		}
 	}
-	r.record(ctx, c.Secret, secret.Metadata, res, version)
+	r.record(ctx, t.secret, secret.Metadata, res, version)
 	return res
 }
 

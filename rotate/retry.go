@@ -10,6 +10,10 @@ import (
 	"token-rotator/oauth"
 )
 
+// errNotSent is a grant given up before its first request: the pass was cancelled while it
+// waited under the rate limit. Nothing was spent.
+var errNotSent = errors.New("not sent: shutting down")
+
 // grantResult is the outcome of a token request with its retries.
 type grantResult struct {
 	token *oauth.Token
@@ -33,7 +37,8 @@ type grantResult struct {
 //
 // Waits end early when ctx is cancelled (shutdown), unless a request may already have spent the
 // refresh token: then the one retry still goes out, since it is the only way to learn the new pair.
-// Each request itself runs on ctx's values without its cancellation.
+// Each request itself runs on ctx's values without its cancellation. Every attempt first waits its
+// turn under the token URL's rate limit.
 func (r *Rotator) grant(ctx context.Context, tokenURL string, req oauth.Request) grantResult {
 	spends := req.GrantType != oauth.GrantClientCredentials
 	b := backoff.NewExponentialBackOff()
@@ -42,7 +47,20 @@ func (r *Rotator) grant(ctx context.Context, tokenURL string, req oauth.Request)
 	b.MaxElapsedTime = orDefault(r.GrantRetry, 2*time.Minute)
 	b.Reset()
 	var res grantResult
+	limit := r.limiter(tokenURL)
 	for {
+		if limit != nil {
+			waitCtx := ctx
+			if res.maybeSpent {
+				waitCtx = context.WithoutCancel(ctx)
+			}
+			if err := limit.Wait(waitCtx); err != nil {
+				if res.attempts == 0 {
+					res.err = errNotSent
+				}
+				return res
+			}
+		}
 		res.attempts++
 		res.token, res.err = r.Tokens.Token(context.WithoutCancel(ctx), tokenURL, req)
 		if res.err == nil {

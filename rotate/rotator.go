@@ -10,7 +10,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"token-rotator/config"
 	"token-rotator/oauth"
@@ -30,6 +33,8 @@ type Store interface {
 	EnsureToken(ctx context.Context, min time.Duration) error
 	// KVVersion is 2 when writes are check-and-set, 1 when not.
 	KVVersion() int
+	// List returns the paths of every secret below prefix, relative to it.
+	List(ctx context.Context, prefix string) ([]string, error)
 }
 
 // TokenSource requests a token from a token endpoint; *oauth.Client satisfies it.
@@ -53,6 +58,21 @@ type Rotator struct {
 	Force bool
 	// DryRun reads Vault and says what it would do, without token requests or writes.
 	DryRun bool
+	// Spread rotates each token early by a stable share of this, so that tokens issued together
+	// (a partner's operators onboarded in one go) are not all due at one instant again: a target
+	// is due when less than RenewBefore + Spread·share is left. Earlier is always safe.
+	Spread time.Duration
+	// Concurrency is how many targets rotate at once; 0 means 1.
+	Concurrency int
+	// RateLimit caps token requests per token URL (golang.org/x/time/rate); PerSecond 0 is off.
+	RateLimit config.RateLimit
+	// PassDeadline ends a pass: targets not started by then are skipped until the next pass.
+	// Zero means none.
+	PassDeadline time.Duration
+	// Shard limits the pass to one share of the targets (Kubernetes Indexed Jobs).
+	Shard Shard
+	// ProgressEvery is how often a long pass logs its progress; default 15 s.
+	ProgressEvery time.Duration
 
 	// GrantRetry caps the time spent retrying a token request that failed transiently (network,
 	// timeout, 5xx, 429), waits included. Default 2 minutes.
@@ -75,10 +95,34 @@ type Rotator struct {
 	// Holder names this process in claims; default host/pid/random.
 	Holder string
 
-	// Logger gets one line per client per pass; nil discards.
+	// Logger gets one line per target per pass, progress and a summary; nil discards.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+
+	limitersMu sync.Mutex
+	limiters   map[string]*rate.Limiter // by token URL
+
+	sharedMu sync.Mutex
+	shared   map[string]*sharedEntry // client credentials of connections, by path; reset each pass
+}
+
+// limiter returns the rate limiter of a token URL, or nil when the limit is off.
+func (r *Rotator) limiter(tokenURL string) *rate.Limiter {
+	if r.RateLimit.PerSecond <= 0 {
+		return nil
+	}
+	r.limitersMu.Lock()
+	defer r.limitersMu.Unlock()
+	if r.limiters == nil {
+		r.limiters = map[string]*rate.Limiter{}
+	}
+	l := r.limiters[tokenURL]
+	if l == nil {
+		l = rate.NewLimiter(rate.Limit(r.RateLimit.PerSecond), max(1, r.RateLimit.Burst))
+		r.limiters[tokenURL] = l
+	}
+	return l
 }
 
 func (r *Rotator) now() time.Time {

@@ -8,7 +8,6 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 
-	"token-rotator/config"
 	"token-rotator/oauth"
 	"token-rotator/vault"
 )
@@ -20,7 +19,7 @@ import (
 // is kept, an empty value is never written, and a refresh response without a refresh token keeps
 // the stored one. Nothing here uses the new access token: Doorkeeper retires the old refresh token
 // on that first use, so the pair must be durable before anyone can.
-func (r *Rotator) writeBack(ctx context.Context, c config.Client, secret, output *vault.Secret, req oauth.Request, tok *oauth.Token) error {
+func (r *Rotator) writeBack(ctx context.Context, t target, secret, output *vault.Secret, req oauth.Request, tok *oauth.Token) error {
 	credentials := func(d map[string]any) {
 		if tok.RefreshToken != "" {
 			d[keyRefreshToken] = tok.RefreshToken
@@ -39,15 +38,15 @@ func (r *Rotator) writeBack(ctx context.Context, c config.Client, secret, output
 			d[keyScope] = scope
 		}
 	}
-	if c.Output == c.Secret {
-		return r.update(ctx, c.Secret, secret, func(d map[string]any) { credentials(d); access(d) })
+	if t.output == t.secret {
+		return r.update(ctx, t.secret, secret, func(d map[string]any) { credentials(d); access(d) })
 	}
 	if spends(req) {
-		if err := r.update(ctx, c.Secret, secret, credentials); err != nil {
+		if err := r.update(ctx, t.secret, secret, credentials); err != nil {
 			return err
 		}
 	}
-	return r.update(ctx, c.Output, output, access)
+	return r.update(ctx, t.output, output, access)
 }
 
 // update applies change to the data of the secret at path and writes it, check-and-set on the

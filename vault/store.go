@@ -182,6 +182,48 @@ func (s *Store) SetStatus(ctx context.Context, path string, fields map[string]st
 	}))
 }
 
+// List returns the path, relative to prefix, of every secret below prefix, descending into
+// folders, in the order Vault lists them (sorted). A prefix with nothing below it gives none.
+func (s *Store) List(ctx context.Context, prefix string) ([]string, error) {
+	base := s.mount + "/" + prefix
+	if s.version == 2 {
+		base = s.mount + "/metadata/" + prefix
+	}
+	var out []string
+	var walk func(rel string) error
+	walk = func(rel string) error {
+		var r *api.Secret
+		err := s.withLogin(ctx, func() (err error) {
+			r, err = s.client.Logical().ListWithContext(ctx, strings.TrimSuffix(base+"/"+rel, "/"))
+			return err
+		})
+		if err != nil {
+			return s.wrap("list", strings.TrimSuffix(prefix+"/"+rel, "/"), err)
+		}
+		if r == nil || r.Data == nil {
+			return nil
+		}
+		keys, _ := r.Data["keys"].([]any)
+		for _, k := range keys {
+			name, _ := k.(string)
+			switch {
+			case name == "":
+			case strings.HasSuffix(name, "/"):
+				if err := walk(rel + name); err != nil {
+					return err
+				}
+			default:
+				out = append(out, rel+name)
+			}
+		}
+		return nil
+	}
+	if err := walk(""); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // Writable reports, from Vault's capabilities endpoint, whether the job's token may write the
 // secret at path: update for a secret that exists, create for one that does not. It asks before
 // any token request, so a read-only policy costs no refresh token.

@@ -1,0 +1,149 @@
+package rotate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"token-rotator/config"
+	"token-rotator/vault"
+)
+
+// storeTokenMargin is how long the store's own Vault token must still be valid when a target's
+// rotation starts: a token request with its retries and the first write-back attempts must fit.
+const storeTokenMargin = 3 * time.Minute
+
+// rotate handles one target: read, decide, check, claim, request, write back, record. why says
+// what made it due or not.
+func (r *Rotator) rotate(ctx context.Context, t target) (Result, string) {
+	c := t.client
+	res := Result{Client: t.name, Outcome: Failed}
+	if err := r.Store.EnsureToken(ctx, storeTokenMargin); err != nil {
+		r.logger().Warn("vault token may expire during the rotation", "client", t.name, "error", err.Error())
+	}
+	secret, err := r.Store.Read(ctx, t.secret)
+	if err != nil {
+		res.Err = err
+		return res, ""
+	}
+	credentials := secret.Data
+	if t.shared != "" {
+		if credentials, err = r.sharedCredentials(ctx, t.shared); err != nil {
+			res.Err = err
+			return res, ""
+		}
+	}
+	output := secret
+	if t.output != t.secret {
+		if output, err = r.readOrEmpty(ctx, t.output); err != nil {
+			res.Err = err
+			return res, ""
+		}
+	}
+	if heldElsewhere(secret.Data, r.holder(), r.now()) {
+		res.Outcome = ClaimedElsewhere
+		return res, "another process is rotating it"
+	}
+	if stuck(secret.Metadata, secret.Version) {
+		res.Status = secret.Metadata[metaStatus]
+		res.Err = fmt.Errorf("%s since %s: not retried until secret %s changes", res.Status, secret.Metadata[metaLastAttempt], t.secret)
+		return res, ""
+	}
+	isDue, expiresAt, why := due(r.now(), output.Data, r.RenewBefore+time.Duration(spread(t.name)*float64(r.Spread)))
+	if code, _ := stringField(secret.Data, keyCode); code != "" && c.Grant == config.GrantAuthorizationCode {
+		isDue, why = true, "authorization code waiting to be exchanged"
+	}
+	switch {
+	case r.Force:
+		isDue, why = true, "forced"
+	case !isDue:
+		res.Outcome, res.ExpiresAt = NotDue, expiresAt
+		return res, why
+	}
+	req, err := request(c, credentials, secret.Data)
+	if err != nil {
+		res.Err, res.Status = fmt.Errorf("secret %s: %w", t.secret, err), StatusRetrying
+		r.record(ctx, t.secret, secret.Metadata, res, secret.Version)
+		return res, why
+	}
+	res.Grant = req.GrantType
+	if r.DryRun {
+		res.Outcome = DryRun
+		return res, why
+	}
+	if err := r.preflight(ctx, t, output, req); err != nil {
+		res.Err, res.Status = err, StatusRetrying
+		r.record(ctx, t.secret, secret.Metadata, res, secret.Version)
+		return res, why
+	}
+	if spends(req) && r.Store.KVVersion() == 2 {
+		claimed, elsewhere, err := r.claim(ctx, t.secret, secret)
+		switch {
+		case elsewhere:
+			res.Outcome = ClaimedElsewhere
+			return res, "another process claimed it first"
+		case err != nil:
+			res.Err, res.Status = fmt.Errorf("claim %s: %w", t.secret, err), StatusRetrying
+			r.record(ctx, t.secret, secret.Metadata, res, secret.Version)
+			return res, why
+		}
+		secret = claimed
+		if t.output == t.secret {
+			output = secret
+		}
+	}
+
+	// From here the server may spend the refresh token or code: finish whatever shutdown says.
+	g := r.grant(ctx, c.TokenURL, req)
+	if errors.Is(g.err, errNotSent) {
+		if spends(req) && r.Store.KVVersion() == 2 {
+			r.release(ctx, t.secret, secret)
+		}
+		res.Outcome, res.Err = Skipped, nil
+		return res, "shutting down"
+	}
+	if g.err != nil {
+		return r.failedGrant(ctx, t, secret, req, g, res), why
+	}
+	if err := r.writeBack(ctx, t, secret, output, req, g.token); err != nil {
+		res.Err = fmt.Errorf("token granted but not stored: %w", err)
+		res.Status = StatusRetrying
+		if spends(req) {
+			res.Status = StatusRotationLost
+		}
+		r.record(ctx, t.secret, secret.Metadata, res, secret.Version)
+		return res, why
+	}
+	res.Outcome, res.Status, res.ExpiresAt = Rotated, StatusOK, g.token.ExpiresAt
+	r.record(ctx, t.secret, secret.Metadata, res, 0)
+	return res, why
+}
+
+// sharedCredentials reads the client_id and client_secret a client's connections share, once per
+// pass however many connections use them.
+func (r *Rotator) sharedCredentials(ctx context.Context, path string) (map[string]any, error) {
+	r.sharedMu.Lock()
+	e := r.shared[path]
+	if e == nil {
+		e = &sharedEntry{}
+		r.shared[path] = e
+	}
+	r.sharedMu.Unlock()
+	e.once.Do(func() {
+		var s *vault.Secret
+		if s, e.err = r.Store.Read(ctx, path); e.err == nil {
+			e.data = s.Data
+		} else {
+			e.err = fmt.Errorf("client credentials: %w", e.err)
+		}
+	})
+	return e.data, e.err
+}
+
+type sharedEntry struct {
+	once sync.Once
+	data map[string]any
+	err  error
+}

@@ -1,0 +1,102 @@
+package rotate
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"path"
+	"strings"
+
+	"token-rotator/config"
+)
+
+// target is one access token the job keeps fresh: a configured client, or one connection under a
+// client's connections prefix.
+type target struct {
+	// name is the client's name, or "client/connection" for a connection.
+	name   string
+	client config.Client
+	// secret is the KV path holding the grant's state: the refresh token, or a code waiting.
+	secret string
+	// output is the KV path the access token goes to.
+	output string
+	// shared is the KV path holding client_id and client_secret when they live apart from secret
+	// (a connection shares its client's); empty when secret holds them.
+	shared string
+}
+
+// Shard selects a stable share of the targets: those whose name hashes to Index modulo Count.
+// Every target belongs to exactly one of the Count shards. The zero value selects all.
+type Shard struct {
+	Index, Count int
+}
+
+// owns reports whether the shard owns the target named name.
+func (s Shard) owns(name string) bool {
+	if s.Count <= 1 {
+		return true
+	}
+	return int(hash(name)%uint64(s.Count)) == s.Index
+}
+
+// String is INDEX/COUNT.
+func (s Shard) String() string { return fmt.Sprintf("%d/%d", s.Index, s.Count) }
+
+// hash is FNV-1a followed by SplitMix64's finaliser, which spreads names that differ only in their
+// last characters (op-001, op-002) over all 64 bits. It is stable across processes, versions and
+// machines, so every shard agrees on who owns what.
+func hash(s string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(s))
+	x := h.Sum64()
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}
+
+// targets lists this pass's targets, in configuration order, connections in the order Vault lists
+// them, keeping only this shard's. Connections are listed anew each pass, so a new operator is a
+// Vault write away. A prefix that cannot be listed is one failed result, named for its client.
+func (r *Rotator) targets(ctx context.Context) ([]target, []Result) {
+	var ts []target
+	var failed []Result
+	for _, c := range r.Clients {
+		if c.Connections == "" {
+			if r.Shard.owns(c.Name) {
+				ts = append(ts, target{name: c.Name, client: c, secret: c.Secret, output: c.Output})
+			}
+			continue
+		}
+		paths, err := r.Store.List(ctx, c.Connections)
+		if err != nil {
+			failed = append(failed, Result{Client: c.Name, Outcome: Failed, Err: fmt.Errorf("list connections: %w", err)})
+			continue
+		}
+		for _, rel := range paths {
+			p := c.Connections + "/" + rel
+			name := c.Name + "/" + rel
+			if p == c.Secret || !r.Shard.owns(name) {
+				continue
+			}
+			out := p
+			if c.OutputPrefix != "" {
+				out = path.Join(c.OutputPrefix, rel)
+			}
+			ts = append(ts, target{name: name, client: c, secret: p, output: out, shared: c.Secret})
+		}
+	}
+	return ts, failed
+}
+
+// spread is the target's stable share, in [0, 1), of the window over which rotations are spread.
+func spread(name string) float64 {
+	return float64(hash("spread:"+name)>>11) / float64(1<<53)
+}
+
+// connectionName is the connection part of a target name, for logs.
+func connectionName(t target) string {
+	return strings.TrimPrefix(t.name, t.client.Name+"/")
+}
