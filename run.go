@@ -86,6 +86,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	store, err := vault.Open(ctx, cfg.Vault)
 	if err != nil {
+		if ctx.Err() != nil { // SIGTERM before anything started: nothing done, nothing failed
+			logger.Info("interrupted before the first pass")
+			return nil
+		}
 		return err
 	}
 	if store.KVVersion() == 1 {

@@ -96,30 +96,36 @@ func TestTokenEndpointTransientFaultsAreRetried(t *testing.T) {
 		name    string
 		respond func(w http.ResponseWriter)
 		minWait time.Duration
+		cc      bool // a client_credentials client: a 5xx cannot have spent anything
 	}{
-		{"500", func(w http.ResponseWriter) { w.WriteHeader(500) }, 0},
+		{"500", func(w http.ResponseWriter) { w.WriteHeader(500) }, 0, true},
 		{"503 HTML", func(w http.ResponseWriter) {
 			w.Header().Set("Content-Type", "text/html")
 			w.WriteHeader(503)
 			fmt.Fprint(w, "<html>maintenance</html>")
-		}, 0},
-		{"429 Retry-After seconds", func(w http.ResponseWriter) {
+		}, 0, true},
+		{"429 Retry-After: 1", func(w http.ResponseWriter) {
 			w.Header().Set("Retry-After", "1")
 			w.WriteHeader(429)
-		}, time.Second},
-		{"429 Retry-After date", func(w http.ResponseWriter) {
+		}, time.Second, false},
+		{"429 Retry-After: an HTTP date 2 s ahead", func(w http.ResponseWriter) {
 			w.Header().Set("Retry-After", time.Now().Add(2*time.Second).UTC().Format(http.TimeFormat))
 			w.WriteHeader(429)
-		}, time.Second}, // an HTTP date has one-second resolution
-		{"429 RateLimit-Reset epoch", func(w http.ResponseWriter) {
+		}, time.Second, false}, // an HTTP date has one-second resolution: 1 to 2 s
+		{"429 RateLimit-Reset: epoch seconds 2 s ahead", func(w http.ResponseWriter) {
 			w.Header().Set("RateLimit-Limit", "10")
-			w.Header().Set("RateLimit-Reset", fmt.Sprint(time.Now().Add(1500*time.Millisecond).Unix()))
+			w.Header().Set("RateLimit-Reset", fmt.Sprint(time.Now().Add(2*time.Second).Unix()))
 			w.WriteHeader(429)
 			fmt.Fprint(w, `{"error":"rate_limited"}`)
-		}, 500 * time.Millisecond},
+		}, time.Second, false}, // epoch seconds: 1 to 2 s
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, old := f.partnerSecret(t, strings.ReplaceAll(tc.name, " ", "-"))
+			c, old := f.partnerSecret(t, fmt.Sprintf("transient-%d", len(f.stora.Requests())))
+			if tc.cc {
+				id, secret := f.stora.AddClient()
+				f.put(c.Secret, map[string]any{"client_id": id, "client_secret": secret})
+				c.Grant, c.Scope, old = config.GrantClientCredentials, "public.contact:read", ""
+			}
 			var faults atomic.Int32
 			var firstFault, retried time.Time
 			f.stora.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
@@ -145,11 +151,47 @@ func TestTokenEndpointTransientFaultsAreRetried(t *testing.T) {
 			if wait := retried.Sub(firstFault); wait < tc.minWait {
 				t.Errorf("retried %v after the first fault, want at least %v", wait, tc.minWait)
 			}
-			f.assertStoredPairWorks(t, c, old)
-			t.Logf("RELIABILITY fault | token endpoint answers %s, twice | rotated on the 3rd request, %v after the first fault (server asked for %v) | pair in Vault works",
+			if tc.cc {
+				if at, _ := f.data(c.Output)["access_token"].(string); at == "" {
+					t.Errorf("no access token stored")
+				}
+			} else {
+				f.assertStoredPairWorks(t, c, old)
+			}
+			t.Logf("RELIABILITY fault | token endpoint answers %s, twice | rotated on the 3rd request, %v after the first fault (at least %v) | token in Vault works",
 				tc.name, retried.Sub(firstFault).Round(10*time.Millisecond), tc.minWait)
 		})
 	}
+}
+
+func TestRefresh5xxIsRetriedOnce(t *testing.T) {
+	f := newFaultWorld(t, true)
+	for _, faults := range []int{1, 2} {
+		c, old := f.partnerSecret(t, fmt.Sprintf("r5xx-%d", faults))
+		var n atomic.Int32
+		f.stora.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+			if n.Add(1) <= int32(faults) {
+				w.WriteHeader(502)
+				return true
+			}
+			return false
+		}
+		before := len(f.stora.Requests())
+		res := f.rotator(c).Pass(context.Background())[0]
+		f.stora.Intercept = nil
+		switch faults {
+		case 1:
+			if res.Outcome != Rotated || len(f.stora.Requests())-before != 2 {
+				t.Errorf("one 502: %s after %d requests, want rotated after 2", res.Outcome, len(f.stora.Requests())-before)
+			}
+			f.assertStoredPairWorks(t, c, old)
+		case 2:
+			if res.Outcome != Failed || res.Status != StatusRetrying || len(f.stora.Requests())-before != 2 || !f.stora.RefreshTokenValid(old) {
+				t.Errorf("two 502s: %s/%s after %d requests, want failed/retrying after 2 with the stored token still live", res.Outcome, res.Status, len(f.stora.Requests())-before)
+			}
+		}
+	}
+	t.Logf("RELIABILITY fault | a 502 on a refresh (a gateway may answer after the server acted) | retried once only: rotated after one 502; after two, retrying next pass with the stored token untouched | no refresh token spent twice")
 }
 
 func TestTokenEndpointStallAndCutConnection(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 // A long pass logs its progress every ProgressEvery, and every pass ends with one summary line.
 func (r *Rotator) Pass(ctx context.Context) []Result {
 	start := r.now()
+	r.holder() // settle the holder name before the workers read it
 	r.sharedMu.Lock()
 	r.shared = map[string]*sharedEntry{}
 	r.sharedMu.Unlock()
@@ -129,12 +130,12 @@ func (r *Rotator) summary(results []Result, took time.Duration) {
 // granted: every path the write-back writes must be writable by the job's Vault token.
 func (r *Rotator) preflight(ctx context.Context, t target, output *vault.Secret, req oauth.Request) error {
 	if t.output != t.secret {
-		if err := r.Store.Writable(ctx, t.output, output.Version > 0 || len(output.Data) > 0); err != nil {
+		if err := r.Store.Writable(ctx, t.output, output.Version > 0 || len(output.Data) > 0, false); err != nil {
 			return err
 		}
 	}
 	if spends(req) || t.output == t.secret {
-		return r.Store.Writable(ctx, t.secret, true)
+		return r.Store.Writable(ctx, t.secret, true, true)
 	}
 	return nil
 }
@@ -145,6 +146,15 @@ func (r *Rotator) claim(ctx context.Context, path string, secret *vault.Secret) 
 	data := withClaim(secret.Data, r.holder(), r.now(), orDefault(r.ClaimTTL, 15*time.Minute))
 	v, err := r.Store.Write(ctx, path, data, secret.Version)
 	if errors.Is(err, vault.ErrVersionMismatch) {
+		// Lost the race, or won it and lost the answer: the client retried a write that had
+		// landed. Only the secret as it is now can tell.
+		now, rerr := r.Store.Read(ctx, path)
+		if rerr != nil {
+			return nil, false, rerr
+		}
+		if c := claimOf(now.Data); c != nil && c.Holder == r.holder() && now.Version == secret.Version+1 {
+			return now, false, nil
+		}
 		return nil, true, nil
 	}
 	if err != nil {
@@ -165,7 +175,7 @@ func (r *Rotator) failedGrant(ctx context.Context, t target, secret *vault.Secre
 	}
 	var oe *oauth.Error
 	if errors.As(g.err, &oe) && oe.Code == oauth.ErrInvalidGrant {
-		if now, err := r.Store.Read(ctx, t.secret); err == nil {
+		if now, err := r.Store.Read(context.WithoutCancel(ctx), t.secret); err == nil {
 			rt, _ := stringField(now.Data, keyRefreshToken)
 			code, _ := stringField(now.Data, keyCode)
 			newer := rt != "" && rt != req.RefreshToken

@@ -29,9 +29,12 @@ type grantResult struct {
 //
 //   - a 5xx, 429 or 408 response is retried with exponential backoff and jitter, waiting at least
 //     as long as the server's Retry-After or RateLimit-Reset asks, until GrantRetry is spent;
-//   - a transport error (no response, timeout, response cut short) is retried likewise, except
-//     that a request spending a refresh token or code is retried at most once: the server may
-//     already have rotated it, and a second invalid_grant would only hide that;
+//   - a transport error (no response, timeout, response cut short) is retried likewise;
+//   - but a request spending a refresh token or code that got no answer, or a 5xx (a gateway may
+//     answer 502 or 504 after the server acted), is retried exactly once, even past GrantRetry:
+//     the server may already have rotated the token, the retry is the only way to learn the new
+//     pair (Doorkeeper's default keeps the old token valid until the new one is used), and a second
+//     refusal would only hide what happened;
 //   - any other response (invalid_client, invalid_grant, invalid_scope, a malformed body...) is
 //     final.
 //
@@ -69,13 +72,19 @@ func (r *Rotator) grant(ctx context.Context, tokenURL string, req oauth.Request)
 		var wait time.Duration
 		var oe *oauth.Error
 		var te *oauth.TransportError
+		firstDoubt := false
 		switch {
-		case errors.As(res.err, &te):
+		case errors.As(res.err, &te), spends && errors.As(res.err, &oe) && oe.Status >= 500:
+			// No answer, or a 5xx that a gateway may have sent after the server acted: a spent
+			// refresh token is possible. One retry, whatever the budget says; never two.
 			if spends {
 				if res.maybeSpent {
 					return res
 				}
-				res.maybeSpent = true
+				res.maybeSpent, firstDoubt = true, true
+			}
+			if oe != nil {
+				wait = oe.RetryAfter
 			}
 		case errors.As(res.err, &oe) && oe.Temporary():
 			wait = oe.RetryAfter
@@ -83,8 +92,11 @@ func (r *Rotator) grant(ctx context.Context, tokenURL string, req oauth.Request)
 			return res
 		}
 		next := b.NextBackOff()
-		if next == backoff.Stop || b.GetElapsedTime()+max(wait, next) > b.MaxElapsedTime {
+		if !firstDoubt && (next == backoff.Stop || b.GetElapsedTime()+max(wait, next) > b.MaxElapsedTime) {
 			return res
+		}
+		if next == backoff.Stop {
+			next = b.InitialInterval
 		}
 		sleepCtx := ctx
 		if res.maybeSpent {

@@ -20,26 +20,34 @@ const storeTokenMargin = 3 * time.Minute
 func (r *Rotator) rotate(ctx context.Context, t target) (Result, string) {
 	c := t.client
 	res := Result{Client: t.name, Outcome: Failed}
+	// Until the claim, nothing is spent: a shutdown skips the target instead of failing it.
+	fail := func(err error) (Result, string) {
+		if ctx.Err() != nil {
+			return Result{Client: t.name, Outcome: Skipped}, "shutting down"
+		}
+		res.Err = err
+		return res, ""
+	}
+	// A Vault token that cannot be made to last the rotation would let the job spend the refresh
+	// token and then fail to store the new one: stop here instead.
 	if err := r.Store.EnsureToken(ctx, storeTokenMargin); err != nil {
-		r.logger().Warn("vault token may expire during the rotation", "client", t.name, "error", err.Error())
+		res.Status = StatusRetrying
+		return fail(fmt.Errorf("vault token would not last the rotation: %w", err))
 	}
 	secret, err := r.Store.Read(ctx, t.secret)
 	if err != nil {
-		res.Err = err
-		return res, ""
+		return fail(err)
 	}
 	credentials := secret.Data
 	if t.shared != "" {
 		if credentials, err = r.sharedCredentials(ctx, t.shared); err != nil {
-			res.Err = err
-			return res, ""
+			return fail(err)
 		}
 	}
 	output := secret
 	if t.output != t.secret {
 		if output, err = r.readOrEmpty(ctx, t.output); err != nil {
-			res.Err = err
-			return res, ""
+			return fail(err)
 		}
 	}
 	if heldElsewhere(secret.Data, r.holder(), r.now()) {
@@ -74,6 +82,9 @@ func (r *Rotator) rotate(ctx context.Context, t target) (Result, string) {
 		return res, why
 	}
 	if err := r.preflight(ctx, t, output, req); err != nil {
+		if ctx.Err() != nil {
+			return fail(err)
+		}
 		res.Err, res.Status = err, StatusRetrying
 		r.record(ctx, t.secret, secret.Metadata, res, secret.Version)
 		return res, why
@@ -84,6 +95,8 @@ func (r *Rotator) rotate(ctx context.Context, t target) (Result, string) {
 		case elsewhere:
 			res.Outcome = ClaimedElsewhere
 			return res, "another process claimed it first"
+		case err != nil && ctx.Err() != nil:
+			return fail(err)
 		case err != nil:
 			res.Err, res.Status = fmt.Errorf("claim %s: %w", t.secret, err), StatusRetrying
 			r.record(ctx, t.secret, secret.Metadata, res, secret.Version)
@@ -110,7 +123,8 @@ func (r *Rotator) rotate(ctx context.Context, t target) (Result, string) {
 	if err := r.writeBack(ctx, t, secret, output, req, g.token); err != nil {
 		res.Err = fmt.Errorf("token granted but not stored: %w", err)
 		res.Status = StatusRetrying
-		if spends(req) {
+		var lost *refreshTokenLost
+		if errors.As(err, &lost) {
 			res.Status = StatusRotationLost
 		}
 		r.record(ctx, t.secret, secret.Metadata, res, secret.Version)

@@ -25,8 +25,9 @@ type Store interface {
 	Read(ctx context.Context, path string) (*vault.Secret, error)
 	// Write replaces the secret's data, check-and-set on version where the store supports it.
 	Write(ctx context.Context, path string, data map[string]any, version int) (int, error)
-	// Writable says, without writing, whether the job may write the secret at path.
-	Writable(ctx context.Context, path string, exists bool) error
+	// Writable says, without writing, whether the job may write the secret at path (and, with
+	// status, record state in its metadata).
+	Writable(ctx context.Context, path string, exists, status bool) error
 	// SetStatus merges fields into the secret's metadata, out of the data apps read.
 	SetStatus(ctx context.Context, path string, fields map[string]string) error
 	// EnsureToken renews the store's own credentials, or logs in again, so they last min more.

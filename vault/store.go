@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -225,31 +226,46 @@ func (s *Store) List(ctx context.Context, prefix string) ([]string, error) {
 }
 
 // Writable reports, from Vault's capabilities endpoint, whether the job's token may write the
-// secret at path: update for a secret that exists, create for one that does not. It asks before
-// any token request, so a read-only policy costs no refresh token.
-func (s *Store) Writable(ctx context.Context, path string, exists bool) error {
-	full := s.mount + "/" + path
+// secret at path: update for a secret that exists, create for one that does not; and, with status,
+// patch its metadata (KV v2), where the rotation state is recorded. It asks before any token
+// request, so a read-only policy costs no refresh token. One request answers for both paths.
+func (s *Store) Writable(ctx context.Context, path string, exists, status bool) error {
+	data := s.mount + "/" + path
 	if s.version == 2 {
-		full = s.mount + "/data/" + path
+		data = s.mount + "/data/" + path
 	}
-	var caps []string
+	need := map[string]string{data: "update"}
+	if !exists {
+		need[data] = "create"
+	}
+	if status && s.version == 2 {
+		need[s.mount+"/metadata/"+path] = "patch"
+	}
+	paths := make([]any, 0, len(need))
+	for p := range need {
+		paths = append(paths, p)
+	}
+	var r *api.Secret
 	err := s.withLogin(ctx, func() (err error) {
-		caps, err = s.client.Sys().CapabilitiesSelfWithContext(ctx, full)
+		r, err = s.client.Logical().WriteWithContext(ctx, "sys/capabilities-self", map[string]any{"paths": paths})
 		return err
 	})
 	if err != nil {
 		return s.wrap("check capabilities on", path, err)
 	}
-	need := "update"
-	if !exists {
-		need = "create"
-	}
-	for _, c := range caps {
-		if c == need || c == "root" {
-			return nil
+	for p, want := range need {
+		var caps []string
+		if r != nil {
+			list, _ := r.Data[p].([]any)
+			for _, c := range list {
+				caps = append(caps, fmt.Sprint(c))
+			}
+		}
+		if !slices.Contains(caps, want) && !slices.Contains(caps, "root") {
+			return fmt.Errorf("vault policy does not allow %s on %s (capabilities: %s)", want, p, strings.Join(caps, ", "))
 		}
 	}
-	return fmt.Errorf("vault policy does not allow %s on %s (capabilities: %s)", need, full, strings.Join(caps, ", "))
+	return nil
 }
 
 func (s *Store) wrap(op, path string, err error) error {
@@ -271,7 +287,12 @@ func (s *Store) wrap(op, path string, err error) error {
 func cleanError(err error) error {
 	var re *api.ResponseError
 	if errors.As(err, &re) {
-		msg := strings.Join(re.Errors, "; ")
+		var parts []string
+		for _, e := range re.Errors { // "1 error occurred:\n\t* permission denied\n\n" -> "permission denied"
+			e = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(e), "1 error occurred:"))
+			parts = append(parts, strings.Join(strings.Fields(strings.ReplaceAll(e, "\t* ", " ")), " "))
+		}
+		msg := strings.Join(parts, "; ")
 		if msg == "" {
 			msg = http.StatusText(re.StatusCode)
 		}
