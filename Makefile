@@ -2,7 +2,7 @@
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: build test demo vault reliability clean
+.PHONY: build test demo vault reliability bench clean
 
 build:
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o bin/token-rotator .
@@ -13,6 +13,9 @@ vault:
 
 test:
 	@scripts/test
+
+bench:
+	@scripts/bench
 
 reliability:
 	@scripts/reliability

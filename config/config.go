@@ -47,13 +47,12 @@ type Config struct {
 	Clients      []Client
 }
 
-// RateLimit is a token bucket per token URL: PerSecond requests a second on average, Burst at
-// once. A token bucket lets through at most Burst + PerSecond·T requests in any T seconds, so the
-// default (0.95/s, burst 3) stays within Stora's published 10 per second and 60 per minute. PerSecond
-// 0 turns the limit off.
+// RateLimit is a token endpoint's published request limits, per token URL; the job keeps under
+// both. The default is Stora's: 10 per second and 60 per minute. Zero turns a limit off; both zero
+// turn limiting off.
 type RateLimit struct {
 	PerSecond float64
-	Burst     int
+	PerMinute float64
 }
 
 // Vault says where the store is and how to log in to it.

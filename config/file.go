@@ -15,7 +15,7 @@ type file struct {
 
 type fileRateLimit struct {
 	PerSecond float64 `yaml:"per_second"`
-	Burst     int     `yaml:"burst"`
+	PerMinute float64 `yaml:"per_minute"`
 }
 
 type fileVault struct {
@@ -52,7 +52,7 @@ func defaults() file {
 		Schedule:     "*/5 * * * *",
 		RenewBefore:  "30m",
 		Concurrency:  4,
-		RateLimit:    fileRateLimit{PerSecond: 0.95, Burst: 3},
+		RateLimit:    fileRateLimit{PerSecond: 10, PerMinute: 60},
 		PassDeadline: "10m",
 		Vault: fileVault{
 			Auth:    fileAuth{Method: AuthToken},

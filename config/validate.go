@@ -54,8 +54,9 @@ func (f *file) resolve() (*Config, Errors) {
 	c.RateLimit = RateLimit(f.RateLimit)
 	if c.RateLimit.PerSecond < 0 {
 		bad("rate_limit.per_second", "must be 0 (off) or positive")
-	} else if c.RateLimit.PerSecond > 0 && c.RateLimit.Burst < 1 {
-		bad("rate_limit.burst", "must be at least 1")
+	}
+	if c.RateLimit.PerMinute < 0 {
+		bad("rate_limit.per_minute", "must be 0 (off) or positive")
 	}
 	if c.PassDeadline, err = time.ParseDuration(f.PassDeadline); err != nil || c.PassDeadline <= 0 {
 		bad("pass_deadline", "not a positive duration such as 10m: %q", f.PassDeadline)

@@ -15,7 +15,8 @@ import (
 // Client requests tokens from a token endpoint. The zero value is ready to use; its fields are
 // the knobs tests shrink.
 type Client struct {
-	// HTTP sends the request. Nil means a client with a 30 s timeout. Redirects are never followed,
+	// HTTP sends the request. Nil means a client with a 30 s timeout that keeps up to 64 idle
+	// connections per host. Redirects are never followed,
 	// whatever this client's CheckRedirect says: a 3xx is an error.
 	HTTP *http.Client
 	// MaxBody caps the response body read, in bytes; 0 means 64 KiB. A longer body is an error.
@@ -125,13 +126,21 @@ func isJSON(contentType string) bool {
 }
 
 func (c *Client) httpClient() *http.Client {
-	hc := http.Client{Timeout: 30 * time.Second}
+	hc := http.Client{Timeout: 30 * time.Second, Transport: defaultTransport}
 	if c.HTTP != nil {
 		hc = *c.HTTP
 	}
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &hc
 }
+
+// defaultTransport keeps enough idle connections for many rotations at once to one token
+// endpoint (net/http's default keeps two per host, and would open a connection per request).
+var defaultTransport = func() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 64
+	return t
+}()
 
 func (c *Client) lifetimes() Lifetimes {
 	l := c.Lifetimes

@@ -9,6 +9,7 @@ import (
 )
 
 func TestDue(t *testing.T) {
+	t.Parallel()
 	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
 	at := func(d time.Duration) string { return now.Add(d).Format(time.RFC3339) }
 	for _, tc := range []struct {
@@ -36,6 +37,7 @@ func TestDue(t *testing.T) {
 }
 
 func TestRequestPicksGrant(t *testing.T) {
+	t.Parallel()
 	cc := config.Client{Name: "a", Grant: config.GrantClientCredentials, Scope: "public.contact:read"}
 	ac := config.Client{Name: "p", Grant: config.GrantAuthorizationCode}
 	creds := map[string]any{"client_id": "id", "client_secret": "s"}

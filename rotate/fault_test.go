@@ -41,11 +41,7 @@ func newFaultWorld(t *testing.T, immediate bool) *faultWorld {
 	u, _ := url.Parse(w.vault.Addr)
 	f.vaultProxy = faultproxy.Start(t, u.Host)
 	f.tokenURL = "http://" + f.storaProxy.Addr + "/oauth2/token"
-	store, err := vault.Open(context.Background(), config.Vault{Address: "http://" + f.vaultProxy.Addr, KVMount: "secret", Auth: config.Auth{Method: config.AuthToken}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.store = store
+	f.store = openStore(t, "http://"+f.vaultProxy.Addr, w.vault.Token)
 	return f
 }
 
@@ -91,6 +87,7 @@ func (f *faultWorld) assertStoredPairWorks(t *testing.T, c config.Client, old st
 }
 
 func TestTokenEndpointTransientFaultsAreRetried(t *testing.T) {
+	t.Parallel()
 	f := newFaultWorld(t, true)
 	for _, tc := range []struct {
 		name    string
@@ -165,6 +162,7 @@ func TestTokenEndpointTransientFaultsAreRetried(t *testing.T) {
 }
 
 func TestRefresh5xxIsRetriedOnce(t *testing.T) {
+	t.Parallel()
 	f := newFaultWorld(t, true)
 	for _, faults := range []int{1, 2} {
 		c, old := f.partnerSecret(t, fmt.Sprintf("r5xx-%d", faults))
@@ -195,6 +193,7 @@ func TestRefresh5xxIsRetriedOnce(t *testing.T) {
 }
 
 func TestTokenEndpointStallAndCutConnection(t *testing.T) {
+	t.Parallel()
 	t.Run("client credentials: stalls past the timeout, retried until it answers", func(t *testing.T) {
 		f := newFaultWorld(t, true)
 		id, secret := f.stora.AddClient()
@@ -265,6 +264,7 @@ func TestTokenEndpointStallAndCutConnection(t *testing.T) {
 }
 
 func TestPermanentErrorsAreNotRetried(t *testing.T) {
+	t.Parallel()
 	f := newFaultWorld(t, true)
 	id, _ := f.stora.AddClient()
 	for _, tc := range []struct{ scope, secret, want string }{
@@ -289,6 +289,7 @@ func TestPermanentErrorsAreNotRetried(t *testing.T) {
 }
 
 func TestInvalidGrantWaitsForANewSecret(t *testing.T) {
+	t.Parallel()
 	f := newFaultWorld(t, true)
 	c, old := f.partnerSecret(t, "reauth")
 	f.stora.RevokeRefreshToken(old)
@@ -329,6 +330,7 @@ func TestInvalidGrantWaitsForANewSecret(t *testing.T) {
 }
 
 func TestVaultFaultsDuringWriteBack(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []struct {
 		name string
 		m    faultproxy.Mode
@@ -354,6 +356,7 @@ func TestVaultFaultsDuringWriteBack(t *testing.T) {
 }
 
 func TestReadOnlyPolicyMakesNoTokenRequest(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	c := w.vault.Client
 	if err := c.Sys().PutPolicy("read-only", `path "secret/data/*" { capabilities = ["read"] }
@@ -370,11 +373,7 @@ path "sys/internal/ui/mounts/*" { capabilities = ["read"] }`); err != nil {
 	id, secret := s.AddClient()
 	w.put("stora/ro-partner", map[string]any{"client_id": id, "client_secret": secret, "refresh_token": s.IssueRefreshToken(id, "public.contact:read")})
 	w.put("stora/ro-acme", map[string]any{"client_id": id, "client_secret": secret})
-	t.Setenv("VAULT_TOKEN", tok.Auth.ClientToken)
-	store, err := vault.Open(context.Background(), config.Vault{Address: w.vault.Addr, KVMount: "secret", Auth: config.Auth{Method: config.AuthToken}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := openStore(t, w.vault.Addr, tok.Auth.ClientToken)
 	r := &Rotator{Store: store, Tokens: &oauth.Client{}, RenewBefore: 30 * time.Minute, Clients: []config.Client{
 		{Name: "partner", Grant: config.GrantAuthorizationCode, Secret: "stora/ro-partner", Output: "stora/ro-partner", TokenURL: ts.URL + "/oauth2/token"},
 		{Name: "acme", Grant: config.GrantClientCredentials, Scope: "public.contact:read", Secret: "stora/ro-acme", Output: "apps/ro-acme", TokenURL: ts.URL + "/oauth2/token"},

@@ -25,6 +25,16 @@ func (r *Rotator) Pass(ctx context.Context) []Result {
 	r.shared = map[string]*sharedEntry{}
 	r.sharedMu.Unlock()
 	ts, results := r.targets(ctx)
+	if p, ok := r.Store.(capabilityPrefetcher); ok && !r.DryRun && len(ts) > 1 {
+		paths := make([]string, 0, 2*len(ts))
+		for _, t := range ts {
+			paths = append(paths, t.secret)
+			if t.output != t.secret {
+				paths = append(paths, t.output)
+			}
+		}
+		p.PrefetchCapabilities(ctx, paths)
+	}
 	startCtx := ctx // when it is done, no further target starts
 	if r.PassDeadline > 0 {
 		var cancel context.CancelFunc
@@ -35,7 +45,11 @@ func (r *Rotator) Pass(ctx context.Context) []Result {
 	var done atomic.Int64
 	jobs := make(chan int)
 	var wg sync.WaitGroup
-	for w := 0; w < max(1, r.Concurrency); w++ {
+	// Twice as many workers as token requests allowed at once: while Concurrency of them wait on
+	// the token endpoint, the others read, claim and write back, so Vault's latency does not stand
+	// between the endpoint and its next request.
+	r.grantSlots = make(chan struct{}, max(1, r.Concurrency))
+	for w := 0; w < 2*max(1, r.Concurrency); w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -46,6 +60,7 @@ func (r *Rotator) Pass(ctx context.Context) []Result {
 		}()
 	}
 	stop := r.progress(start, len(ts), &done)
+	drain := r.startStatusWriters()
 feed:
 	for i := range ts {
 		select {
@@ -60,6 +75,7 @@ feed:
 	}
 	close(jobs)
 	wg.Wait()
+	drain()
 	stop()
 	results = append(results, out...)
 	for _, res := range results[:len(results)-len(out)] {
@@ -67,6 +83,11 @@ feed:
 	}
 	r.summary(results, r.now().Sub(start))
 	return results
+}
+
+// capabilityPrefetcher is a store that can learn the pre-flight's answers for many paths at once.
+type capabilityPrefetcher interface {
+	PrefetchCapabilities(ctx context.Context, paths []string)
 }
 
 // runTarget rotates one target unless the pass has stopped starting new ones.

@@ -3,6 +3,8 @@ package rotate
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -41,12 +43,22 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	v := testenv.StartVault(t)
-	t.Setenv("VAULT_TOKEN", v.Token)
-	s, err := vault.Open(context.Background(), config.Vault{Address: v.Addr, KVMount: "secret", Auth: config.Auth{Method: config.AuthToken}})
+	return &world{t: t, vault: v, store: openStore(t, v.Addr, v.Token)}
+}
+
+// openStore opens a store on addr logged in with token, read from a file so that tests need no
+// environment variable and can run in parallel.
+func openStore(t *testing.T, addr, token string) *vault.Store {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "vault-token")
+	if err := os.WriteFile(f, []byte(token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := vault.Open(context.Background(), config.Vault{Address: addr, KVMount: "secret", Auth: config.Auth{Method: config.AuthToken, TokenFile: f}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &world{t: t, vault: v, store: s}
+	return s
 }
 
 func (w *world) put(path string, data map[string]any) {
@@ -72,6 +84,7 @@ func (w *world) rotator(ts TokenSource, clients ...config.Client) *Rotator {
 var partner = config.Client{Name: "partner", Grant: config.GrantAuthorizationCode, Secret: "stora/partner", Output: "stora/partner"}
 
 func TestRefreshWithoutRefreshTokenKeepsStoredOne(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	w.put("stora/partner", map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "rt-stored", "scope": "public.contact:read"})
 	ts := &tokens{fn: issued("")}
@@ -89,6 +102,7 @@ func TestRefreshWithoutRefreshTokenKeepsStoredOne(t *testing.T) {
 }
 
 func TestWriteLosingCheckAndSetKeepsBothChanges(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	w.put("stora/partner", map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "rt-old"})
 	ts := &tokens{fn: func(ctx context.Context, r oauth.Request) (*oauth.Token, error) {
@@ -107,6 +121,7 @@ func TestWriteLosingCheckAndSetKeepsBothChanges(t *testing.T) {
 }
 
 func TestBadSecretsFailBeforeAnyTokenRequest(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	w.put("stora/typed", map[string]any{"client_id": 12345, "client_secret": "s", "refresh_token": "r"})
 	w.put("stora/empty", map[string]any{"client_id": "id", "client_secret": "s"})
@@ -129,6 +144,7 @@ func TestBadSecretsFailBeforeAnyTokenRequest(t *testing.T) {
 }
 
 func TestTokenErrorWritesNothing(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	w.put("stora/partner", map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "rt-old"})
 	ts := &tokens{fn: func(context.Context, oauth.Request) (*oauth.Token, error) {
@@ -145,6 +161,7 @@ func TestTokenErrorWritesNothing(t *testing.T) {
 }
 
 func TestShutdownDuringGrantStillStoresThePair(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	w.put("stora/partner", map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "rt-old"})
 	w.put("stora/second", map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "rt-2"})
@@ -167,6 +184,7 @@ func TestShutdownDuringGrantStillStoresThePair(t *testing.T) {
 }
 
 func TestDryRunAndNotDue(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	w.put("stora/fresh", map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "r",
 		"access_token": "a", "expires_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)})

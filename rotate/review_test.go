@@ -37,16 +37,13 @@ func (h *hookedStore) Read(ctx context.Context, path string) (*vault.Secret, err
 }
 
 func TestShortLivedVaultTokenSpendsNothing(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	tok, err := w.vault.Client.Auth().Token().Create(&api.TokenCreateRequest{TTL: "60s", Renewable: new(bool), Policies: []string{"root"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("VAULT_TOKEN", tok.Auth.ClientToken)
-	store, err := vault.Open(context.Background(), config.Vault{Address: w.vault.Addr, KVMount: "secret", Auth: config.Auth{Method: config.AuthToken}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := openStore(t, w.vault.Addr, tok.Auth.ClientToken)
 	w.put("stora/short", map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "rt"})
 	ts := &tokens{fn: issued("new")}
 	r := &Rotator{Store: store, Tokens: ts, RenewBefore: 30 * time.Minute,
@@ -58,6 +55,7 @@ func TestShortLivedVaultTokenSpendsNothing(t *testing.T) {
 }
 
 func TestNewerOutputIsNotOverwritten(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	w.put("stora/cred", map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "rt-old"})
 	later := time.Now().Add(3 * time.Hour).UTC().Format(time.RFC3339)
@@ -79,6 +77,7 @@ func TestNewerOutputIsNotOverwritten(t *testing.T) {
 }
 
 func TestNewerRefreshTokenIsNotOverwritten(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	w.put("stora/cred", map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "rt-old"})
 	ts := &tokens{fn: func(ctx context.Context, r oauth.Request) (*oauth.Token, error) {
@@ -94,6 +93,7 @@ func TestNewerRefreshTokenIsNotOverwritten(t *testing.T) {
 }
 
 func TestClaimWhoseAnswerWasLost(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	w.put("stora/cred", map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "rt-old"})
 	var first atomic.Bool
@@ -118,6 +118,7 @@ func TestClaimWhoseAnswerWasLost(t *testing.T) {
 }
 
 func TestOutputWriteFailureIsNotALostRotation(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	w.put("stora/cred", map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "rt-old"})
 	h := &hookedStore{Store: w.store}
@@ -139,6 +140,7 @@ func TestOutputWriteFailureIsNotALostRotation(t *testing.T) {
 }
 
 func TestShutdownBeforeTheClaimSkips(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	w.put("stora/cred", map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "rt-old"})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -157,6 +159,7 @@ func TestShutdownBeforeTheClaimSkips(t *testing.T) {
 }
 
 func TestNoMetadataPatchFailsBeforeAnyRequest(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	c := w.vault.Client
 	if err := c.Sys().PutPolicy("no-patch", `path "secret/data/*" { capabilities = ["create", "read", "update"] }
@@ -169,11 +172,7 @@ path "sys/internal/ui/mounts/*" { capabilities = ["read"] }`); err != nil {
 		t.Fatal(err)
 	}
 	w.put("stora/cred", map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "rt-old"})
-	t.Setenv("VAULT_TOKEN", tok.Auth.ClientToken)
-	store, err := vault.Open(context.Background(), config.Vault{Address: w.vault.Addr, KVMount: "secret", Auth: config.Auth{Method: config.AuthToken}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := openStore(t, w.vault.Addr, tok.Auth.ClientToken)
 	ts := &tokens{fn: issued("rt-new")}
 	r := w.rotator(ts, config.Client{Name: "p", Grant: config.GrantAuthorizationCode, Secret: "stora/cred", Output: "stora/cred"})
 	r.Store = store

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"token-rotator/config"
+	"token-rotator/oauth"
 	"token-rotator/vault"
 )
 
@@ -109,7 +110,7 @@ func (r *Rotator) rotate(ctx context.Context, t target) (Result, string) {
 	}
 
 	// From here the server may spend the refresh token or code: finish whatever shutdown says.
-	g := r.grant(ctx, c.TokenURL, req)
+	g := r.grantInSlot(ctx, c.TokenURL, req)
 	if errors.Is(g.err, errNotSent) {
 		if spends(req) && r.Store.KVVersion() == 2 {
 			r.release(ctx, t.secret, secret)
@@ -160,4 +161,18 @@ type sharedEntry struct {
 	once sync.Once
 	data map[string]any
 	err  error
+}
+
+// grantInSlot runs the grant in one of the pass's Concurrency slots for token requests, waiting
+// for one to free up; a shutdown while waiting sends nothing.
+func (r *Rotator) grantInSlot(ctx context.Context, tokenURL string, req oauth.Request) grantResult {
+	if r.grantSlots != nil {
+		select {
+		case r.grantSlots <- struct{}{}:
+			defer func() { <-r.grantSlots }()
+		case <-ctx.Done():
+			return grantResult{err: errNotSent}
+		}
+	}
+	return r.grant(ctx, tokenURL, req)
 }

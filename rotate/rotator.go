@@ -63,9 +63,11 @@ type Rotator struct {
 	// (a partner's operators onboarded in one go) are not all due at one instant again: a target
 	// is due when less than RenewBefore + Spread·share is left. Earlier is always safe.
 	Spread time.Duration
-	// Concurrency is how many targets rotate at once; 0 means 1.
+	// Concurrency is how many token requests are in flight at once; 0 means 1. Reading, claiming
+	// and writing back for as many more targets goes on beside them.
 	Concurrency int
-	// RateLimit caps token requests per token URL (golang.org/x/time/rate); PerSecond 0 is off.
+	// RateLimit is the token endpoint's published limits; the job keeps under them per token URL
+	// (golang.org/x/time/rate). Zero limits are off.
 	RateLimit config.RateLimit
 	// PassDeadline ends a pass: targets not started by then are skipped until the next pass.
 	// Zero means none.
@@ -106,11 +108,24 @@ type Rotator struct {
 
 	sharedMu sync.Mutex
 	shared   map[string]*sharedEntry // client credentials of connections, by path; reset each pass
+
+	statusQueue chan statusWrite // metadata writes during a pass; nil outside one
+	grantSlots  chan struct{}    // one per token request in flight; Concurrency of them
 }
 
-// limiter returns the rate limiter of a token URL, or nil when the limit is off.
+// rateMargin is how far under the server's published limits the job keeps: the server counts
+// by its own clock, and arrival times jitter.
+const rateMargin = 0.97
+
+// limiter returns the rate limiter of a token URL, or nil when the limit is off. It is a token
+// bucket of one token refilled at 97% of the tighter of the per-second and per-minute limits: at
+// most 1 + rate·T requests in any T seconds, which stays under both.
 func (r *Rotator) limiter(tokenURL string) *rate.Limiter {
-	if r.RateLimit.PerSecond <= 0 {
+	perSecond := r.RateLimit.PerSecond
+	if pm := r.RateLimit.PerMinute / 60; pm > 0 && (perSecond <= 0 || pm < perSecond) {
+		perSecond = pm
+	}
+	if perSecond <= 0 {
 		return nil
 	}
 	r.limitersMu.Lock()
@@ -120,7 +135,7 @@ func (r *Rotator) limiter(tokenURL string) *rate.Limiter {
 	}
 	l := r.limiters[tokenURL]
 	if l == nil {
-		l = rate.NewLimiter(rate.Limit(r.RateLimit.PerSecond), max(1, r.RateLimit.Burst))
+		l = rate.NewLimiter(rate.Limit(perSecond*rateMargin), 1)
 		r.limiters[tokenURL] = l
 	}
 	return l

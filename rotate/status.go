@@ -3,6 +3,7 @@ package rotate
 import (
 	"context"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -58,10 +59,49 @@ func (r *Rotator) record(ctx context.Context, path string, prev map[string]strin
 			fields[metaStuckVersion] = strconv.Itoa(version)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	w := statusWrite{ctx: context.WithoutCancel(ctx), client: res.Client, path: path, fields: fields}
+	if r.statusQueue != nil {
+		r.statusQueue <- w // written off the rotation's path; Pass waits for the queue to drain
+		return
+	}
+	r.writeStatus(w)
+}
+
+// statusWrite is one metadata update waiting to be written.
+type statusWrite struct {
+	ctx    context.Context
+	client string
+	path   string
+	fields map[string]string
+}
+
+func (r *Rotator) writeStatus(w statusWrite) {
+	ctx, cancel := context.WithTimeout(w.ctx, 30*time.Second)
 	defer cancel()
-	if err := r.Store.SetStatus(ctx, path, fields); err != nil {
-		r.logger().Warn("could not record status in metadata", "client", res.Client, "path", path, "error", err.Error())
+	if err := r.Store.SetStatus(ctx, w.path, w.fields); err != nil {
+		r.logger().Warn("could not record status in metadata", "client", w.client, "path", w.path, "error", err.Error())
+	}
+}
+
+// startStatusWriters lets record queue metadata writes for the length of a pass, so that a
+// rotation's worker moves on as soon as the pair is stored. The returned drain waits until every
+// queued write is done.
+func (r *Rotator) startStatusWriters() (drain func()) {
+	r.statusQueue = make(chan statusWrite, 256)
+	var wg sync.WaitGroup
+	for i := 0; i < max(1, r.Concurrency/2); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for w := range r.statusQueue {
+				r.writeStatus(w)
+			}
+		}()
+	}
+	return func() {
+		close(r.statusQueue)
+		wg.Wait()
+		r.statusQueue = nil
 	}
 }
 

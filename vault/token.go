@@ -50,7 +50,14 @@ func (s *Store) EnsureToken(ctx context.Context, min time.Duration) error {
 	} else if !isAuthError(err) {
 		return fmt.Errorf("vault token lookup: %w", cleanError(err))
 	}
-	return s.relogin(ctx, err != nil)
+	if err := s.relogin(ctx, err != nil); err != nil {
+		return err
+	}
+	if s.auth.Method == config.AuthToken && time.Until(s.tokenExpiry) < min {
+		// The token file still holds a token too short for a rotation (nothing refreshed it).
+		return fmt.Errorf("the Vault token in token_file expires within %v and cannot be renewed", min)
+	}
+	return nil
 }
 
 // relogin logs in again with the configured method. The caller holds s.mu. invalid says whether
@@ -69,6 +76,8 @@ func (s *Store) relogin(ctx context.Context, invalid bool) error {
 	if self, err := s.client.Auth().Token().LookupSelfWithContext(ctx); err == nil && self != nil {
 		if ttl, _ := self.TokenTTL(); ttl > 0 {
 			s.tokenExpiry = time.Now().Add(ttl)
+		} else {
+			s.tokenExpiry = time.Now().AddDate(100, 0, 0)
 		}
 	}
 	return nil
