@@ -91,7 +91,9 @@ func (r *Rotator) rotate(ctx context.Context, t target) (Result, string) {
 		return res, why
 	}
 	if spends(req) && r.Store.KVVersion() == 2 {
-		claimed, elsewhere, err := r.claim(ctx, t.secret, secret)
+		// The claim is written to the end even if shutdown comes meanwhile: a claim that landed
+		// unseen would keep every process off the secret until it lapsed.
+		claimed, elsewhere, err := r.claim(context.WithoutCancel(ctx), t.secret, secret)
 		switch {
 		case elsewhere:
 			res.Outcome = ClaimedElsewhere
@@ -102,6 +104,9 @@ func (r *Rotator) rotate(ctx context.Context, t target) (Result, string) {
 			res.Err, res.Status = fmt.Errorf("claim %s: %w", t.secret, err), StatusRetrying
 			r.record(ctx, t.secret, secret.Metadata, res, secret.Version)
 			return res, why
+		case ctx.Err() != nil: // claimed, but shutdown came first: nothing spent, hand it back
+			r.release(ctx, t.secret, claimed)
+			return fail(ctx.Err())
 		}
 		secret = claimed
 		if t.output == t.secret {
