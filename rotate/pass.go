@@ -82,6 +82,12 @@ feed:
 		r.log(res, "")
 	}
 	r.summary(results, r.now().Sub(start))
+	if r.Observer != nil {
+		for _, res := range results[:len(results)-len(out)] {
+			r.Observer.Rotation(res, 0)
+		}
+		r.Observer.PassDone()
+	}
 	return results
 }
 
@@ -97,8 +103,12 @@ func (r *Rotator) runTarget(ctx, startCtx context.Context, t target) Result {
 		r.log(res, skipReason(ctx))
 		return res
 	}
+	began := time.Now()
 	res, why := r.rotate(ctx, t)
 	r.log(res, why)
+	if r.Observer != nil {
+		r.Observer.Rotation(res, time.Since(began))
+	}
 	return res
 }
 

@@ -66,6 +66,7 @@ func (r *Rotator) grant(ctx context.Context, tokenURL string, req oauth.Request)
 		}
 		res.attempts++
 		res.token, res.err = r.Tokens.Token(context.WithoutCancel(ctx), tokenURL, req)
+		r.observeResponse(res.err)
 		if res.err == nil {
 			return res
 		}
@@ -117,5 +118,21 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	case <-ctx.Done():
 		return false
+	}
+}
+
+// observeResponse tells the Observer what the token endpoint answered.
+func (r *Rotator) observeResponse(err error) {
+	if r.Observer == nil {
+		return
+	}
+	var oe *oauth.Error
+	switch {
+	case err == nil:
+		r.Observer.TokenResponse(200)
+	case errors.As(err, &oe):
+		r.Observer.TokenResponse(oe.Status)
+	default:
+		r.Observer.TokenResponse(0)
 	}
 }

@@ -38,6 +38,16 @@ type Store interface {
 	List(ctx context.Context, prefix string) ([]string, error)
 }
 
+// Observer learns what a pass does, for metrics.
+type Observer interface {
+	// Rotation is one target's outcome; took is how long it ran.
+	Rotation(res Result, took time.Duration)
+	// TokenResponse is one token endpoint answer's HTTP status, 0 for none.
+	TokenResponse(status int)
+	// PassDone is the end of a pass.
+	PassDone()
+}
+
 // TokenSource requests a token from a token endpoint; *oauth.Client satisfies it.
 type TokenSource interface {
 	Token(ctx context.Context, tokenURL string, r oauth.Request) (*oauth.Token, error)
@@ -74,6 +84,9 @@ type Rotator struct {
 	PassDeadline time.Duration
 	// Shard limits the pass to one share of the targets (Kubernetes Indexed Jobs).
 	Shard Shard
+	// Only, when not empty, limits the pass to the targets of these names ("client" or
+	// "client/connection").
+	Only []string
 	// ProgressEvery is how often a long pass logs its progress; default 15 s.
 	ProgressEvery time.Duration
 
@@ -98,6 +111,8 @@ type Rotator struct {
 	// Holder names this process in claims; default host/pid/random.
 	Holder string
 
+	// Observer, when set, is told each target's outcome and each token endpoint answer.
+	Observer Observer
 	// Logger gets one line per target per pass, progress and a summary; nil discards.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
