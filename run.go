@@ -6,11 +6,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
 
 	"token-rotator/config"
+	"token-rotator/metrics"
 	"token-rotator/oauth"
 	"token-rotator/rotate"
 	"token-rotator/vault"
@@ -26,6 +28,8 @@ type options struct {
 	logLevel  string
 	logFormat string
 	shard     string
+	metrics   string
+	push      string
 	version   bool
 }
 
@@ -46,6 +50,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "auto", "auto (text on a terminal, JSON otherwise), text or json")
 	fs.StringVar(&o.shard, "shard", "", "rotate one share of the clients and connections: INDEX/COUNT; INDEX defaults to JOB_COMPLETION_INDEX (Kubernetes Indexed Job)")
+	fs.StringVar(&o.metrics, "metrics-address", ":9090", "daemon mode: serve /metrics, /healthz and /readyz here (empty: off)")
+	fs.StringVar(&o.push, "pushgateway", "", "--once: push the run's metrics to this Prometheus Pushgateway URL")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -57,7 +63,18 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 }
 
 // run is the whole program behind main: it returns nil, errClientsFailed, or a start-up error.
+// Its first argument may name a subcommand: status, validate or authorize.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "status":
+			return runStatus(ctx, args[1:], stdout, stderr)
+		case "validate":
+			return runValidate(ctx, args[1:], stdout, stderr)
+		case "authorize":
+			return runAuthorize(ctx, args[1:], os.Stdin, stdout, stderr)
+		}
+	}
 	o, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
@@ -68,54 +85,89 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, "token-rotator", version)
 		return nil
 	}
-	logger, err := newLogger(stderr, o.logLevel, o.logFormat)
-	if err != nil {
-		return err
-	}
-	cfg, err := config.Load(o.config)
-	if err != nil {
-		return err
-	}
-	clients, err := selectClients(cfg, o.clients)
-	if err != nil {
-		return err
-	}
 	shard, err := parseShard(o.shard, os.Getenv("JOB_COMPLETION_INDEX"))
 	if err != nil {
 		return err
 	}
+	job, err := setUp(ctx, o.config, o.clients, o.logLevel, o.logFormat, stderr)
+	if errors.Is(err, errInterrupted) {
+		return nil // SIGTERM before anything started: nothing done, nothing failed
+	} else if err != nil {
+		return err
+	}
+	rot := job.rotator
+	rot.Force, rot.DryRun, rot.Shard = o.force, o.dryRun, shard
+	m := metrics.New()
+	rot.Observer = m
+	if o.once || o.dryRun {
+		failed := rotate.AnyFailed(rot.Pass(ctx))
+		if o.push != "" {
+			if err := m.Push(context.WithoutCancel(ctx), o.push); err != nil {
+				job.logger.Warn("could not push metrics", "pushgateway", o.push, "error", err.Error())
+			}
+		}
+		if failed {
+			return errClientsFailed
+		}
+		return nil
+	}
+	if o.metrics != "" {
+		addr, err := m.Serve(ctx, o.metrics)
+		if err != nil {
+			return fmt.Errorf("--metrics-address: %w", err)
+		}
+		job.logger.Info("serving /metrics, /healthz and /readyz", "address", addr.String())
+	}
+	return daemon(ctx, rot.Pass, job.cfg, job.logger)
+}
+
+// job is what every command sets up: the logger, the configuration, the store and a Rotator.
+type job struct {
+	logger  *slog.Logger
+	cfg     *config.Config
+	store   *vault.Store
+	rotator *rotate.Rotator
+}
+
+// errInterrupted is a set-up cut short by a signal.
+var errInterrupted = errors.New("interrupted before start")
+
+// setUp loads the config, logs in to Vault and builds the Rotator every command works with.
+func setUp(ctx context.Context, configPath string, names []string, logLevel, logFormat string, stderr io.Writer) (*job, error) {
+	logger, err := newLogger(stderr, logLevel, logFormat)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := config.Load(configPath)
+	if err != nil {
+		return nil, err
+	}
+	clients, err := selectClients(cfg, names)
+	if err != nil {
+		return nil, err
+	}
 	store, err := vault.Open(ctx, cfg.Vault)
 	if err != nil {
-		if ctx.Err() != nil { // SIGTERM before anything started: nothing done, nothing failed
+		if ctx.Err() != nil {
 			logger.Info("interrupted before the first pass")
-			return nil
+			return nil, errInterrupted
 		}
-		return err
+		return nil, err
 	}
 	if store.KVVersion() == 1 {
 		logger.Warn("KV version 1 at the mount: writes are not check-and-set", "mount", cfg.Vault.KVMount)
 	}
-	rot := &rotate.Rotator{
+	return &job{logger: logger, cfg: cfg, store: store, rotator: &rotate.Rotator{
 		Store:        store,
 		Tokens:       &oauth.Client{UserAgent: "token-rotator/" + version},
 		Clients:      clients,
 		RenewBefore:  cfg.RenewBefore,
 		Spread:       cfg.RenewBefore,
-		Force:        o.force,
-		DryRun:       o.dryRun,
 		Concurrency:  cfg.Concurrency,
 		RateLimit:    cfg.RateLimit,
 		PassDeadline: cfg.PassDeadline,
-		Shard:        shard,
 		Logger:       logger,
-	}
-	if o.once || o.dryRun {
-		if rotate.AnyFailed(rot.Pass(ctx)) {
-			return errClientsFailed
-		}
-		return nil
-	}
-	return daemon(ctx, rot.Pass, cfg, logger)
+	}}, nil
 }
 
 // selectClients returns the clients named by --client, or all of them.

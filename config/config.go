@@ -31,6 +31,9 @@ type Config struct {
 	File string
 	// TokenURL is the default token endpoint for clients that name none.
 	TokenURL string
+	// AuthorizeURL is where `token-rotator authorize` sends an operator to approve a partner;
+	// default: TokenURL with its last path element "token" replaced by "authorize".
+	AuthorizeURL string
 	// Schedule is the daemon's cron spec as written; Cron is it parsed, in UTC unless the spec
 	// starts with CRON_TZ= or TZ=.
 	Schedule string

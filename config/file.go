@@ -4,6 +4,7 @@ package config
 // that a bad value is reported with the field's position.
 type file struct {
 	TokenURL     string        `yaml:"token_url"`
+	AuthorizeURL string        `yaml:"authorize_url"`
 	Schedule     string        `yaml:"schedule"`
 	RenewBefore  string        `yaml:"renew_before"`
 	Concurrency  int           `yaml:"concurrency"`

@@ -30,6 +30,12 @@ func (f *file) resolve() (*Config, Errors) {
 	if err := checkTokenURL(c.TokenURL); err != nil {
 		bad("token_url", "%v", err)
 	}
+	c.AuthorizeURL = f.AuthorizeURL
+	if c.AuthorizeURL == "" {
+		c.AuthorizeURL = strings.TrimSuffix(c.TokenURL, "/token") + "/authorize"
+	} else if err := checkTokenURL(c.AuthorizeURL); err != nil {
+		bad("authorize_url", "%v", err)
+	}
 	var err error
 	if c.Cron, err = parseSchedule(f.Schedule); err != nil {
 		bad("schedule", "not a cron schedule: %v", err)

@@ -145,6 +145,9 @@ func (r *Rotator) rotate(ctx context.Context, t target) (Result, string) {
 // pass however many connections use them.
 func (r *Rotator) sharedCredentials(ctx context.Context, path string) (map[string]any, error) {
 	r.sharedMu.Lock()
+	if r.shared == nil {
+		r.shared = map[string]*sharedEntry{}
+	}
 	e := r.shared[path]
 	if e == nil {
 		e = &sharedEntry{}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"path"
+	"slices"
 	"strings"
 
 	"token-rotator/config"
@@ -65,7 +66,7 @@ func (r *Rotator) targets(ctx context.Context) ([]target, []Result) {
 	var failed []Result
 	for _, c := range r.Clients {
 		if c.Connections == "" {
-			if r.Shard.owns(c.Name) {
+			if r.Shard.owns(c.Name) && r.wanted(c.Name) {
 				ts = append(ts, target{name: c.Name, client: c, secret: c.Secret, output: c.Output})
 			}
 			continue
@@ -78,7 +79,7 @@ func (r *Rotator) targets(ctx context.Context) ([]target, []Result) {
 		for _, rel := range paths {
 			p := c.Connections + "/" + rel
 			name := c.Name + "/" + rel
-			if p == c.Secret || !r.Shard.owns(name) {
+			if p == c.Secret || !r.Shard.owns(name) || !r.wanted(name) {
 				continue
 			}
 			out := p
@@ -99,4 +100,9 @@ func spread(name string) float64 {
 // connectionName is the connection part of a target name, for logs.
 func connectionName(t target) string {
 	return strings.TrimPrefix(t.name, t.client.Name+"/")
+}
+
+// wanted reports whether Only lets the target named name through.
+func (r *Rotator) wanted(name string) bool {
+	return len(r.Only) == 0 || slices.Contains(r.Only, name)
 }

@@ -1,0 +1,166 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+
+	"token-rotator/config"
+	"token-rotator/oauth"
+	"token-rotator/rotate"
+	"token-rotator/vault"
+)
+
+// runAuthorize is `token-rotator authorize`: onboarding an operator for a partner. It makes a
+// PKCE verifier and S256 challenge and a state, prints the authorization URL, takes the code the
+// operator's approval returns (--code, or pasted: the code or the whole redirect URL, whose state
+// must match), stores code, redirect_uri and code_verifier in the client's (or connection's)
+// secret, and exchanges it at once unless --store-only: then the next pass does, within the
+// code's 10 minutes. It prints no secret.
+func runAuthorize(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("token-rotator authorize", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "config.yaml", "configuration file")
+	name := fs.String("client", "", "the authorization_code client (required)")
+	connection := fs.String("connection", "", "for a client with connections: the connection's path under the prefix, e.g. operator-4711")
+	redirectURI := fs.String("redirect-uri", "", "the redirect URI registered for the partner application (required)")
+	scope := fs.String("scope", "", "scopes to ask for; default: the client's scope")
+	authorizeURL := fs.String("authorize-url", "", "default: authorize_url from the config")
+	code := fs.String("code", "", "the authorization code, if already at hand (else it is asked for)")
+	storeOnly := fs.Bool("store-only", false, "store the code for the next pass instead of exchanging it now")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *name == "" || *redirectURI == "" {
+		return errors.New("authorize: --client and --redirect-uri are required")
+	}
+	job, err := setUp(ctx, *configPath, []string{*name}, "warn", "text", stderr)
+	if err != nil {
+		return err
+	}
+	c := job.cfg.Client(*name)
+	target, path, err := authorizeTarget(c, *connection)
+	if err != nil {
+		return err
+	}
+	creds, err := job.store.Read(ctx, c.Secret)
+	if err != nil {
+		return err
+	}
+	clientID, _ := creds.Data["client_id"].(string)
+	if clientID == "" {
+		return fmt.Errorf("secret %s has no client_id", c.Secret)
+	}
+	verifier, state := oauth.NewVerifier(), oauth.NewState()
+	u, err := oauth.AuthorizationURL(firstNonEmpty(*authorizeURL, job.cfg.AuthorizeURL), clientID, *redirectURI,
+		firstNonEmpty(*scope, c.Scope), state, oauth.Challenge(verifier))
+	if err != nil {
+		return fmt.Errorf("authorize URL: %w", err)
+	}
+	if *code == "" {
+		fmt.Fprintf(stdout, "Have the operator open this URL, sign in to Stora and approve:\n\n  %s\n\n", u)
+		fmt.Fprint(stdout, "Then paste the code, or the whole URL the browser was sent back to: ")
+		line, err := bufio.NewReader(stdin).ReadString('\n')
+		if err != nil && line == "" {
+			return fmt.Errorf("no code read: %w", err)
+		}
+		if *code, err = codeFrom(strings.TrimSpace(line), state); err != nil {
+			return err
+		}
+	}
+	if err := storeCode(ctx, job.store, path, *code, *redirectURI, verifier); err != nil {
+		return err
+	}
+	if *storeOnly {
+		fmt.Fprintf(stdout, "stored the code for %s in %s: the next pass exchanges it (codes expire after 10 minutes)\n", target, path)
+		return nil
+	}
+	job.rotator.Only, job.rotator.Force = []string{target}, true
+	res := job.rotator.Pass(ctx)
+	if len(res) != 1 || res[0].Outcome != rotate.Rotated {
+		for _, r := range res {
+			if r.Err != nil {
+				fmt.Fprintf(stdout, "%s: %s: %v\n", r.Client, r.Outcome, r.Err)
+			}
+		}
+		return errClientsFailed
+	}
+	fmt.Fprintf(stdout, "authorized %s: refresh token stored in %s, access token valid until %s\n",
+		target, path, res[0].ExpiresAt.UTC().Format("2006-01-02T15:04:05Z"))
+	return nil
+}
+
+// authorizeTarget names the target and secret path a new authorization goes to.
+func authorizeTarget(c *config.Client, connection string) (name, path string, err error) {
+	switch {
+	case c.Grant != config.GrantAuthorizationCode:
+		return "", "", fmt.Errorf("client %s uses %s; only authorization_code clients are authorized", c.Name, c.Grant)
+	case c.Connections != "" && connection == "":
+		return "", "", fmt.Errorf("client %s has connections: name one with --connection", c.Name)
+	case c.Connections == "" && connection != "":
+		return "", "", fmt.Errorf("client %s has no connections prefix", c.Name)
+	case connection != "":
+		connection = strings.Trim(connection, "/")
+		if connection == "" || strings.Contains(connection, "..") {
+			return "", "", fmt.Errorf("--connection %q is not a path under %s", connection, c.Connections)
+		}
+		return c.Name + "/" + connection, c.Connections + "/" + connection, nil
+	}
+	return c.Name, c.Secret, nil
+}
+
+// codeFrom takes the code from what was pasted: the code itself, or the redirect URL carrying it
+// (whose state must be ours, RFC 6749 §10.12).
+func codeFrom(pasted, state string) (string, error) {
+	if pasted == "" {
+		return "", errors.New("no code given")
+	}
+	u, err := url.Parse(pasted)
+	if err != nil || u.Scheme == "" {
+		return pasted, nil
+	}
+	q := u.Query()
+	if e := q.Get("error"); e != "" {
+		return "", fmt.Errorf("the authorization was refused: %s", e)
+	}
+	if q.Get("state") != state {
+		return "", errors.New("the state in the URL is not the one sent: start again")
+	}
+	if q.Get("code") == "" {
+		return "", errors.New("the URL has no code")
+	}
+	return q.Get("code"), nil
+}
+
+// storeCode writes code, redirect_uri and code_verifier into the secret at path, keeping its
+// other keys (check-and-set on the version read).
+func storeCode(ctx context.Context, s *vault.Store, path, code, redirectURI, verifier string) error {
+	data, version := map[string]any{}, 0
+	cur, err := s.Read(ctx, path)
+	var deleted *vault.DeletedError
+	switch {
+	case err == nil:
+		data, version = cur.Data, cur.Version
+	case errors.As(err, &deleted):
+		version = deleted.Version
+	case !errors.Is(err, vault.ErrNotFound):
+		return err
+	}
+	data["code"], data["redirect_uri"], data["code_verifier"] = code, redirectURI, verifier
+	_, err = s.Write(ctx, path, data, version)
+	return err
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}

@@ -1,0 +1,257 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+)
+
+func TestDaemonServesMetricsAndProbes(t *testing.T) {
+	e := newEnv(t)
+	id, secret := e.stora.AddClient()
+	e.put("stora/acme", map[string]any{"client_id": id, "client_secret": secret})
+	cfg := e.config("  - name: acme\n    grant: client_credentials\n    scope: public.contact:read\n    secret: stora/acme\n")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out safeBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--config", cfg, "--log-format", "json", "--metrics-address", "127.0.0.1:0"}, &out, &out)
+	}()
+	addr := waitFor(t, &out, regexp.MustCompile(`"msg":"serving /metrics[^}]*"address":"([^"]+)"`))
+	waitFor(t, &out, regexp.MustCompile(`"msg":"(pass done)"`))
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := get("/healthz"); code != 200 {
+		t.Errorf("/healthz %d", code)
+	}
+	if code, _ := get("/readyz"); code != 200 {
+		t.Errorf("/readyz %d after a pass", code)
+	}
+	_, m := get("/metrics")
+	for _, want := range []string{
+		`token_rotator_rotations_total{client="acme",grant="client_credentials",result="rotated"} 1`,
+		`token_rotator_token_endpoint_responses_total{status="200"} 1`,
+		`token_rotator_rotation_duration_seconds_count{grant="client_credentials"} 1`,
+		`token_rotator_last_success_timestamp_seconds{client="acme"}`,
+		`token_rotator_last_pass_timestamp_seconds`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	exp := regexp.MustCompile(`token_rotator_access_token_expiry_timestamp_seconds\{client="acme"\} (\S+)`).FindStringSubmatch(m)
+	var at float64
+	if len(exp) == 2 {
+		json.Unmarshal([]byte(exp[1]), &at)
+	}
+	if left := time.Until(time.Unix(int64(at), 0)); left < 119*time.Minute || left > 121*time.Minute {
+		t.Errorf("expiry gauge is %v away, want about 2h", left)
+	}
+	assertNoSecrets(t, m, secret, str(e.get("stora/acme"), "access_token"))
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("daemon: %v", err)
+	}
+}
+
+func TestOncePushesToAPushgateway(t *testing.T) {
+	e := newEnv(t)
+	var mu sync.Mutex
+	var pushed []string
+	pg := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		pushed = append(pushed, r.Method+" "+r.URL.Path+" "+string(b))
+		mu.Unlock()
+	}))
+	defer pg.Close()
+	id, secret := e.stora.AddClient()
+	e.put("stora/acme", map[string]any{"client_id": id, "client_secret": secret})
+	cfg := e.config("  - name: acme\n    grant: client_credentials\n    scope: public.contact:read\n    secret: stora/acme\n")
+	if code, out := e.run("--config", cfg, "--once", "--pushgateway", pg.URL); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(pushed) != 1 || !strings.HasPrefix(pushed[0], "PUT /metrics/job/token_rotator") || !strings.Contains(pushed[0], "token_rotator_rotations_total") {
+		t.Errorf("pushed %d times: %.200q", len(pushed), pushed)
+	}
+}
+
+func TestStatusAndValidate(t *testing.T) {
+	e := newEnv(t)
+	id, secret := e.stora.AddClient()
+	e.put("stora/acme", map[string]any{"client_id": id, "client_secret": secret})
+	e.put("stora/stale", map[string]any{"client_id": id, "client_secret": secret, "refresh_token": "r",
+		"access_token": "old", "expires_at": time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)})
+	cfg := e.config("  - name: acme\n    grant: client_credentials\n    scope: public.contact:read\n    secret: stora/acme\n    output: apps/acme\n" +
+		"  - name: stale\n    grant: authorization_code\n    secret: stora/stale\n")
+	if code, out := e.run("--config", cfg, "--once", "--client", "acme"); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	code, out := e.run("status", "--config", cfg, "--output", "json")
+	var st struct {
+		NextRun time.Time `json:"next_run"`
+		Targets []struct {
+			Name, Grant, Status  string
+			ExpiresAt            time.Time `json:"expires_at"`
+			ExpiresBeforeNextRun bool      `json:"expires_before_next_run"`
+			LastSuccess          string    `json:"last_success"`
+		} `json:"targets"`
+	}
+	if err := json.Unmarshal([]byte(out[:strings.LastIndex(out, "}")+1]), &st); err != nil {
+		t.Fatalf("status --output json: %v\n%s", err, out)
+	}
+	if code != 1 || len(st.Targets) != 2 {
+		t.Fatalf("exit %d with %d targets, want 1 (stale expires before the next run) and 2:\n%s", code, len(st.Targets), out)
+	}
+	acme, stale := st.Targets[0], st.Targets[1]
+	if acme.Status != "ok" || acme.LastSuccess == "" || acme.ExpiresBeforeNextRun || time.Until(acme.ExpiresAt) < 119*time.Minute {
+		t.Errorf("acme: %+v", acme)
+	}
+	if !stale.ExpiresBeforeNextRun {
+		t.Errorf("stale: %+v, want flagged", stale)
+	}
+	_, table := e.run("status", "--config", cfg)
+	if !strings.Contains(table, "EXPIRES BEFORE NEXT RUN") || !strings.Contains(table, "acme") || !strings.Contains(table, "next scheduled run") {
+		t.Errorf("status table:\n%s", table)
+	}
+	assertNoSecrets(t, out+table, secret, str(e.get("apps/acme"), "access_token"))
+
+	// validate: all good with the root token; with a read-only one, a problem per client, and
+	// neither asks the token endpoint nor writes anything.
+	before, versions := len(e.stora.Requests()), e.get("stora/acme").VersionMetadata.Version
+	if code, out := e.run("validate", "--config", cfg); code != 0 || !strings.Contains(out, "acme: ok") || !strings.Contains(out, "stale: ok") {
+		t.Errorf("validate: exit %d:\n%s", code, out)
+	}
+	if err := e.vault.Client.Sys().PutPolicy("ro", `path "secret/data/*" { capabilities = ["read"] }
+path "sys/internal/ui/mounts/*" { capabilities = ["read"] }`); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := e.vault.Client.Auth().Token().Create(&api.TokenCreateRequest{Policies: []string{"ro"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("VAULT_TOKEN", tok.Auth.ClientToken)
+	code, out = e.run("validate", "--config", cfg)
+	if code != 1 || strings.Count(out, "policy does not allow") != 2 {
+		t.Errorf("validate with a read-only token: exit %d:\n%s", code, out)
+	}
+	if len(e.stora.Requests()) != before || e.get("stora/acme").VersionMetadata.Version != versions {
+		t.Errorf("validate asked the token endpoint or wrote to Vault")
+	}
+}
+
+// operator plays the operator's browser: it reads the authorization URL the command prints,
+// checks it, has the fake server issue a code for its PKCE challenge, and answers with the
+// redirect URL.
+func operator(t *testing.T, e *env, prompt *io.PipeReader, answer *io.PipeWriter, clientID, redirectURI string) {
+	defer answer.Close()
+	sc := bufio.NewScanner(prompt)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if !strings.HasPrefix(line, "http") {
+			continue
+		}
+		u, err := url.Parse(line)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		q := u.Query()
+		if q.Get("client_id") != clientID || q.Get("code_challenge_method") != "S256" || q.Get("redirect_uri") != redirectURI ||
+			q.Get("response_type") != "code" || len(q.Get("state")) < 16 || !strings.HasSuffix(u.Path, "/oauth2/authorize") {
+			t.Errorf("authorization URL %s", line)
+		}
+		code := e.stora.IssueCode(clientID, redirectURI, "public.contact:read", q.Get("code_challenge"))
+		go io.Copy(io.Discard, prompt) // the command goes on printing while it waits for the answer
+		io.WriteString(answer, redirectURI+"?code="+code+"&state="+q.Get("state")+"\n")
+		return
+	}
+}
+
+func TestAuthorizeOnboardsAConnection(t *testing.T) {
+	e := newEnv(t)
+	id, secret := e.stora.AddClient()
+	e.put("stora/partner", map[string]any{"client_id": id, "client_secret": secret})
+	cfg := e.config("  - name: partner\n    grant: authorization_code\n    scope: public.contact:read\n    secret: stora/partner\n    connections: stora/partner/connections\n")
+	const redirect = "https://partner.example/callback"
+
+	promptR, promptW := io.Pipe()
+	answerR, answerW := io.Pipe()
+	go operator(t, e, promptR, answerW, id, redirect)
+	var stderr bytes.Buffer
+	err := runAuthorize(context.Background(), []string{"--config", cfg, "--client", "partner", "--connection", "operator-1", "--redirect-uri", redirect},
+		answerR, promptW, &stderr)
+	promptW.Close()
+	if err != nil {
+		t.Fatalf("authorize: %v\n%s", err, stderr.String())
+	}
+	conn := e.get("stora/partner/connections/operator-1")
+	rt := str(conn, "refresh_token")
+	if !e.stora.RefreshTokenValid(rt) || conn.Data["code"] != nil || conn.Data["code_verifier"] != nil || str(conn, "redirect_uri") != redirect {
+		t.Errorf("after authorize: refresh token live %v, code left %v, verifier left %v", e.stora.RefreshTokenValid(rt), conn.Data["code"] != nil, conn.Data["code_verifier"] != nil)
+	}
+	if e.tokenInfo(str(conn, "access_token")) != 200 {
+		t.Errorf("the access token does not work")
+	}
+
+	// --store-only with --code: stored for the next pass, which exchanges it.
+	verifierCode := e.stora.IssueCode(id, redirect, "public.contact:read", "")
+	var out bytes.Buffer
+	err = runAuthorize(context.Background(), []string{"--config", cfg, "--client", "partner", "--connection", "operator-2", "--redirect-uri", redirect,
+		"--code", verifierCode, "--store-only"}, strings.NewReader(""), &out, &stderr)
+	if err != nil || !strings.Contains(out.String(), "next pass exchanges it") {
+		t.Fatalf("authorize --store-only: %v\n%s", err, out.String())
+	}
+	if c := e.get("stora/partner/connections/operator-2"); str(c, "code") != verifierCode || str(c, "code_verifier") == "" {
+		t.Errorf("stored: code %v verifier %v", c.Data["code"] != nil, c.Data["code_verifier"] != nil)
+	}
+	assertNoSecrets(t, out.String()+stderr.String(), secret, rt, verifierCode, str(e.get("stora/partner/connections/operator-2"), "code_verifier"))
+}
+
+func TestAuthorizeRefusesAForeignState(t *testing.T) {
+	if _, err := codeFrom("https://p.example/cb?code=abc&state=theirs", "ours"); err == nil {
+		t.Errorf("a redirect URL with another state was accepted")
+	}
+	if c, err := codeFrom("https://p.example/cb?code=abc&state=ours", "ours"); err != nil || c != "abc" {
+		t.Errorf("codeFrom = %q, %v", c, err)
+	}
+	if _, err := codeFrom("https://p.example/cb?error=access_denied&state=ours", "ours"); err == nil {
+		t.Errorf("a refusal was taken for a code")
+	}
+}
+
+// waitFor waits until out matches re and returns the first group.
+func waitFor(t *testing.T, out *safeBuffer, re *regexp.Regexp) string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if m := re.FindStringSubmatch(out.String()); m != nil {
+			return m[1]
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no %s in:\n%s", re, out.String())
+	return ""
+}
