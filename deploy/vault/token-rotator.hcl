@@ -1,0 +1,44 @@
+# Vault policy for token-rotator, the job (deploy/vault/setup.sh: `vault policy write token-rotator`).
+# Layout (deploy/configmap.yaml), KV v2 mount `secret`:
+#   stora/...  credentials: client_id, client_secret, refresh_token, code; the job reads them and
+#              updates them (the new refresh token, the claim); you create them.
+#   apps/...   access tokens for apps; the job creates and updates them.
+# Nothing here can delete, destroy or list outside the connection prefixes, or read another path.
+# Another mount than `secret`: replace `secret/` in every path.
+
+# Credential secrets, and every connection below a client's `connections` prefix: read; update
+# (the claim, then the new refresh token, check-and-set). No `create`: the job never creates a
+# credential secret; a missing one is an error before any token request.
+path "secret/data/stora/*" {
+  capabilities = ["read", "update"]
+}
+
+# Their custom metadata, where the job records each client's state (rotator_status, ...): patch.
+# list: the connection prefixes (stora/fleet/connections) are listed at the start of each pass.
+path "secret/metadata/stora/*" {
+  capabilities = ["patch", "list"]
+}
+
+# Outputs, the access tokens apps read: read (is the stored token still good?), create (the first
+# one), update (check-and-set).
+path "secret/data/apps/*" {
+  capabilities = ["create", "read", "update"]
+}
+
+# Not needed: sys/internal/ui/mounts/secret, where the job reads the mount's KV version at
+# start-up (as the vault CLI does). Vault answers it for any token with a capability under the
+# mount, so the paths above are enough (deploy_test.go proves it with a token holding only this
+# policy).
+
+# What the default policy already grants, repeated so that the policy also works for a role with
+# token_no_default_policy: the pre-flight's capabilities check, and the token's own lookup and
+# renewal before each client.
+path "sys/capabilities-self" {
+  capabilities = ["update"]
+}
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}
