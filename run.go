@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"token-rotator/config"
 	"token-rotator/metrics"
@@ -162,7 +163,7 @@ func setUp(ctx context.Context, configPath string, names []string, logLevel, log
 		Tokens:       &oauth.Client{UserAgent: "token-rotator/" + version},
 		Clients:      clients,
 		RenewBefore:  cfg.RenewBefore,
-		Spread:       cfg.RenewBefore,
+		Spread:       spread(cfg.RenewBefore),
 		Concurrency:  cfg.Concurrency,
 		RateLimit:    cfg.RateLimit,
 		PassDeadline: cfg.PassDeadline,
@@ -209,4 +210,10 @@ func parseShard(flag, index string) (rotate.Shard, error) {
 		return s, fmt.Errorf("--shard %q: want INDEX/COUNT with 0 <= INDEX < COUNT (INDEX may come from JOB_COMPLETION_INDEX=%q)", flag, index)
 	}
 	return s, nil
+}
+
+// spread is how far early a token may be rotated: up to renew_before more, but never so far that a
+// token just issued would be due again before half of what is left after renew_before has passed.
+func spread(renewBefore time.Duration) time.Duration {
+	return min(renewBefore, (config.AccessTokenLifetime-renewBefore)/2)
 }

@@ -35,6 +35,11 @@ func Parse(path string, data []byte) (*Config, error) {
 	if errs := expandEnv(doc.Body, path); len(errs) > 0 {
 		return nil, errs
 	}
+	if errs := checkTypes(doc.Body, reflect.TypeOf(file{}), "", path); len(errs) == 1 {
+		return nil, errs[0]
+	} else if len(errs) > 1 {
+		return nil, errs
+	}
 	f := defaults()
 	if err := yaml.NodeToValue(doc.Body, &f, yaml.DisallowUnknownField()); err != nil {
 		return nil, withField(yamlError(path, err), doc.Body)

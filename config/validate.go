@@ -58,14 +58,14 @@ func (f *file) resolve() (*Config, Errors) {
 		c.Concurrency = f.Concurrency
 	}
 	c.RateLimit = RateLimit(f.RateLimit)
-	if c.RateLimit.PerSecond < 0 {
-		bad("rate_limit.per_second", "must be 0 (off) or positive")
+	if ps := c.RateLimit.PerSecond; ps != 0 && !(ps >= 1.0/60 && ps <= 1e6) {
+		bad("rate_limit.per_second", "%g is out of range: 0 (off), or 1/60 to 1000000", ps)
 	}
-	if c.RateLimit.PerMinute < 0 {
-		bad("rate_limit.per_minute", "must be 0 (off) or positive")
+	if pm := c.RateLimit.PerMinute; pm != 0 && !(pm >= 1 && pm <= 6e7) {
+		bad("rate_limit.per_minute", "%g is out of range: 0 (off), or 1 to 60000000", pm)
 	}
-	if c.PassDeadline, err = time.ParseDuration(f.PassDeadline); err != nil || c.PassDeadline <= 0 {
-		bad("pass_deadline", "not a positive duration such as 10m: %q", f.PassDeadline)
+	if c.PassDeadline, err = time.ParseDuration(f.PassDeadline); err != nil || c.PassDeadline < time.Second {
+		bad("pass_deadline", "not a duration of at least 1s such as 10m: %q", f.PassDeadline)
 	}
 	if c.Vault.KVMount == "" {
 		bad("vault.kv_mount", "must not be empty")
@@ -147,6 +147,16 @@ func (f *file) resolve() (*Config, Errors) {
 		}
 		c.Clients = append(c.Clients, cl)
 	}
+	for i, a := range c.Clients {
+		for _, b := range c.Clients[:i] {
+			if a.Connections == "" && b.Connections == "" && a.Output == b.Output && a.Output != "" {
+				bad(fmt.Sprintf("clients[%d].output", i), "%q is also %s's output: one app would read the other's token", a.Output, b.Name)
+			}
+		}
+		if a.OutputPrefix != "" && (within(a.Secret, a.OutputPrefix) || within(a.OutputPrefix, a.Connections)) {
+			bad(fmt.Sprintf("clients[%d].output_prefix", i), "%q would put access tokens over the client's credentials or connections", a.OutputPrefix)
+		}
+	}
 	return c, errs
 }
 
@@ -175,4 +185,9 @@ func defaultString(s, def string) string {
 		return def
 	}
 	return s
+}
+
+// within reports whether path is prefix or lies below it.
+func within(path, prefix string) bool {
+	return path == prefix || strings.HasPrefix(path, prefix+"/")
 }

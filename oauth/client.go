@@ -39,7 +39,7 @@ func (c *Client) Token(ctx context.Context, tokenURL string, r Request) (*Token,
 	tok, err := c.token(ctx, tokenURL, r)
 	var e *Error
 	if errors.As(err, &e) {
-		e.scrub(r.ClientID, r.ClientSecret, r.RefreshToken, r.Code, r.CodeVerifier)
+		e.clean(r.ClientID, r.ClientSecret, r.RefreshToken, r.Code, r.CodeVerifier)
 	}
 	return tok, err
 }
@@ -90,7 +90,7 @@ func (c *Client) token(ctx context.Context, tokenURL string, r Request) (*Token,
 		return nil, errorResponse(e, data)
 	case !isJSON(e.ContentType):
 		e.Reason = "success response is not JSON"
-		e.Snippet = Redact(string(data), 120)
+		e.Snippet = string(data)
 		return nil, e
 	}
 	tok, err := parseToken(data, sent, c.lifetimes())
@@ -101,6 +101,7 @@ func (c *Client) token(ctx context.Context, tokenURL string, r Request) (*Token,
 			return nil, oe
 		}
 		e.Reason = "malformed token response: " + err.Error()
+		e.Snippet = string(data)
 		return nil, e
 	}
 	return tok, nil
@@ -110,13 +111,13 @@ func (c *Client) token(ctx context.Context, tokenURL string, r Request) (*Token,
 func errorResponse(e *Error, data []byte) error {
 	if r, err := parseFields(data); err == nil && isJSON(e.ContentType) {
 		if code, ok := jsonString(r["error"]); ok && code != "" {
-			e.Code = Redact(code, 64)
+			e.Code = code
 			desc, _ := jsonString(r["error_description"])
-			e.Description = Redact(desc, 200)
+			e.Description = desc
 			return e
 		}
 	}
-	e.Snippet = Redact(string(data), 120)
+	e.Snippet = string(data)
 	return e
 }
 

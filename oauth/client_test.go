@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -263,5 +264,27 @@ func TestCutShortResponseIsATransportError(t *testing.T) {
 	var te *TransportError
 	if !errors.As(err, &te) {
 		t.Fatalf("error %v (%T), want *TransportError", err, err)
+	}
+}
+
+func TestEchoedSecretsAreRemovedInEveryForm(t *testing.T) {
+	secret := `Zq!9x#Lm"Pw/7Rk!Tv`
+	jsonEscaped := `Zq!9x#Lm\"Pw/7Rk!Tv`
+	for _, tc := range []struct{ name, contentType, body string }{
+		{"JSON-escaped in a description", "application/json", `{"error":"invalid_client","error_description":"bad secret ` + jsonEscaped + `"}`},
+		{"URL-encoded in text", "text/plain", "rejected client_secret=" + url.QueryEscape(secret)},
+		{"at the cut", "text/plain", strings.Repeat("x", 110) + secret},
+		{"at the cut, JSON", "application/json", `{"error":"invalid_client","error_description":"` + strings.Repeat("y", 190) + jsonEscaped + `"}`},
+	} {
+		e := &endpoint{status: 400, contentType: tc.contentType, body: tc.body}
+		_, err := client().Token(context.Background(), e.start(t), Request{GrantType: GrantClientCredentials, ClientID: "cid", ClientSecret: secret})
+		if err == nil {
+			t.Fatal("no error")
+		}
+		for _, piece := range []string{"Zq!9x", "Zq%219x", "7Rk!Tv"} {
+			if strings.Contains(err.Error(), piece) {
+				t.Errorf("%s: error %q keeps %q", tc.name, err, piece)
+			}
+		}
 	}
 }

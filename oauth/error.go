@@ -1,9 +1,12 @@
 package oauth
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -97,18 +100,32 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
-// scrub removes every occurrence of the given values from the server's text in e: a server that
-// echoes a short client secret or code back must not put it in a log line. Values under 4
-// characters are left alone: no real credential is that short, and scrubbing them would shred the
-// message.
-func (e *Error) scrub(values ...string) {
+// clean makes the server's text in e safe to log: every value the request sent is removed, as
+// sent and as a server would echo it (JSON-escaped, URL-encoded), before anything is cut, so no
+// prefix of a secret survives a cut; then token-like runs go, and each field is cut to size. Values
+// under 4 characters are left alone: no real credential is that short, and removing them would
+// shred the message.
+func (e *Error) clean(values ...string) {
+	var forms []string
 	for _, v := range values {
 		if len(v) < 4 {
 			continue
 		}
-		for _, f := range []*string{&e.Code, &e.Description, &e.Snippet, &e.Reason} {
+		quoted, _ := json.Marshal(v)
+		forms = append(forms, v, string(quoted[1:len(quoted)-1]), url.QueryEscape(v), url.PathEscape(v))
+	}
+	// The longest forms first, so that no form leaves a piece of a longer one.
+	sort.Slice(forms, func(i, j int) bool { return len(forms[i]) > len(forms[j]) })
+	for _, f := range []*string{&e.Code, &e.Description, &e.Snippet, &e.Reason} {
+		for _, v := range forms {
 			*f = strings.ReplaceAll(*f, v, "[redacted]")
 		}
+	}
+	e.Code = Redact(e.Code, 64)
+	e.Description = Redact(e.Description, 200)
+	e.Snippet = Redact(e.Snippet, 120)
+	if len(e.Reason) > 300 { // the job's own words, with server text already redacted where quoted
+		e.Reason = strings.ToValidUTF8(e.Reason[:300], "")
 	}
 }
 

@@ -1,10 +1,12 @@
 package oauth
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -34,11 +36,30 @@ type Token struct {
 // struct decoding would take "Access_Token" for "access_token".
 type fields map[string]json.RawMessage
 
-// parseFields reads body as exactly one JSON object.
+// parseFields reads body as exactly one JSON object whose members each appear once: with a
+// member twice, which one the server meant is anyone's guess.
 func parseFields(body []byte) (fields, error) {
 	var f fields
 	if err := json.Unmarshal(body, &f); err != nil || f == nil {
 		return nil, errors.New("body is not a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.Token() // {
+	seen := map[string]bool{}
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			break
+		}
+		name, _ := k.(string)
+		if seen[name] {
+			return nil, fmt.Errorf("member %q appears twice", Redact(name, 40))
+		}
+		seen[name] = true
+		var skip json.RawMessage
+		if dec.Decode(&skip) != nil {
+			break
+		}
 	}
 	return f, nil
 }
@@ -63,7 +84,7 @@ func parseToken(body []byte, sent time.Time, life Lifetimes) (*Token, error) {
 	if !isNull(r["error"]) {
 		code, _ := jsonString(r["error"])
 		desc, _ := jsonString(r["error_description"])
-		return nil, &Error{Code: Redact(code, 64), Description: Redact(desc, 200), Reason: "error member in a success response"}
+		return nil, &Error{Code: code, Description: desc, Reason: "error member in a success response"}
 	}
 	var t Token
 	var ok bool
@@ -107,6 +128,8 @@ func expiry(raw json.RawMessage, sent time.Time, life Lifetimes) (time.Time, err
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {
 		s = string(raw) // a JSON number
+	} else if !decimal.MatchString(strings.TrimSpace(s)) {
+		return time.Time{}, fmt.Errorf("expires_in is not a number")
 	}
 	n, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
 	if (err != nil && !errors.Is(err, strconv.ErrRange)) || math.IsNaN(n) {
@@ -128,6 +151,9 @@ func expiry(raw json.RawMessage, sent time.Time, life Lifetimes) (time.Time, err
 	}
 	return sent.Add(min(life.Default, life.Max)), nil
 }
+
+// decimal is what a number sent as a string may look like: no hex, no "Infinity".
+var decimal = regexp.MustCompile(`^-?[0-9]+(\.[0-9]+)?$`)
 
 // validToken reports whether s can be a token: not blank, and only printable ASCII (RFC 6749
 // Appendix A: VSCHAR).

@@ -30,7 +30,7 @@ func TestExpiry(t *testing.T) {
 		{"1e300", `1e300`, sent.Add(2 * time.Hour), false},
 		{"beyond float range", `1e999`, sent.Add(2 * time.Hour), false},
 		{"NaN string", `"NaN"`, time.Time{}, true},
-		{"Inf string", `"Inf"`, sent.Add(2 * time.Hour), false},
+		{"Inf string", `"Inf"`, time.Time{}, true},
 		{"-Inf string", `"-Inf"`, time.Time{}, true},
 		{"half a second", `0.5`, time.Time{}, true},
 	} {

@@ -288,6 +288,28 @@ func TestPermanentErrorsAreNotRetried(t *testing.T) {
 	}
 }
 
+func TestClientCredentialsInvalidGrantIsNotStuck(t *testing.T) {
+	t.Parallel()
+	f := newFaultWorld(t, true)
+	id, secret := f.stora.AddClient()
+	f.put("stora/ccig", map[string]any{"client_id": id, "client_secret": secret})
+	c := config.Client{Name: "ccig", Grant: config.GrantClientCredentials, Scope: "public.contact:read", Secret: "stora/ccig", Output: "apps/ccig"}
+	f.stora.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(400)
+		fmt.Fprint(w, `{"error":"invalid_grant"}`)
+		return true
+	}
+	res := f.rotator(c).Pass(context.Background())[0]
+	f.stora.Intercept = nil
+	if res.Status != StatusRetrying {
+		t.Errorf("status %q, want retrying: nothing was spent", res.Status)
+	}
+	if res := f.rotator(c).Pass(context.Background())[0]; res.Outcome != Rotated {
+		t.Errorf("next pass: %s %v, want rotated", res.Outcome, res.Err)
+	}
+}
+
 func TestInvalidGrantWaitsForANewSecret(t *testing.T) {
 	t.Parallel()
 	f := newFaultWorld(t, true)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -104,7 +105,7 @@ func (r *Rotator) runTarget(ctx, startCtx context.Context, t target) Result {
 		return res
 	}
 	began := time.Now()
-	res, why := r.rotate(ctx, t)
+	res, why := r.rotate(ctx, startCtx, t)
 	r.log(res, why)
 	if r.Observer != nil {
 		r.Observer.Rotation(res, time.Since(began))
@@ -205,7 +206,7 @@ func (r *Rotator) failedGrant(ctx context.Context, t target, secret *vault.Secre
 		version = r.release(ctx, t.secret, secret)
 	}
 	var oe *oauth.Error
-	if errors.As(g.err, &oe) && oe.Code == oauth.ErrInvalidGrant {
+	if spends(req) && errors.As(g.err, &oe) && oe.Code == oauth.ErrInvalidGrant {
 		if now, err := r.Store.Read(context.WithoutCancel(ctx), t.secret); err == nil {
 			rt, _ := stringField(now.Data, keyRefreshToken)
 			code, _ := stringField(now.Data, keyCode)
@@ -249,6 +250,9 @@ func (r *Rotator) release(ctx context.Context, path string, claimed *vault.Secre
 
 // log writes the one line per client per pass. It never logs a token value.
 func (r *Rotator) log(res Result, why string) {
+	if res.Err != nil {
+		res.Err = errors.New(strings.Join(strings.Fields(res.Err.Error()), " ")) // one line per client
+	}
 	attrs := []slog.Attr{slog.String("client", res.Client), slog.String("outcome", string(res.Outcome))}
 	if res.Grant != "" {
 		attrs = append(attrs, slog.String("grant", res.Grant))

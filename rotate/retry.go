@@ -42,7 +42,7 @@ type grantResult struct {
 // refresh token: then the one retry still goes out, since it is the only way to learn the new pair.
 // Each request itself runs on ctx's values without its cancellation. Every attempt first waits its
 // turn under the token URL's rate limit.
-func (r *Rotator) grant(ctx context.Context, tokenURL string, req oauth.Request) grantResult {
+func (r *Rotator) grant(ctx, startCtx context.Context, tokenURL string, req oauth.Request) grantResult {
 	spends := req.GrantType != oauth.GrantClientCredentials
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = orDefault(r.GrantBackoff, 500*time.Millisecond)
@@ -54,8 +54,11 @@ func (r *Rotator) grant(ctx context.Context, tokenURL string, req oauth.Request)
 	for {
 		if limit != nil {
 			waitCtx := ctx
-			if res.maybeSpent {
+			switch {
+			case res.maybeSpent:
 				waitCtx = context.WithoutCancel(ctx)
+			case res.attempts == 0:
+				waitCtx = startCtx // nothing sent yet: the pass deadline ends the wait too
 			}
 			if err := limit.Wait(waitCtx); err != nil {
 				if res.attempts == 0 {

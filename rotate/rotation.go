@@ -18,7 +18,10 @@ const storeTokenMargin = 3 * time.Minute
 
 // rotate handles one target: read, decide, check, claim, request, write back, record. why says
 // what made it due or not.
-func (r *Rotator) rotate(ctx context.Context, t target) (Result, string) {
+//
+// ctx is cancelled on shutdown; startCtx also at the pass deadline. Waits before anything is
+// spent (a token request slot, the rate limit) end with either; nothing after them does.
+func (r *Rotator) rotate(ctx, startCtx context.Context, t target) (Result, string) {
 	c := t.client
 	res := Result{Client: t.name, Outcome: Failed}
 	// Until the claim, nothing is spent: a shutdown skips the target instead of failing it.
@@ -36,6 +39,12 @@ func (r *Rotator) rotate(ctx context.Context, t target) (Result, string) {
 		return fail(fmt.Errorf("vault token would not last the rotation: %w", err))
 	}
 	secret, err := r.Store.Read(ctx, t.secret)
+	var deleted *vault.DeletedError
+	if t.shared != "" && errors.As(err, &deleted) {
+		// A connection deleted in Vault is an operator offboarded; its metadata lingers until
+		// destroyed. Nothing to rotate, nothing failed.
+		return Result{Client: t.name, Outcome: Skipped}, "connection deleted"
+	}
 	if err != nil {
 		return fail(err)
 	}
@@ -115,13 +124,13 @@ func (r *Rotator) rotate(ctx context.Context, t target) (Result, string) {
 	}
 
 	// From here the server may spend the refresh token or code: finish whatever shutdown says.
-	g := r.grantInSlot(ctx, c.TokenURL, req)
+	g := r.grantInSlot(ctx, startCtx, c.TokenURL, req)
 	if errors.Is(g.err, errNotSent) {
 		if spends(req) && r.Store.KVVersion() == 2 {
 			r.release(ctx, t.secret, secret)
 		}
 		res.Outcome, res.Err = Skipped, nil
-		return res, "shutting down"
+		return res, skipReason(ctx)
 	}
 	if g.err != nil {
 		return r.failedGrant(ctx, t, secret, req, g, res), why
@@ -173,14 +182,14 @@ type sharedEntry struct {
 
 // grantInSlot runs the grant in one of the pass's Concurrency slots for token requests, waiting
 // for one to free up; a shutdown while waiting sends nothing.
-func (r *Rotator) grantInSlot(ctx context.Context, tokenURL string, req oauth.Request) grantResult {
+func (r *Rotator) grantInSlot(ctx, startCtx context.Context, tokenURL string, req oauth.Request) grantResult {
 	if r.grantSlots != nil {
 		select {
 		case r.grantSlots <- struct{}{}:
 			defer func() { <-r.grantSlots }()
-		case <-ctx.Done():
+		case <-startCtx.Done():
 			return grantResult{err: errNotSent}
 		}
 	}
-	return r.grant(ctx, tokenURL, req)
+	return r.grant(ctx, startCtx, tokenURL, req)
 }

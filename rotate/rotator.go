@@ -134,7 +134,8 @@ const rateMargin = 0.97
 
 // limiter returns the rate limiter of a token URL, or nil when the limit is off. It is a token
 // bucket of one token refilled at 97% of the tighter of the per-second and per-minute limits: at
-// most 1 + rate·T requests in any T seconds, which stays under both.
+// most 1 + rate·T requests in any T seconds, which stays under both. With --shard INDEX/COUNT each
+// shard keeps to 1/COUNT of it, so the shards together do.
 func (r *Rotator) limiter(tokenURL string) *rate.Limiter {
 	perSecond := r.RateLimit.PerSecond
 	if pm := r.RateLimit.PerMinute / 60; pm > 0 && (perSecond <= 0 || pm < perSecond) {
@@ -142,6 +143,9 @@ func (r *Rotator) limiter(tokenURL string) *rate.Limiter {
 	}
 	if perSecond <= 0 {
 		return nil
+	}
+	if r.Shard.Count > 1 { // the shards run at once, each its own process: each keeps to its share
+		perSecond /= float64(r.Shard.Count)
 	}
 	r.limitersMu.Lock()
 	defer r.limitersMu.Unlock()

@@ -198,6 +198,48 @@ func TestPerMinuteLimitIsTheTighter(t *testing.T) {
 	if (&Rotator{}).limiter("x") != nil {
 		t.Errorf("no limits should mean no limiter")
 	}
+	sharded := &Rotator{RateLimit: config.RateLimit{PerSecond: 10, PerMinute: 60}, Shard: Shard{Index: 1, Count: 4}}
+	if got := float64(sharded.limiter("x").Limit()); got != 0.97/4 {
+		t.Errorf("one of 4 shards keeps to %.4f/s, want a quarter of 0.97/s", got)
+	}
+}
+
+func TestPassDeadlineEndsRateLimitWaits(t *testing.T) {
+	t.Parallel()
+	p := newPartnerWorld(t, 40)
+	r := p.rotator()
+	r.Concurrency = 8
+	r.RateLimit = config.RateLimit{PerSecond: 5}
+	r.PassDeadline = 1500 * time.Millisecond
+	start := time.Now()
+	res := r.Pass(context.Background())
+	took := time.Since(start)
+	n := map[Outcome]int{}
+	for _, x := range res {
+		n[x.Outcome]++
+	}
+	if took > 3*time.Second || n[Skipped] == 0 || n[Failed] != 0 {
+		t.Errorf("pass took %v with outcomes %v; want it to end near its 1.5 s deadline with the rest skipped", took, n)
+	}
+	for _, x := range res {
+		if x.Outcome == Skipped {
+			if d := p.data("stora/partner/connections/" + strings.TrimPrefix(x.Client, "partner/")); d[keyClaim] != nil {
+				t.Errorf("%s: skipped but its claim was left", x.Client)
+			}
+		}
+	}
+}
+
+func TestDeletedConnectionIsSkipped(t *testing.T) {
+	t.Parallel()
+	p := newPartnerWorld(t, 2)
+	if err := p.vault.Client.KVv2("secret").Delete(context.Background(), "stora/partner/connections/op-001"); err != nil {
+		t.Fatal(err)
+	}
+	res := p.rotator().Pass(context.Background())
+	if AnyFailed(res) || len(res) != 2 {
+		t.Errorf("results %+v: a deleted connection (an operator offboarded) must not fail the pass", res)
+	}
 }
 
 func TestConcurrencyIsBounded(t *testing.T) {

@@ -3,6 +3,7 @@ package rotate
 import (
 	"context"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -48,8 +49,8 @@ func (r *Rotator) record(ctx context.Context, path string, prev map[string]strin
 		fields[metaLastSuccess], fields[metaError], fields[metaFailures], fields[metaStuckVersion] = now, "", "0", ""
 	} else {
 		msg := ""
-		if res.Err != nil {
-			msg = res.Err.Error()
+		if res.Err != nil { // one line: Vault refuses metadata values with control characters
+			msg = strings.Join(strings.Fields(res.Err.Error()), " ")
 		}
 		if len(msg) > maxStatusError {
 			msg = msg[:maxStatusError]

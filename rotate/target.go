@@ -76,6 +76,9 @@ func (r *Rotator) targets(ctx context.Context) ([]target, []Result) {
 			failed = append(failed, Result{Client: c.Name, Outcome: Failed, Err: fmt.Errorf("list connections: %w", err)})
 			continue
 		}
+		if len(paths) == 0 {
+			r.logger().Warn("no connections under the prefix: none authorized yet, or a mistyped path", "client", c.Name, "connections", c.Connections)
+		}
 		for _, rel := range paths {
 			p := c.Connections + "/" + rel
 			name := c.Name + "/" + rel
