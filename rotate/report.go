@@ -2,11 +2,9 @@ package rotate
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"strings"
 	"time"
-
-	"token-rotator/vault"
 )
 
 // TargetState is one client's or connection's state, as `token-rotator status` shows it. It holds
@@ -82,7 +80,11 @@ func (r *Rotator) Validate(ctx context.Context) []Check {
 		out = append(out, Check{Name: f.Client, Problem: f.Err.Error()})
 	}
 	for _, t := range ts {
-		out = append(out, Check{Name: t.name, Problem: problem(r.validate(ctx, t))})
+		c := Check{Name: t.name}
+		if err := r.validate(ctx, t); err != nil {
+			c.Problem = strings.Join(strings.Fields(err.Error()), " ")
+		}
+		out = append(out, c)
 	}
 	return out
 }
@@ -109,15 +111,4 @@ func (r *Rotator) validate(ctx context.Context, t target) error {
 		}
 	}
 	return r.preflight(ctx, t, output, req)
-}
-
-func problem(err error) string {
-	var deleted *vault.DeletedError
-	switch {
-	case err == nil:
-		return ""
-	case errors.As(err, &deleted):
-		return deleted.Error()
-	}
-	return err.Error()
 }
