@@ -50,7 +50,7 @@ func login(ctx context.Context, c *api.Client, a config.Auth) error {
 	}
 	s, err := c.Auth().Login(ctx, method)
 	if err != nil {
-		return fmt.Errorf("vault %s login: %w", a.Method, err)
+		return fmt.Errorf("vault %s login: %w", a.Method, cleanError(err))
 	}
 	if s == nil || s.Auth == nil {
 		return fmt.Errorf("vault %s login: no token in the response", a.Method)
