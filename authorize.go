@@ -31,9 +31,12 @@ func runAuthorize(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	redirectURI := fs.String("redirect-uri", "", "the redirect URI registered for the partner application (required)")
 	scope := fs.String("scope", "", "scopes to ask for; default: the client's scope")
 	authorizeURL := fs.String("authorize-url", "", "default: authorize_url from the config")
-	code := fs.String("code", "", "the authorization code, if already at hand (else it is asked for)")
+	code := fs.String("code", "", "an authorization code already at hand, from an authorization this command did not start (no URL is printed)")
+	codeVerifier := fs.String("code-verifier", "", "with --code: the PKCE code_verifier that authorization used, if it used one")
 	storeOnly := fs.Bool("store-only", false, "store the code for the next pass instead of exchanging it now")
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		return nil
+	} else if err != nil {
 		return err
 	}
 	if *name == "" || *redirectURI == "" {
@@ -56,13 +59,23 @@ func runAuthorize(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	if clientID == "" {
 		return fmt.Errorf("secret %s has no client_id", c.Secret)
 	}
-	verifier, state := oauth.NewVerifier(), oauth.NewState()
-	u, err := oauth.AuthorizationURL(firstNonEmpty(*authorizeURL, job.cfg.AuthorizeURL), clientID, *redirectURI,
-		firstNonEmpty(*scope, c.Scope), state, oauth.Challenge(verifier))
-	if err != nil {
-		return fmt.Errorf("authorize URL: %w", err)
+	// Before the operator spends an approval: can this Vault token store what it brings?
+	_, statErr := job.store.Read(ctx, path)
+	if err := job.store.Writable(ctx, path, statErr == nil, false); err != nil {
+		return fmt.Errorf("cannot store the authorization (run authorize with a Vault token that may create %s): %w", path, err)
 	}
+	verifier := *codeVerifier
 	if *code == "" {
+		authURL := firstNonEmpty(*authorizeURL, job.cfg.AuthorizeURL)
+		if err := config.CheckURL(authURL); err != nil {
+			return fmt.Errorf("--authorize-url: %w", err)
+		}
+		var state string
+		verifier, state = oauth.NewVerifier(), oauth.NewState()
+		u, err := oauth.AuthorizationURL(authURL, clientID, *redirectURI, firstNonEmpty(*scope, c.Scope), state, oauth.Challenge(verifier))
+		if err != nil {
+			return fmt.Errorf("authorize URL: %w", err)
+		}
 		fmt.Fprintf(stdout, "Have the operator open this URL, sign in to Stora and approve:\n\n  %s\n\n", u)
 		fmt.Fprint(stdout, "Then paste the code, or the whole URL the browser was sent back to: ")
 		line, err := bufio.NewReader(stdin).ReadString('\n')
@@ -151,7 +164,11 @@ func storeCode(ctx context.Context, s *vault.Store, path, code, redirectURI, ver
 	case !errors.Is(err, vault.ErrNotFound):
 		return err
 	}
-	data["code"], data["redirect_uri"], data["code_verifier"] = code, redirectURI, verifier
+	data["code"], data["redirect_uri"] = code, redirectURI
+	delete(data, "code_verifier")
+	if verifier != "" {
+		data["code_verifier"] = verifier
+	}
 	_, err = s.Write(ctx, path, data, version)
 	return err
 }

@@ -224,10 +224,31 @@ func TestAuthorizeOnboardsAConnection(t *testing.T) {
 	if err != nil || !strings.Contains(out.String(), "next pass exchanges it") {
 		t.Fatalf("authorize --store-only: %v\n%s", err, out.String())
 	}
-	if c := e.get("stora/partner/connections/operator-2"); str(c, "code") != verifierCode || str(c, "code_verifier") == "" {
-		t.Errorf("stored: code %v verifier %v", c.Data["code"] != nil, c.Data["code_verifier"] != nil)
+	if c := e.get("stora/partner/connections/operator-2"); str(c, "code") != verifierCode || c.Data["code_verifier"] != nil {
+		t.Errorf("stored: code %v, a verifier %v (a --code from elsewhere has none of ours)", c.Data["code"] != nil, c.Data["code_verifier"] != nil)
 	}
-	assertNoSecrets(t, out.String()+stderr.String(), secret, rt, verifierCode, str(e.get("stora/partner/connections/operator-2"), "code_verifier"))
+	if code, out := e.run("--config", cfg, "--once"); code != 0 {
+		t.Fatalf("the next pass: exit %d:\n%s", code, out)
+	}
+	if c := e.get("stora/partner/connections/operator-2"); !e.stora.RefreshTokenValid(str(c, "refresh_token")) || c.Data["code"] != nil {
+		t.Errorf("the next pass did not exchange the stored code")
+	}
+	assertNoSecrets(t, out.String()+stderr.String(), secret, rt, verifierCode)
+
+	// A refused code on a connection that already works: the code goes, the refresh token stays.
+	before := str(e.get("stora/partner/connections/operator-1"), "refresh_token")
+	out.Reset()
+	err = runAuthorize(context.Background(), []string{"--config", cfg, "--client", "partner", "--connection", "operator-1", "--redirect-uri", redirect,
+		"--code", "a-code-the-server-never-issued"}, strings.NewReader(""), &out, &stderr)
+	if err == nil {
+		t.Fatalf("a refused code was reported as authorized:\n%s", out.String())
+	}
+	if c := e.get("stora/partner/connections/operator-1"); c.Data["code"] != nil || str(c, "refresh_token") != before {
+		t.Errorf("after a refused code: code left %v, refresh token kept %v", c.Data["code"] != nil, str(c, "refresh_token") == before)
+	}
+	if code, out := e.run("--config", cfg, "--once", "--force", "--client", "partner"); code != 0 {
+		t.Errorf("the stored refresh token no longer works after a refused code: exit %d\n%s", code, out)
+	}
 }
 
 func TestAuthorizeRefusesAForeignState(t *testing.T) {

@@ -43,6 +43,17 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	var o options
 	fs := flag.NewFlagSet("token-rotator", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `usage: token-rotator [flags]            rotate: a daemon on the schedule, or one pass with --once
+       token-rotator status [flags]     every client and connection's state (--output json)
+       token-rotator validate [flags]   config, Vault login, secrets and policy; no token request
+       token-rotator authorize [flags]  onboard an operator: PKCE authorization URL and code exchange
+       token-rotator SUBCOMMAND -h      a subcommand's flags
+
+flags:
+`)
+		fs.PrintDefaults()
+	}
 	fs.StringVar(&o.config, "config", "config.yaml", "configuration file")
 	fs.BoolVar(&o.once, "once", false, "run one pass and exit: 0 all clients fine, 1 a client failed, 2 config or start-up error")
 	fs.Var(&o.clients, "client", "rotate only this client (repeatable)")
@@ -68,6 +79,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
 		switch args[0] {
+		case "help":
+			args = []string{"-h"}
 		case "status":
 			return runStatus(ctx, args[1:], stdout, stderr)
 		case "validate":
@@ -102,8 +115,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	rot.Observer = m
 	if o.once || o.dryRun {
 		failed := rotate.AnyFailed(rot.Pass(ctx))
-		if o.push != "" {
-			if err := m.Push(context.WithoutCancel(ctx), o.push); err != nil {
+		if o.push != "" && !o.dryRun {
+			// Bounded, and a shutdown does not wait for it: the rotations are done.
+			pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			err := m.Push(pctx, o.push, shard)
+			cancel()
+			if err != nil {
 				job.logger.Warn("could not push metrics", "pushgateway", o.push, "error", err.Error())
 			}
 		}

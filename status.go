@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,7 +23,9 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	output := fs.String("output", "table", "table or json")
 	var clients stringList
 	fs.Var(&clients, "client", "only this client (repeatable)")
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		return nil
+	} else if err != nil {
 		return err
 	}
 	if *output != "table" && *output != "json" {

@@ -160,6 +160,9 @@ func (f *file) resolve() (*Config, Errors) {
 	return c, errs
 }
 
+// CheckURL is the rule every endpoint URL follows: https, or http only to a loopback host.
+func CheckURL(s string) error { return checkTokenURL(s) }
+
 // checkTokenURL accepts https URLs, and http only to a loopback host.
 func checkTokenURL(s string) error {
 	u, err := url.Parse(s)

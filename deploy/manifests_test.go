@@ -61,6 +61,8 @@ var kinds = map[string]struct {
 	"Deployment":         {"apps/v1", func() any { return &appsv1.Deployment{} }},
 	"ServiceAccount":     {"v1", func() any { return &corev1.ServiceAccount{} }},
 	"ConfigMap":          {"v1", func() any { return &corev1.ConfigMap{} }},
+	"Namespace":          {"v1", func() any { return &corev1.Namespace{} }},
+	"Service":            {"v1", func() any { return &corev1.Service{} }},
 	"ClusterRoleBinding": {"rbac.authorization.k8s.io/v1", func() any { return &rbacv1.ClusterRoleBinding{} }},
 	"Kustomization":      {"kustomize.config.k8s.io/v1beta1", func() any { return &kustomization{} }},
 }
@@ -130,6 +132,14 @@ func loadManifests(t *testing.T) *manifests {
 				m.configMaps[f] = o
 			case *rbacv1.ClusterRoleBinding:
 				m.bindings[f] = o
+			case *corev1.Namespace:
+				if o.Name != "token-rotator" {
+					t.Errorf("%s: namespace %q, want token-rotator (Vault's role is bound to it)", f, o.Name)
+				}
+			case *corev1.Service:
+				if len(o.Spec.Ports) != 1 || o.Spec.Ports[0].Port != 9090 || o.Spec.Selector["app.kubernetes.io/name"] != "token-rotator" {
+					t.Errorf("%s: the metrics Service does not select the daemon's pods on 9090", f)
+				}
 			case *kustomization:
 				if m.kustomization != nil {
 					t.Errorf("%s: a second Kustomization", f)

@@ -131,7 +131,13 @@ func (m *Metrics) Serve(ctx context.Context, addr string) (net.Addr, error) {
 	return l.Addr(), nil
 }
 
-// Push sends the registry to a Prometheus Pushgateway under job "token_rotator", for --once runs.
-func (m *Metrics) Push(ctx context.Context, url string) error {
-	return push.New(url, "token_rotator").Gatherer(m.Registry).PushContext(ctx)
+// Push sends the registry to a Prometheus Pushgateway under job "token_rotator", for --once runs;
+// each shard of a sharded run under its own "shard" grouping key, so shards do not replace each
+// other's metrics. A push replaces the group's previous one: counters are the last run's.
+func (m *Metrics) Push(ctx context.Context, url string, shard rotate.Shard) error {
+	p := push.New(url, "token_rotator").Gatherer(m.Registry)
+	if shard.Count > 1 {
+		p = p.Grouping("shard", strconv.Itoa(shard.Index)+"_of_"+strconv.Itoa(shard.Count))
+	}
+	return p.PushContext(ctx)
 }

@@ -220,6 +220,15 @@ func (r *Rotator) failedGrant(ctx context.Context, t target, secret *vault.Secre
 			}
 			version = now.Version
 		}
+		if rt, _ := stringField(secret.Data, keyRefreshToken); req.GrantType == oauth.GrantAuthorizationCode && rt != "" && !g.maybeSpent {
+			// A new code was refused, but the refresh token stored before it still stands: drop
+			// the code so the next pass refreshes as before, and say so.
+			r.dropCode(ctx, t.secret, req.Code)
+			res.Status = StatusRetrying
+			res.Err = fmt.Errorf("the server refused the stored authorization code (invalid_grant); it was removed and the stored refresh token is used again: %w", g.err)
+			r.record(ctx, t.secret, secret.Metadata, res, version)
+			return res
+		}
 		res.Status = StatusReauthorizationRequired
 		res.Err = fmt.Errorf("the server refused the stored %s (invalid_grant): authorize the client again, then store the new code or refresh token in %s: %w",
 			map[bool]string{true: "refresh token", false: "authorization code"}[req.GrantType == oauth.GrantRefreshToken], t.secret, g.err)
@@ -230,6 +239,25 @@ func (r *Rotator) failedGrant(ctx context.Context, t target, secret *vault.Secre
 	}
 	r.record(ctx, t.secret, secret.Metadata, res, version)
 	return res
+}
+
+// dropCode removes a refused code (and its verifier) from the secret, if it is still the one sent.
+func (r *Rotator) dropCode(ctx context.Context, path, code string) {
+	ctx = context.WithoutCancel(ctx)
+	s, err := r.Store.Read(ctx, path)
+	if err != nil {
+		return
+	}
+	if c, _ := stringField(s.Data, keyCode); c != code {
+		return
+	}
+	d := clone(s.Data)
+	delete(d, keyCode)
+	delete(d, keyCodeVerifier)
+	dropClaim(d, r.holder())
+	if _, err := r.Store.Write(ctx, path, d, s.Version); err != nil {
+		r.logger().Warn("could not remove the refused code", "path", path, "error", err.Error())
+	}
 }
 
 // release removes this process's claim after a failed grant, check-and-set on the claimed version,

@@ -28,7 +28,8 @@ type Result struct {
 	Status string
 	// Grant is the grant type used or that would be used; empty when not due.
 	Grant string
-	// ExpiresAt is the UTC expiry of the access token now in Vault, when known.
+	// ExpiresAt is the UTC expiry of the access token in Vault after the pass, when known: the new
+	// one after a rotation, the stored one otherwise (also after a failure).
 	ExpiresAt time.Time
 	// Err says why the client failed; nil unless Outcome is Failed. It holds no secret.
 	Err error

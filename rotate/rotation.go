@@ -73,11 +73,12 @@ func (r *Rotator) rotate(ctx, startCtx context.Context, t target) (Result, strin
 	if code, _ := stringField(secret.Data, keyCode); code != "" && c.Grant == config.GrantAuthorizationCode {
 		isDue, why = true, "authorization code waiting to be exchanged"
 	}
+	res.ExpiresAt = expiresAt // what is in Vault now, until a rotation replaces it
 	switch {
 	case r.Force:
 		isDue, why = true, "forced"
 	case !isDue:
-		res.Outcome, res.ExpiresAt = NotDue, expiresAt
+		res.Outcome = NotDue
 		return res, why
 	}
 	req, err := request(c, credentials, secret.Data)

@@ -2,7 +2,7 @@
 # The Vault side of deploy/: the KV v2 mount, the two policies, the Kubernetes auth method and its
 # roles for token-rotator and for the apps; optionally AppRole, for token-rotator outside Kubernetes.
 # Run it (or copy its commands) once, as a Vault admin: VAULT_ADDR and VAULT_TOKEN set, `vault` on
-# PATH. It is safe to run again. deploy/deploy_test.go runs it against a real `vault server -dev`.
+# PATH. It is safe to run again. deploy/vault_test.go runs it against a real `vault server -dev`.
 #
 #   KUBERNETES_HOST=https://k8s-api.example.internal:6443 \
 #   KUBERNETES_CA_CERT=./k8s-ca.crt \

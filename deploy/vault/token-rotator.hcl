@@ -27,7 +27,7 @@ path "secret/data/apps/*" {
 
 # Not needed: sys/internal/ui/mounts/secret, where the job reads the mount's KV version at
 # start-up (as the vault CLI does). Vault answers it for any token with a capability under the
-# mount, so the paths above are enough (deploy_test.go proves it with a token holding only this
+# mount, so the paths above are enough (deploy/vault_test.go proves it with a token holding only this
 # policy).
 
 # What the default policy already grants, repeated so that the policy also works for a role with
