@@ -112,7 +112,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	rot := job.rotator
 	rot.Force, rot.DryRun, rot.Shard = o.force, o.dryRun, shard
 	m := metrics.New()
-	rot.Observer = m
+	if !(o.once || o.dryRun) || o.push != "" { // a --once run without a Pushgateway has no one to tell
+		rot.Observer = m
+	}
 	if o.once || o.dryRun {
 		failed := rotate.AnyFailed(rot.Pass(ctx))
 		if o.push != "" && !o.dryRun {
