@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -66,13 +67,13 @@ func runAuthorize(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	}
 	verifier := *codeVerifier
 	if *code == "" {
-		authURL := firstNonEmpty(*authorizeURL, job.cfg.AuthorizeURL)
+		authURL := cmp.Or(*authorizeURL, job.cfg.AuthorizeURL)
 		if err := config.CheckURL(authURL); err != nil {
 			return fmt.Errorf("--authorize-url: %w", err)
 		}
 		var state string
 		verifier, state = oauth.NewVerifier(), oauth.NewState()
-		u, err := oauth.AuthorizationURL(authURL, clientID, *redirectURI, firstNonEmpty(*scope, c.Scope), state, oauth.Challenge(verifier))
+		u, err := oauth.AuthorizationURL(authURL, clientID, *redirectURI, cmp.Or(*scope, c.Scope), state, oauth.Challenge(verifier))
 		if err != nil {
 			return fmt.Errorf("authorize URL: %w", err)
 		}
@@ -171,13 +172,4 @@ func storeCode(ctx context.Context, s *vault.Store, path, code, redirectURI, ver
 	}
 	_, err = s.Write(ctx, path, data, version)
 	return err
-}
-
-func firstNonEmpty(s ...string) string {
-	for _, v := range s {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"token-rotator/internal/testenv"
 )
 
 func TestDaemonServesMetricsAndProbes(t *testing.T) {
@@ -25,7 +27,7 @@ func TestDaemonServesMetricsAndProbes(t *testing.T) {
 	cfg := e.config("  - name: acme\n    grant: client_credentials\n    scope: public.contact:read\n    secret: stora/acme\n")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out safeBuffer
+	var out testenv.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"--config", cfg, "--log-format", "json", "--metrics-address", "127.0.0.1:0"}, &out, &out)
@@ -264,7 +266,7 @@ func TestAuthorizeRefusesAForeignState(t *testing.T) {
 }
 
 // waitFor waits until out matches re and returns the first group.
-func waitFor(t *testing.T, out *safeBuffer, re *regexp.Regexp) string {
+func waitFor(t *testing.T, out *testenv.SyncBuffer, re *regexp.Regexp) string {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {

@@ -290,7 +290,7 @@ func TestSIGTERMAtEachStep(t *testing.T) {
 		t.Run(st.name, func(t *testing.T) {
 			paths := w.seed(fmt.Sprintf("term%d", i), 2)
 			cmd := w.command(w.config(proxied, paths), "--log-level", "debug")
-			var out safeBuffer
+			var out testenv.SyncBuffer
 			cmd.Stdout, cmd.Stderr = &out, &out
 			var once sync.Once
 			term := func() { once.Do(func() { _ = cmd.Process.Signal(syscall.SIGTERM) }) }

@@ -335,7 +335,7 @@ func TestDaemonRunsAtStartAndStopsOnCancel(t *testing.T) {
 	e.put("stora/acme", map[string]any{"client_id": id, "client_secret": secret})
 	cfg := e.config("  - name: acme\n    grant: client_credentials\n    scope: public.contact:read\n    secret: stora/acme\n")
 	ctx, cancel := context.WithCancel(context.Background())
-	var out safeBuffer
+	var out testenv.SyncBuffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"--config", cfg, "--log-format", "json"}, &out, &out) }()
 	deadline := time.Now().Add(20 * time.Second)
@@ -421,7 +421,7 @@ path "sys/internal/ui/mounts/*" { capabilities = ["read"] }`); err != nil {
 	os.WriteFile(cfg, []byte(body), 0o600)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	var out safeBuffer
+	var out testenv.SyncBuffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"--config", cfg, "--log-format", "json"}, &out, &out) }()
 	// Passes keep coming every second; wait until some run after the first token expired.

@@ -1,7 +1,6 @@
 package rotate
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -9,13 +8,13 @@ import (
 	"net/http/httptest"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"token-rotator/config"
 	"token-rotator/internal/storafake"
+	"token-rotator/internal/testenv"
 	"token-rotator/oauth"
 )
 
@@ -273,7 +272,7 @@ func TestPassDeadlineProgressAndSummary(t *testing.T) {
 		time.Sleep(40 * time.Millisecond)
 		return false
 	}
-	var logs safeLog
+	var logs testenv.SyncBuffer
 	r := p.rotator()
 	r.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
 	r.PassDeadline = 150 * time.Millisecond
@@ -329,11 +328,3 @@ func TestSpreadRotatesSomeEarly(t *testing.T) {
 		t.Errorf("with a 30m spread %d of 40 due, want about a third", n)
 	}
 }
-
-type safeLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *safeLog) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *safeLog) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }

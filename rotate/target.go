@@ -6,7 +6,6 @@ import (
 	"hash/fnv"
 	"path"
 	"slices"
-	"strings"
 
 	"token-rotator/config"
 )
@@ -98,11 +97,6 @@ func (r *Rotator) targets(ctx context.Context) ([]target, []Result) {
 // spread is the target's stable share, in [0, 1), of the window over which rotations are spread.
 func spread(name string) float64 {
 	return float64(hash("spread:"+name)>>11) / float64(1<<53)
-}
-
-// connectionName is the connection part of a target name, for logs.
-func connectionName(t target) string {
-	return strings.TrimPrefix(t.name, t.client.Name+"/")
 }
 
 // wanted reports whether Only lets the target named name through.

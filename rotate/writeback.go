@@ -1,6 +1,7 @@
 package rotate
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -51,7 +52,7 @@ func (r *Rotator) writeBack(ctx context.Context, t target, secret, output *vault
 		d[keyAccessToken] = tok.AccessToken
 		d[keyTokenType] = tok.TokenType
 		d[keyExpiresAt] = tok.ExpiresAt.UTC().Format(time.RFC3339)
-		if scope := firstNonEmpty(tok.Scope, req.Scope); scope != "" {
+		if scope := cmp.Or(tok.Scope, req.Scope); scope != "" {
 			d[keyScope] = scope
 		}
 		return true
@@ -138,12 +139,3 @@ func (r *Rotator) readOrEmpty(ctx context.Context, path string) (*vault.Secret, 
 
 // spends reports whether a grant consumes something stored: a refresh token or a code.
 func spends(req oauth.Request) bool { return req.GrantType != oauth.GrantClientCredentials }
-
-func firstNonEmpty(s ...string) string {
-	for _, v := range s {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
-}

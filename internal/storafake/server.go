@@ -17,6 +17,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -476,7 +477,7 @@ func (s *Server) serveInfo(w http.ResponseWriter, r *http.Request) {
 // permits reports whether every scope requested is known to the server and granted to the app.
 func (a *application) permits(scope string) bool {
 	for _, sc := range strings.Fields(scope) {
-		if !Scopes[sc] || (len(a.scopes) > 0 && !contains(a.scopes, sc)) {
+		if !Scopes[sc] || (len(a.scopes) > 0 && !slices.Contains(a.scopes, sc)) {
 			return false
 		}
 	}
@@ -490,7 +491,7 @@ func (a *application) allowed(scope string) string {
 	}
 	var out []string
 	for _, sc := range strings.Fields(scope) {
-		if contains(a.scopes, sc) {
+		if slices.Contains(a.scopes, sc) {
 			out = append(out, sc)
 		}
 	}
@@ -525,7 +526,7 @@ func writeJSON(w http.ResponseWriter, status int, body map[string]any) {
 func normalize(scope string) string {
 	var out []string
 	for _, s := range strings.Fields(scope) {
-		if !contains(out, s) {
+		if !slices.Contains(out, s) {
 			out = append(out, s)
 		}
 	}
@@ -534,19 +535,10 @@ func normalize(scope string) string {
 
 func sameScopes(a, b string) bool { return subset(a, b) && subset(b, a) }
 
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
-}
-
 func subset(requested, granted string) bool {
 	have := strings.Fields(granted)
 	for _, s := range strings.Fields(requested) {
-		if !contains(have, s) {
+		if !slices.Contains(have, s) {
 			return false
 		}
 	}

@@ -34,7 +34,7 @@ type Doorkeeper struct {
 	// Options are the options it was started with.
 	Options DoorkeeperOptions
 
-	out *lockedBuffer
+	out *SyncBuffer
 }
 
 // DoorkeeperOptions choose Doorkeeper's behaviour.
@@ -132,7 +132,7 @@ func StartDoorkeeper(tb testing.TB, opts DoorkeeperOptions) *Doorkeeper {
 	if opts.ReuseAccessToken {
 		reuse = "1"
 	}
-	d := &Doorkeeper{Options: opts, out: &lockedBuffer{}}
+	d := &Doorkeeper{Options: opts, out: &SyncBuffer{}}
 	cmd := exec.Command("ruby", app)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(),
@@ -251,18 +251,6 @@ func (d *Doorkeeper) RefreshTokenRevoked(tb testing.TB, refreshToken string) boo
 	return r.Revoked
 }
 
-// RevokeClient revokes every token and authorization code of clientID.
-func (d *Doorkeeper) RevokeClient(tb testing.TB, clientID string) {
-	tb.Helper()
-	d.setup(tb, "/test/revoke", map[string]any{"client_id": clientID}, nil)
-}
-
-// DeleteClient deletes the application, so its credentials fail with invalid_client.
-func (d *Doorkeeper) DeleteClient(tb testing.TB, clientID string) {
-	tb.Helper()
-	d.setup(tb, "/test/clients/delete", map[string]any{"client_id": clientID}, nil)
-}
-
 // TokenInfo calls GET /oauth2/token/info with accessToken and returns the HTTP status. In the
 // revoke-on-use mode, the first use of a refreshed access token revokes the refresh token it
 // replaced.
@@ -343,24 +331,6 @@ func (d *Doorkeeper) setup(tb testing.TB, path string, body map[string]any, out 
 			tb.Fatalf("doorkeeper %s: %v", path, err)
 		}
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for the process's writes and the test's reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func firstLines(s string, n int) string {
