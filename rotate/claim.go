@@ -1,10 +1,14 @@
 package rotate
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"time"
+
+	"token-rotator/vault"
 )
 
 // keyClaim is the data key of a claim on a credential secret. A process writes it, check-and-set
@@ -55,6 +59,45 @@ func dropClaim(data map[string]any, holder string) {
 	} else if c == nil {
 		delete(data, keyClaim) // unreadable: nobody's
 	}
+}
+
+// claim writes this process's claim to the credential secret, check-and-set on the version read,
+// and returns the secret as claimed. elsewhere is set when another process won the race.
+func (r *Rotator) claim(ctx context.Context, path string, secret *vault.Secret) (claimed *vault.Secret, elsewhere bool, err error) {
+	data := withClaim(secret.Data, r.holder(), r.now(), orDefault(r.ClaimTTL, 15*time.Minute))
+	v, err := r.Store.Write(ctx, path, data, secret.Version)
+	if errors.Is(err, vault.ErrVersionMismatch) {
+		// Lost the race, or won it and lost the answer: the client retried a write that had
+		// landed. Only the secret as it is now can tell.
+		now, rerr := r.Store.Read(ctx, path)
+		if rerr != nil {
+			return nil, false, rerr
+		}
+		if c := claimOf(now.Data); c != nil && c.Holder == r.holder() && now.Version == secret.Version+1 {
+			return now, false, nil
+		}
+		return nil, true, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return &vault.Secret{Data: data, Version: v, Metadata: secret.Metadata}, false, nil
+}
+
+// release removes this process's claim after a failed grant, check-and-set on the claimed version,
+// and returns the secret's version afterwards. A failure is logged: the claim then lapses at its
+// expiry.
+func (r *Rotator) release(ctx context.Context, path string, claimed *vault.Secret) int {
+	d := clone(claimed.Data)
+	dropClaim(d, r.holder())
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	v, err := r.Store.Write(ctx, path, d, claimed.Version)
+	if err != nil {
+		r.logger().Warn("could not release claim; it lapses at its expiry", "path", path, "error", err.Error())
+		return claimed.Version
+	}
+	return v
 }
 
 func randomID() string {

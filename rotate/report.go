@@ -3,7 +3,6 @@ package rotate
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -29,10 +28,7 @@ type TargetState struct {
 // Report reads every target's state from Vault (all shards), without writing anything or asking
 // the token endpoint. nextRun is when the schedule runs next.
 func (r *Rotator) Report(ctx context.Context, nextRun time.Time) []TargetState {
-	shard := r.Shard
-	r.Shard = Shard{}
-	ts, failed := r.targets(ctx)
-	r.Shard = shard
+	ts, failed := r.targets(ctx, Shard{})
 	var out []TargetState
 	for _, f := range failed {
 		out = append(out, TargetState{Name: f.Client, Problem: f.Err.Error()})
@@ -74,7 +70,7 @@ type Check struct {
 // be read, hold what its grant needs, and that the job's Vault token may write what a rotation
 // writes (Vault's capabilities endpoint).
 func (r *Rotator) Validate(ctx context.Context) []Check {
-	ts, failed := r.targets(ctx)
+	ts, failed := r.targets(ctx, r.Shard)
 	var out []Check
 	for _, f := range failed {
 		out = append(out, Check{Name: f.Client, Problem: f.Err.Error()})
@@ -82,7 +78,7 @@ func (r *Rotator) Validate(ctx context.Context) []Check {
 	for _, t := range ts {
 		c := Check{Name: t.name}
 		if err := r.validate(ctx, t); err != nil {
-			c.Problem = strings.Join(strings.Fields(err.Error()), " ")
+			c.Problem = oneLine(err)
 		}
 		out = append(out, c)
 	}

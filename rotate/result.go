@@ -1,6 +1,9 @@
 package rotate
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // Outcome is how one client's rotation ended in a pass.
 type Outcome string
@@ -44,3 +47,7 @@ func AnyFailed(results []Result) bool {
 	}
 	return false
 }
+
+// oneLine is an error's text on one line: Vault refuses metadata values with control characters,
+// and a log line is one line per client.
+func oneLine(err error) string { return strings.Join(strings.Fields(err.Error()), " ") }

@@ -194,3 +194,82 @@ func (r *Rotator) grantInSlot(ctx, startCtx context.Context, tokenURL string, re
 	}
 	return r.grant(ctx, startCtx, tokenURL, req)
 }
+
+// preflight fails before any token request when the job could not store what it would be
+// granted: every path the write-back writes must be writable by the job's Vault token.
+func (r *Rotator) preflight(ctx context.Context, t target, output *vault.Secret, req oauth.Request) error {
+	if t.output != t.secret {
+		if err := r.Store.Writable(ctx, t.output, output.Version > 0 || len(output.Data) > 0, false); err != nil {
+			return err
+		}
+	}
+	if spends(req) || t.output == t.secret {
+		return r.Store.Writable(ctx, t.secret, true, true)
+	}
+	return nil
+}
+
+// failedGrant sorts out a grant that did not return a token. Its claim is released. An
+// invalid_grant is checked against the secret as it is now: a newer refresh token stored by
+// another process means the rotation happened elsewhere; otherwise the client needs a human, and
+// if a request was lost in transit first, the token was most likely rotated and the answer lost.
+func (r *Rotator) failedGrant(ctx context.Context, t target, secret *vault.Secret, req oauth.Request, g grantResult, res Result) Result {
+	res.Err, res.Status = g.err, StatusRetrying
+	version := secret.Version
+	if spends(req) && r.Store.KVVersion() == 2 {
+		version = r.release(ctx, t.secret, secret)
+	}
+	var oe *oauth.Error
+	if spends(req) && errors.As(g.err, &oe) && oe.Code == oauth.ErrInvalidGrant {
+		if now, err := r.Store.Read(context.WithoutCancel(ctx), t.secret); err == nil {
+			rt, _ := stringField(now.Data, keyRefreshToken)
+			code, _ := stringField(now.Data, keyCode)
+			newer := rt != "" && rt != req.RefreshToken
+			if req.GrantType == oauth.GrantAuthorizationCode {
+				newer = newer && code != req.Code
+			}
+			if newer {
+				res.Outcome, res.Status, res.Err = RotatedElsewhere, "", nil
+				return res
+			}
+			version = now.Version
+		}
+		if rt, _ := stringField(secret.Data, keyRefreshToken); req.GrantType == oauth.GrantAuthorizationCode && rt != "" && !g.maybeSpent {
+			// A new code was refused, but the refresh token stored before it still stands: drop
+			// the code so the next pass refreshes as before, and say so.
+			r.dropCode(ctx, t.secret, req.Code)
+			res.Status = StatusRetrying
+			res.Err = fmt.Errorf("the server refused the stored authorization code (invalid_grant); it was removed and the stored refresh token is used again: %w", g.err)
+			r.record(ctx, t.secret, secret.Metadata, res, version)
+			return res
+		}
+		res.Status = StatusReauthorizationRequired
+		res.Err = fmt.Errorf("the server refused the stored %s (invalid_grant): authorize the client again, then store the new code or refresh token in %s: %w",
+			map[bool]string{true: "refresh token", false: "authorization code"}[req.GrantType == oauth.GrantRefreshToken], t.secret, g.err)
+		if g.maybeSpent {
+			res.Status = StatusRotationLost
+			res.Err = fmt.Errorf("a refresh request was lost in transit and its retry was refused: the server most likely rotated the refresh token and the new one was lost; authorize the client again: %w", g.err)
+		}
+	}
+	r.record(ctx, t.secret, secret.Metadata, res, version)
+	return res
+}
+
+// dropCode removes a refused code (and its verifier) from the secret, if it is still the one sent.
+func (r *Rotator) dropCode(ctx context.Context, path, code string) {
+	ctx = context.WithoutCancel(ctx)
+	s, err := r.Store.Read(ctx, path)
+	if err != nil {
+		return
+	}
+	if c, _ := stringField(s.Data, keyCode); c != code {
+		return
+	}
+	d := clone(s.Data)
+	delete(d, keyCode)
+	delete(d, keyCodeVerifier)
+	dropClaim(d, r.holder())
+	if _, err := r.Store.Write(ctx, path, d, s.Version); err != nil {
+		r.logger().Warn("could not remove the refused code", "path", path, "error", err.Error())
+	}
+}

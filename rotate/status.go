@@ -3,7 +3,6 @@ package rotate
 import (
 	"context"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 )
@@ -50,7 +49,7 @@ func (r *Rotator) record(ctx context.Context, path string, prev map[string]strin
 	} else {
 		msg := ""
 		if res.Err != nil { // one line: Vault refuses metadata values with control characters
-			msg = strings.Join(strings.Fields(res.Err.Error()), " ")
+			msg = oneLine(res.Err)
 		}
 		if len(msg) > maxStatusError {
 			msg = msg[:maxStatusError]

@@ -57,15 +57,15 @@ func hash(s string) uint64 {
 	return x
 }
 
-// targets lists this pass's targets, in configuration order, connections in the order Vault lists
-// them, keeping only this shard's. Connections are listed anew each pass, so a new operator is a
+// targets lists the targets, in configuration order, connections in the order Vault lists them,
+// keeping only shard's. Connections are listed anew each pass, so a new operator is a
 // Vault write away. A prefix that cannot be listed is one failed result, named for its client.
-func (r *Rotator) targets(ctx context.Context) ([]target, []Result) {
+func (r *Rotator) targets(ctx context.Context, shard Shard) ([]target, []Result) {
 	var ts []target
 	var failed []Result
 	for _, c := range r.Clients {
 		if c.Connections == "" {
-			if r.Shard.owns(c.Name) && r.wanted(c.Name) {
+			if shard.owns(c.Name) && r.wanted(c.Name) {
 				ts = append(ts, target{name: c.Name, client: c, secret: c.Secret, output: c.Output})
 			}
 			continue
@@ -81,7 +81,7 @@ func (r *Rotator) targets(ctx context.Context) ([]target, []Result) {
 		for _, rel := range paths {
 			p := c.Connections + "/" + rel
 			name := c.Name + "/" + rel
-			if p == c.Secret || !r.Shard.owns(name) || !r.wanted(name) {
+			if p == c.Secret || !shard.owns(name) || !r.wanted(name) {
 				continue
 			}
 			out := p
