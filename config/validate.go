@@ -137,8 +137,12 @@ func (f *file) resolve() (*Config, Errors) {
 			bad(field("output"), "a client with connections writes to output_prefix, not output")
 		case cl.OutputPrefix != "" && cl.Connections == "":
 			bad(field("output_prefix"), "only a client with connections has an output_prefix")
-		case cl.Connections != "" && cl.OutputPrefix != "" && (cl.OutputPrefix == cl.Connections || strings.HasPrefix(cl.OutputPrefix+"/", cl.Connections+"/")):
+		case cl.OutputPrefix != "" && within(cl.OutputPrefix, cl.Connections):
 			bad(field("output_prefix"), "%q is inside connections %q: access tokens would be listed as connections", cl.OutputPrefix, cl.Connections)
+		case cl.OutputPrefix != "" && within(cl.Connections, cl.OutputPrefix):
+			bad(field("output_prefix"), "%q contains connections %q: a connection's access token could land on another connection's secret", cl.OutputPrefix, cl.Connections)
+		case cl.OutputPrefix != "" && below(cl.Secret, cl.OutputPrefix):
+			bad(field("output_prefix"), "%q would put access tokens over the client's credentials %q", cl.OutputPrefix, cl.Secret)
 		}
 		if fc.TokenURL != "" {
 			if err := checkTokenURL(fc.TokenURL); err != nil {
@@ -147,16 +151,7 @@ func (f *file) resolve() (*Config, Errors) {
 		}
 		c.Clients = append(c.Clients, cl)
 	}
-	for i, a := range c.Clients {
-		for _, b := range c.Clients[:i] {
-			if a.Connections == "" && b.Connections == "" && a.Output == b.Output && a.Output != "" {
-				bad(fmt.Sprintf("clients[%d].output", i), "%q is also %s's output: one app would read the other's token", a.Output, b.Name)
-			}
-		}
-		if a.OutputPrefix != "" && (within(a.Secret, a.OutputPrefix) || within(a.OutputPrefix, a.Connections)) {
-			bad(fmt.Sprintf("clients[%d].output_prefix", i), "%q would put access tokens over the client's credentials or connections", a.OutputPrefix)
-		}
-	}
+	errs = append(errs, overlaps(c.Clients)...)
 	return c, errs
 }
 
@@ -192,5 +187,10 @@ func defaultString(s, def string) string {
 
 // within reports whether path is prefix or lies below it.
 func within(path, prefix string) bool {
-	return path == prefix || strings.HasPrefix(path, prefix+"/")
+	return path == prefix || below(path, prefix)
+}
+
+// below reports whether path lies below prefix: one of the secrets a list of prefix would find.
+func below(path, prefix string) bool {
+	return strings.HasPrefix(path, prefix+"/")
 }
