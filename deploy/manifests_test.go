@@ -398,9 +398,6 @@ func TestCronJobs(t *testing.T) {
 				t.Errorf("timeZone %s: want Etc/UTC, the zone of config.yaml's schedule", ptrString(s.TimeZone))
 			}
 			js := s.JobTemplate.Spec
-			if js.BackoffLimit == nil {
-				t.Error("backoffLimit not set")
-			}
 			if js.ActiveDeadlineSeconds == nil {
 				t.Fatal("activeDeadlineSeconds not set")
 			}
@@ -416,6 +413,9 @@ func TestCronJobs(t *testing.T) {
 				t.Errorf("args %q: no --once", args)
 			}
 			if f != "indexed-job.yaml" {
+				if js.BackoffLimit == nil || *js.BackoffLimit != 0 {
+					t.Errorf("backoffLimit %s, want 0: the next scheduled run is the retry", ptrString(js.BackoffLimit))
+				}
 				if js.CompletionMode != nil && *js.CompletionMode == batchv1.IndexedCompletion {
 					t.Error("completionMode Indexed in the unsharded CronJob")
 				}
@@ -440,6 +440,111 @@ func TestCronJobs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestIndexedJobFailuresStayInTheirIndex holds the sharded Job to its promise: whatever one
+// shard's pod fails with, the other shards run on to the end of their pass. It works out what the
+// Job controller does with each failure from the manifest's own settings.
+func TestIndexedJobFailuresStayInTheirIndex(t *testing.T) {
+	m := loadManifests(t)
+	cj := m.cronJobs["indexed-job.yaml"]
+	if cj == nil {
+		t.Fatal("indexed-job.yaml: no CronJob")
+	}
+	js := cj.Spec.JobTemplate.Spec
+	pod := js.Template.Spec
+	if js.CompletionMode == nil || *js.CompletionMode != batchv1.IndexedCompletion {
+		t.Fatal("completionMode is not Indexed: backoffLimitPerIndex needs it")
+	}
+	if js.Completions == nil {
+		t.Fatal("completions not set")
+	}
+	completions := *js.Completions
+	// Per-index backoff: a failed index is that index's alone, and not retried in this run.
+	if js.BackoffLimitPerIndex == nil || *js.BackoffLimitPerIndex != 0 {
+		t.Fatalf("backoffLimitPerIndex %s, want 0: a failed shard waits for the next scheduled run, the others run on", ptrString(js.BackoffLimitPerIndex))
+	}
+	// The Job-wide limits must be out of reach: going past either fails the Job and terminates
+	// the shards still running. Every index can fail backoffLimitPerIndex+1 times at most
+	// (failures the policy ignores are not counted).
+	if most := completions * (*js.BackoffLimitPerIndex + 1); js.BackoffLimit != nil && *js.BackoffLimit < most {
+		t.Errorf("backoffLimit %d: failed pod %d would fail the Job and terminate the shards still running, and the shards may fail %d times between them (leave it out: it defaults to 2147483647)", *js.BackoffLimit, *js.BackoffLimit+1, most)
+	}
+	if js.MaxFailedIndexes != nil && *js.MaxFailedIndexes < completions {
+		t.Errorf("maxFailedIndexes %d: failed shard %d would fail the Job and terminate the shards still running (leave it out, or set it to completions, %d)", *js.MaxFailedIndexes, *js.MaxFailedIndexes+1, completions)
+	}
+	if pod.RestartPolicy != corev1.RestartPolicyNever {
+		t.Errorf("restartPolicy %q: podFailurePolicy and backoffLimitPerIndex need Never", pod.RestartPolicy)
+	}
+	if js.PodFailurePolicy == nil {
+		t.Fatal("no podFailurePolicy")
+	}
+	container := pod.Containers[0].Name
+	for i, r := range js.PodFailurePolicy.Rules {
+		if (r.OnExitCodes == nil) == (len(r.OnPodConditions) == 0) {
+			t.Errorf("rule %d: want exactly one of onExitCodes and onPodConditions", i)
+		}
+		if e := r.OnExitCodes; e != nil {
+			if e.ContainerName != nil && *e.ContainerName != container {
+				t.Errorf("rule %d: containerName %q is not the pod's container %q: the rule would never match", i, *e.ContainerName, container)
+			}
+			if !slices.IsSorted(e.Values) || len(slices.Compact(slices.Clone(e.Values))) != len(e.Values) ||
+				(e.Operator == batchv1.PodFailurePolicyOnExitCodesOpIn && slices.Contains(e.Values, 0)) {
+				t.Errorf("rule %d: exit codes %v: the API wants them sorted, unique, and no 0 with In", i, e.Values)
+			}
+		}
+	}
+
+	// Each way a shard's pod can fail, and what must follow.
+	disrupted := []corev1.PodConditionType{corev1.DisruptionTarget}
+	for _, tc := range []struct {
+		name       string
+		exitCode   int32
+		conditions []corev1.PodConditionType
+		want       batchv1.PodFailurePolicyAction
+	}{
+		{"exit 1: a client failed, e.g. a connection to re-authorize", 1, nil, batchv1.PodFailurePolicyActionFailIndex},
+		{"exit 2: config or start-up error", 2, nil, batchv1.PodFailurePolicyActionFailIndex},
+		{"exit 3: a second signal", 3, nil, batchv1.PodFailurePolicyActionFailIndex},
+		{"killed: OOM, or the grace period ran out", 137, nil, batchv1.PodFailurePolicyActionCount},
+		{"evicted by a node drain", 1, disrupted, batchv1.PodFailurePolicyActionIgnore},
+	} {
+		got := podFailureAction(js, container, tc.exitCode, tc.conditions)
+		if got != tc.want {
+			t.Errorf("%s: %s, want %s", tc.name, got, tc.want)
+		}
+	}
+	for code := int32(1); code <= 255; code++ {
+		for _, conds := range [][]corev1.PodConditionType{nil, disrupted} {
+			if a := podFailureAction(js, container, code, conds); a == batchv1.PodFailurePolicyActionFailJob {
+				t.Errorf("exit %d (conditions %v): FailJob would terminate the other shards", code, conds)
+			}
+		}
+	}
+}
+
+// podFailureAction is what the Job controller does with a pod of js that failed with exitCode and
+// the conditions given (status True), as Kubernetes documents podFailurePolicy: the first rule whose
+// requirement the pod meets decides; when none does, the failure is counted against the backoff
+// limits.
+func podFailureAction(js batchv1.JobSpec, container string, exitCode int32, conditions []corev1.PodConditionType) batchv1.PodFailurePolicyAction {
+	if js.PodFailurePolicy == nil {
+		return batchv1.PodFailurePolicyActionCount
+	}
+	for _, r := range js.PodFailurePolicy.Rules {
+		if e := r.OnExitCodes; e != nil && (e.ContainerName == nil || *e.ContainerName == container) {
+			in := slices.Contains(e.Values, exitCode)
+			if (e.Operator == batchv1.PodFailurePolicyOnExitCodesOpIn && in) || (e.Operator == batchv1.PodFailurePolicyOnExitCodesOpNotIn && !in) {
+				return r.Action
+			}
+		}
+		for _, p := range r.OnPodConditions {
+			if (p.Status == "" || p.Status == corev1.ConditionTrue) && slices.Contains(conditions, p.Type) {
+				return r.Action
+			}
+		}
+	}
+	return batchv1.PodFailurePolicyActionCount
 }
 
 func TestDeployment(t *testing.T) {
