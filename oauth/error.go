@@ -134,12 +134,14 @@ func (e *Error) clean(values ...string) {
 // tokens among them.
 var tokenLike = regexp.MustCompile(`[A-Za-z0-9_\-\.~+/=]{16,}`)
 
-// Redact returns s, cut to max bytes, with every token-like run replaced by "[redacted]".
-// It is applied to any server text that goes into an error or a log line.
+// Redact returns s with every token-like run replaced by "[redacted]", then cut to at most max
+// bytes of valid UTF-8. Redacting first matters: a token cut before it is matched would leave up to
+// 15 of its characters, too few to look like a token. It is applied to any server text that goes
+// into an error or a log line.
 func Redact(s string, max int) string {
+	s = tokenLike.ReplaceAllString(strings.ToValidUTF8(s, ""), "[redacted]")
 	if len(s) > max {
-		s = s[:max]
+		s = strings.ToValidUTF8(s[:max], "") // drops a rune cut in two
 	}
-	s = strings.ToValidUTF8(s, "")
-	return tokenLike.ReplaceAllString(s, "[redacted]")
+	return s
 }
