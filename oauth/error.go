@@ -28,9 +28,9 @@ const (
 // request sent are removed from it.
 type Error struct {
 	Status      int    // HTTP status code
-	Code        string // RFC 6749 §5.2 "error", e.g. "invalid_grant"; empty when the body had none
+	Code        string // RFC 6749 §5.2 "error", e.g. "invalid_grant"; empty when the body had none; redacted unless shaped like a registered code
 	Description string // RFC 6749 §5.2 "error_description", redacted
-	ContentType string // the response's Content-Type header
+	ContentType string // the response's Content-Type header: media type as sent, parameters redacted, at most 100 bytes
 	Snippet     string // the start of a body that was not an RFC 6749 error, redacted
 	Reason      string // what was wrong with a response that was not an error response
 	// RetryAfter is how long the server asked the client to wait (Retry-After, or Stora's
@@ -116,17 +116,41 @@ func (e *Error) clean(values ...string) {
 	}
 	// The longest forms first, so that no form leaves a piece of a longer one.
 	sort.Slice(forms, func(i, j int) bool { return len(forms[i]) > len(forms[j]) })
-	for _, f := range []*string{&e.Code, &e.Description, &e.Snippet, &e.Reason} {
+	for _, f := range []*string{&e.Code, &e.Description, &e.Snippet, &e.Reason, &e.ContentType} {
 		for _, v := range forms {
 			*f = strings.ReplaceAll(*f, v, "[redacted]")
 		}
 	}
-	e.Code = Redact(e.Code, 64)
+	if !errorCode.MatchString(e.Code) {
+		e.Code = Redact(e.Code, 64)
+	}
 	e.Description = Redact(e.Description, 200)
 	e.Snippet = Redact(e.Snippet, 120)
-	if len(e.Reason) > 300 { // the job's own words, with server text already redacted where quoted
-		e.Reason = strings.ToValidUTF8(e.Reason[:300], "")
+	e.Reason = Redact(e.Reason, 300) // the job's own words, quoting server text already redacted
+	e.ContentType = cleanContentType(e.ContentType)
+}
+
+// errorCode is the shape of the error codes RFC 6749 §5.2 and the IANA OAuth Extensions Error
+// registry define: lower-case words joined by underscores, at most 64 bytes. No word reaches the 16
+// characters of a token-like run, so a code of this shape is kept as sent, and
+// "unsupported_grant_type" stays comparable with ErrUnsupportedGrantType.
+var errorCode = regexp.MustCompile(`^[a-z]{1,15}(_[a-z]{1,15}){0,5}$`)
+
+// mediaType is a type/subtype pair as RFC 6838 §4.2 names them.
+var mediaType = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}$`)
+
+// cleanContentType keeps a Content-Type's media type, which names a format (and whose
+// "application/json" would itself look like a token), and redacts the parameters after it like
+// other server text; the whole is cut to 100 bytes.
+func cleanContentType(ct string) string {
+	mt, params, found := strings.Cut(ct, ";")
+	if !mediaType.MatchString(strings.TrimSpace(mt)) {
+		return Redact(ct, 100)
 	}
+	if found {
+		mt += ";" + Redact(params, 100)
+	}
+	return cut(mt, 100)
 }
 
 // tokenLike matches runs that could be a token, a secret or a code: 16 or more characters of the
@@ -139,9 +163,14 @@ var tokenLike = regexp.MustCompile(`[A-Za-z0-9_\-\.~+/=]{16,}`)
 // 15 of its characters, too few to look like a token. It is applied to any server text that goes
 // into an error or a log line.
 func Redact(s string, max int) string {
-	s = tokenLike.ReplaceAllString(strings.ToValidUTF8(s, ""), "[redacted]")
-	if len(s) > max {
-		s = strings.ToValidUTF8(s[:max], "") // drops a rune cut in two
+	return cut(tokenLike.ReplaceAllString(strings.ToValidUTF8(s, ""), "[redacted]"), max)
+}
+
+// cut returns s cut to at most max bytes, without the piece of a rune the cut splits. It never
+// removes secrets: only text already redacted may be cut.
+func cut(s string, max int) string {
+	if len(s) <= max {
+		return s
 	}
-	return s
+	return strings.ToValidUTF8(s[:max], "")
 }
