@@ -83,21 +83,30 @@ func (c *Client) token(ctx context.Context, tokenURL string, r Request) (*Token,
 	case int64(len(data)) > limit:
 		e.Reason = fmt.Sprintf("body longer than %d bytes", limit)
 		return nil, e
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		return c.success(e, data, sent)
 	case resp.StatusCode >= 300 && resp.StatusCode < 400:
 		e.Reason = "redirect not followed"
-		return nil, e
-	case resp.StatusCode < 200 || resp.StatusCode >= 300:
-		return nil, errorResponse(e, data)
-	case !isJSON(e.ContentType):
-		e.Reason = "success response is not JSON"
-		e.Snippet = string(data)
-		return nil, e
+	}
+	return nil, errorResponse(e, data)
+}
+
+// success reads a 2xx response: a token when the body is a usable token response (RFC 6749 §5.1)
+// labelled JSON, the error when the body is an error object, whatever its label, and otherwise a
+// *Error saying what was wrong.
+func (c *Client) success(e *Error, data []byte, sent time.Time) (*Token, error) {
+	if !isJSON(e.ContentType) {
+		if _, _, ok := errorObject(data); !ok {
+			e.Reason = "success response is not JSON"
+			e.Snippet = string(data)
+			return nil, e
+		}
 	}
 	tok, err := parseToken(data, sent, c.lifetimes())
 	if err != nil {
 		var oe *Error
 		if errors.As(err, &oe) {
-			oe.Status, oe.ContentType = e.Status, e.ContentType
+			oe.Status, oe.ContentType, oe.RetryAfter = e.Status, e.ContentType, e.RetryAfter
 			return nil, oe
 		}
 		e.Reason = "malformed token response: " + err.Error()
@@ -107,18 +116,31 @@ func (c *Client) token(ctx context.Context, tokenURL string, r Request) (*Token,
 	return tok, nil
 }
 
-// errorResponse fills e from an RFC 6749 §5.2 body, or with a redacted snippet of any other body.
+// errorResponse fills e from an RFC 6749 §5.2 error object, whatever the Content-Type said, or
+// with a redacted snippet of any other body.
 func errorResponse(e *Error, data []byte) error {
-	if r, err := parseFields(data); err == nil && isJSON(e.ContentType) {
-		if code, ok := jsonString(r["error"]); ok && code != "" {
-			e.Code = code
-			desc, _ := jsonString(r["error_description"])
-			e.Description = desc
-			return e
-		}
+	if code, desc, ok := errorObject(data); ok {
+		e.Code, e.Description = code, desc
+		return e
 	}
 	e.Snippet = string(data)
 	return e
+}
+
+// errorObject reads body as an RFC 6749 §5.2 error response: one JSON object (after optional
+// whitespace and a byte order mark) with a non-empty string "error" member. error_description is
+// read when it is a string. A gateway that relabels the server's answer (text/html, text/plain, no
+// Content-Type) does not change what the server said, so the label is not consulted.
+func errorObject(body []byte) (code, description string, ok bool) {
+	r, err := parseFields(body)
+	if err != nil {
+		return "", "", false
+	}
+	if code, ok = jsonString(r["error"]); !ok || code == "" {
+		return "", "", false
+	}
+	description, _ = jsonString(r["error_description"])
+	return code, description, true
 }
 
 func isJSON(contentType string) bool {

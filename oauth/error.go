@@ -22,10 +22,18 @@ const (
 	ErrInvalidScope         = "invalid_scope"
 )
 
-// Error is a response from the token endpoint that did not carry a usable token: an RFC 6749 §5.2
-// error response (Code set), or a response of another shape (Code empty, Snippet set). It never
-// holds a token, a secret or a code: the server's text passes through Redact, and the values the
-// request sent are removed from it.
+// Error is a response from the token endpoint that did not carry a usable token.
+//
+// The body decides Code: a body that is an RFC 6749 §5.2 error object (one JSON object with a
+// non-empty string "error" member) sets Code and Description whatever its Content-Type (a gateway
+// may relabel it text/html, or drop the header) and whatever the HTTP status, 2xx included. Any
+// other body leaves Code empty and is kept, redacted, in Snippet; Reason says what else was wrong.
+// Status stays the HTTP status and Temporary looks at it alone, so a 503 whose body says
+// invalid_grant is both Temporary and Code == ErrInvalidGrant: a caller that must not repeat a
+// refused grant branches on Code first.
+//
+// It never holds a token, a secret or a code: the server's text passes through Redact, and the
+// values the request sent are removed from it.
 type Error struct {
 	Status      int    // HTTP status code
 	Code        string // RFC 6749 §5.2 "error", e.g. "invalid_grant"; empty when the body had none; redacted unless shaped like a registered code
@@ -39,7 +47,7 @@ type Error struct {
 }
 
 // Temporary reports whether the same request may succeed later: 5xx, 429 and 408 responses.
-// Any other response is the server's considered answer.
+// Any other response is the server's considered answer. It reads Status only, not Code.
 func (e *Error) Temporary() bool {
 	return e.Status >= 500 || e.Status == http.StatusTooManyRequests || e.Status == http.StatusRequestTimeout
 }

@@ -37,8 +37,10 @@ type Token struct {
 type fields map[string]json.RawMessage
 
 // parseFields reads body as exactly one JSON object whose members each appear once: with a
-// member twice, which one the server meant is anyone's guess.
+// member twice, which one the server meant is anyone's guess. A UTF-8 byte order mark before it is
+// ignored (RFC 8259 §8.1), as is whitespace around it.
 func parseFields(body []byte) (fields, error) {
+	body = bytes.TrimPrefix(body, []byte("\xef\xbb\xbf"))
 	var f fields
 	if err := json.Unmarshal(body, &f); err != nil || f == nil {
 		return nil, errors.New("body is not a JSON object")
