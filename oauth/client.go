@@ -31,15 +31,23 @@ type Client struct {
 
 // Token makes one request to the token endpoint at tokenURL and returns the token it grants.
 //
-// Errors: a *Error for any HTTP response that is not a complete token (an RFC 6749 §5.2 error,
-// a non-JSON body, a redirect, an oversized body); a *TransportError when the request failed or the
-// response was cut short, so the server may have acted on it; otherwise (an incomplete Request) a
-// plain error, sent nowhere. No error text contains a secret, code or token.
+// Errors: a *PartialTokenError for a 2xx response whose access token cannot be used but which
+// carried a well-formed new refresh token, which the caller must store; a *Error for any other
+// HTTP response that is not a complete token (an RFC 6749 §5.2 error, a non-JSON body, a redirect,
+// an oversized body), also reachable with errors.As through a *PartialTokenError; a
+// *TransportError when the request failed or the response was cut short, so the server may have
+// acted on it; otherwise (an incomplete Request) a plain error, sent nowhere. No error text
+// contains a secret, code or token.
 func (c *Client) Token(ctx context.Context, tokenURL string, r Request) (*Token, error) {
 	tok, err := c.token(ctx, tokenURL, r)
+	sent := []string{r.ClientID, r.ClientSecret, r.RefreshToken, r.Code, r.CodeVerifier}
+	var pe *PartialTokenError
+	if errors.As(err, &pe) {
+		sent = append(sent, pe.RefreshToken)
+	}
 	var e *Error
-	if errors.As(err, &e) {
-		e.clean(r.ClientID, r.ClientSecret, r.RefreshToken, r.Code, r.CodeVerifier)
+	if errors.As(err, &e) { // through a *PartialTokenError too: its Err
+		e.clean(sent...)
 	}
 	return tok, err
 }
@@ -92,28 +100,36 @@ func (c *Client) token(ctx context.Context, tokenURL string, r Request) (*Token,
 }
 
 // success reads a 2xx response: a token when the body is a usable token response (RFC 6749 §5.1)
-// labelled JSON, the error when the body is an error object, whatever its label, and otherwise a
-// *Error saying what was wrong.
+// labelled JSON, and otherwise an error, filled with e's status and headers.
 func (c *Client) success(e *Error, data []byte, sent time.Time) (*Token, error) {
-	if !isJSON(e.ContentType) {
-		if _, _, ok := errorObject(data); !ok {
-			e.Reason = "success response is not JSON"
-			e.Snippet = string(data)
-			return nil, e
-		}
-	}
 	tok, err := parseToken(data, sent, c.lifetimes())
-	if err != nil {
-		var oe *Error
-		if errors.As(err, &oe) {
-			oe.Status, oe.ContentType, oe.RetryAfter = e.Status, e.ContentType, e.RetryAfter
-			return nil, oe
-		}
-		e.Reason = "malformed token response: " + err.Error()
-		e.Snippet = string(data)
-		return nil, e
+	if !isJSON(e.ContentType) {
+		tok, err = notJSON(data, tok, err)
 	}
-	return tok, nil
+	var oe *Error
+	if errors.As(err, &oe) {
+		oe.Status, oe.ContentType, oe.RetryAfter = e.Status, e.ContentType, e.RetryAfter
+	}
+	return tok, err
+}
+
+// notJSON judges a 2xx response whose Content-Type does not say JSON, from what parseToken made of
+// its body. The access token is refused; but an error object is still that error, and a new refresh
+// token is still kept, because a gateway's label does not change what the server did.
+func notJSON(data []byte, tok *Token, err error) (*Token, error) {
+	const reason = "success response is not JSON"
+	var pe *PartialTokenError
+	var oe *Error
+	switch {
+	case err == nil && tok.RefreshToken != "":
+		return nil, &PartialTokenError{Err: &Error{Reason: reason}, RefreshToken: tok.RefreshToken}
+	case errors.As(err, &pe):
+		pe.Err.Reason = reason
+		return nil, pe
+	case errors.As(err, &oe) && oe.Code != "":
+		return nil, oe
+	}
+	return nil, &Error{Reason: reason, Snippet: string(data)}
 }
 
 // errorResponse fills e from an RFC 6749 §5.2 error object, whatever the Content-Type said, or
@@ -132,14 +148,16 @@ func errorResponse(e *Error, data []byte) error {
 // read when it is a string. A gateway that relabels the server's answer (text/html, text/plain, no
 // Content-Type) does not change what the server said, so the label is not consulted.
 func errorObject(body []byte) (code, description string, ok bool) {
-	r, err := parseFields(body)
-	if err != nil {
+	r, twice, err := parseFields(body)
+	if err != nil || twice["error"] {
 		return "", "", false
 	}
 	if code, ok = jsonString(r["error"]); !ok || code == "" {
 		return "", "", false
 	}
-	description, _ = jsonString(r["error_description"])
+	if !twice["error_description"] {
+		description, _ = jsonString(r["error_description"])
+	}
 	return code, description, true
 }
 
