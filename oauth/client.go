@@ -31,15 +31,23 @@ type Client struct {
 
 // Token makes one request to the token endpoint at tokenURL and returns the token it grants.
 //
-// Errors: a *Error for any HTTP response that is not a complete token (an RFC 6749 §5.2 error,
-// a non-JSON body, a redirect, an oversized body); a *TransportError when the request failed or the
-// response was cut short, so the server may have acted on it; otherwise (an incomplete Request) a
-// plain error, sent nowhere. No error text contains a secret, code or token.
+// Errors: a *PartialTokenError for a 2xx response whose access token cannot be used but which
+// carried a well-formed new refresh token, which the caller must store; a *Error for any other
+// HTTP response that is not a complete token (an RFC 6749 §5.2 error, a non-JSON body, a redirect,
+// an oversized body), also reachable with errors.As through a *PartialTokenError; a
+// *TransportError when the request failed or the response was cut short, so the server may have
+// acted on it; otherwise (an incomplete Request) a plain error, sent nowhere. No error text
+// contains a secret, code or token.
 func (c *Client) Token(ctx context.Context, tokenURL string, r Request) (*Token, error) {
 	tok, err := c.token(ctx, tokenURL, r)
+	sent := []string{r.ClientID, r.ClientSecret, r.RefreshToken, r.Code, r.CodeVerifier}
+	var pe *PartialTokenError
+	if errors.As(err, &pe) {
+		sent = append(sent, pe.RefreshToken)
+	}
 	var e *Error
-	if errors.As(err, &e) {
-		e.clean(r.ClientID, r.ClientSecret, r.RefreshToken, r.Code, r.CodeVerifier)
+	if errors.As(err, &e) { // through a *PartialTokenError too: its Err
+		e.clean(sent...)
 	}
 	return tok, err
 }
@@ -83,42 +91,74 @@ func (c *Client) token(ctx context.Context, tokenURL string, r Request) (*Token,
 	case int64(len(data)) > limit:
 		e.Reason = fmt.Sprintf("body longer than %d bytes", limit)
 		return nil, e
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		return c.success(e, data, sent)
 	case resp.StatusCode >= 300 && resp.StatusCode < 400:
 		e.Reason = "redirect not followed"
-		return nil, e
-	case resp.StatusCode < 200 || resp.StatusCode >= 300:
-		return nil, errorResponse(e, data)
-	case !isJSON(e.ContentType):
-		e.Reason = "success response is not JSON"
-		e.Snippet = string(data)
-		return nil, e
 	}
-	tok, err := parseToken(data, sent, c.lifetimes())
-	if err != nil {
-		var oe *Error
-		if errors.As(err, &oe) {
-			oe.Status, oe.ContentType = e.Status, e.ContentType
-			return nil, oe
-		}
-		e.Reason = "malformed token response: " + err.Error()
-		e.Snippet = string(data)
-		return nil, e
-	}
-	return tok, nil
+	return nil, errorResponse(e, data)
 }
 
-// errorResponse fills e from an RFC 6749 §5.2 body, or with a redacted snippet of any other body.
+// success reads a 2xx response: a token when the body is a usable token response (RFC 6749 §5.1)
+// labelled JSON, and otherwise an error, filled with e's status and headers.
+func (c *Client) success(e *Error, data []byte, sent time.Time) (*Token, error) {
+	tok, err := parseToken(data, sent, c.lifetimes())
+	if !isJSON(e.ContentType) {
+		tok, err = notJSON(data, tok, err)
+	}
+	var oe *Error
+	if errors.As(err, &oe) {
+		oe.Status, oe.ContentType, oe.RetryAfter = e.Status, e.ContentType, e.RetryAfter
+	}
+	return tok, err
+}
+
+// notJSON judges a 2xx response whose Content-Type does not say JSON, from what parseToken made of
+// its body. The access token is refused; but an error object is still that error, and a new refresh
+// token is still kept, because a gateway's label does not change what the server did.
+func notJSON(data []byte, tok *Token, err error) (*Token, error) {
+	const reason = "success response is not JSON"
+	var pe *PartialTokenError
+	var oe *Error
+	switch {
+	case err == nil && tok.RefreshToken != "":
+		return nil, &PartialTokenError{Err: &Error{Reason: reason}, RefreshToken: tok.RefreshToken}
+	case errors.As(err, &pe):
+		pe.Err.Reason = reason
+		return nil, pe
+	case errors.As(err, &oe) && oe.Code != "":
+		return nil, oe
+	}
+	return nil, &Error{Reason: reason, Snippet: string(data)}
+}
+
+// errorResponse fills e from an RFC 6749 §5.2 error object, whatever the Content-Type said, or
+// with a redacted snippet of any other body.
 func errorResponse(e *Error, data []byte) error {
-	if r, err := parseFields(data); err == nil && isJSON(e.ContentType) {
-		if code, ok := jsonString(r["error"]); ok && code != "" {
-			e.Code = code
-			desc, _ := jsonString(r["error_description"])
-			e.Description = desc
-			return e
-		}
+	if code, desc, ok := errorObject(data); ok {
+		e.Code, e.Description = code, desc
+		return e
 	}
 	e.Snippet = string(data)
 	return e
+}
+
+// errorObject reads body as an RFC 6749 §5.2 error response: one JSON object (after optional
+// whitespace and a byte order mark) with a non-empty string "error" member. error_description is
+// read when it is a string. A gateway that relabels the server's answer (text/html, text/plain, no
+// Content-Type) does not change what the server said, so the label is not consulted.
+func errorObject(body []byte) (code, description string, ok bool) {
+	r, twice, err := parseFields(body)
+	if err != nil || twice["error"] {
+		return "", "", false
+	}
+	if code, ok = jsonString(r["error"]); !ok || code == "" {
+		return "", "", false
+	}
+	if !twice["error_description"] {
+		description, _ = jsonString(r["error_description"])
+	}
+	return code, description, true
 }
 
 func isJSON(contentType string) bool {

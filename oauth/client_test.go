@@ -38,6 +38,9 @@ func (e *endpoint) start(t *testing.T) string {
 			w.Header()[k] = v
 		}
 		w.Header().Set("Content-Type", e.contentType)
+		if e.contentType == "" {
+			w.Header()["Content-Type"] = nil // no Content-Type at all, not even a sniffed one
+		}
 		w.WriteHeader(e.status)
 		io.WriteString(w, e.body)
 	}))

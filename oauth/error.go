@@ -22,15 +22,23 @@ const (
 	ErrInvalidScope         = "invalid_scope"
 )
 
-// Error is a response from the token endpoint that did not carry a usable token: an RFC 6749 §5.2
-// error response (Code set), or a response of another shape (Code empty, Snippet set). It never
-// holds a token, a secret or a code: the server's text passes through Redact, and the values the
-// request sent are removed from it.
+// Error is a response from the token endpoint that did not carry a usable token.
+//
+// The body decides Code: a body that is an RFC 6749 §5.2 error object (one JSON object with a
+// non-empty string "error" member) sets Code and Description whatever its Content-Type (a gateway
+// may relabel it text/html, or drop the header) and whatever the HTTP status, 2xx included. Any
+// other body leaves Code empty and is kept, redacted, in Snippet; Reason says what else was wrong.
+// Status stays the HTTP status and Temporary looks at it alone, so a 503 whose body says
+// invalid_grant is both Temporary and Code == ErrInvalidGrant: a caller that must not repeat a
+// refused grant branches on Code first.
+//
+// It never holds a token, a secret or a code: the server's text passes through Redact, and the
+// values the request sent are removed from it.
 type Error struct {
 	Status      int    // HTTP status code
-	Code        string // RFC 6749 §5.2 "error", e.g. "invalid_grant"; empty when the body had none
+	Code        string // RFC 6749 §5.2 "error", e.g. "invalid_grant"; empty when the body had none; redacted unless shaped like a registered code
 	Description string // RFC 6749 §5.2 "error_description", redacted
-	ContentType string // the response's Content-Type header
+	ContentType string // the response's Content-Type header: media type as sent, parameters redacted, at most 100 bytes
 	Snippet     string // the start of a body that was not an RFC 6749 error, redacted
 	Reason      string // what was wrong with a response that was not an error response
 	// RetryAfter is how long the server asked the client to wait (Retry-After, or Stora's
@@ -39,7 +47,7 @@ type Error struct {
 }
 
 // Temporary reports whether the same request may succeed later: 5xx, 429 and 408 responses.
-// Any other response is the server's considered answer.
+// Any other response is the server's considered answer. It reads Status only, not Code.
 func (e *Error) Temporary() bool {
 	return e.Status >= 500 || e.Status == http.StatusTooManyRequests || e.Status == http.StatusRequestTimeout
 }
@@ -116,17 +124,41 @@ func (e *Error) clean(values ...string) {
 	}
 	// The longest forms first, so that no form leaves a piece of a longer one.
 	sort.Slice(forms, func(i, j int) bool { return len(forms[i]) > len(forms[j]) })
-	for _, f := range []*string{&e.Code, &e.Description, &e.Snippet, &e.Reason} {
+	for _, f := range []*string{&e.Code, &e.Description, &e.Snippet, &e.Reason, &e.ContentType} {
 		for _, v := range forms {
 			*f = strings.ReplaceAll(*f, v, "[redacted]")
 		}
 	}
-	e.Code = Redact(e.Code, 64)
+	if !errorCode.MatchString(e.Code) {
+		e.Code = Redact(e.Code, 64)
+	}
 	e.Description = Redact(e.Description, 200)
 	e.Snippet = Redact(e.Snippet, 120)
-	if len(e.Reason) > 300 { // the job's own words, with server text already redacted where quoted
-		e.Reason = strings.ToValidUTF8(e.Reason[:300], "")
+	e.Reason = Redact(e.Reason, 300) // the job's own words, quoting server text already redacted
+	e.ContentType = cleanContentType(e.ContentType)
+}
+
+// errorCode is the shape of the error codes RFC 6749 §5.2 and the IANA OAuth Extensions Error
+// registry define: lower-case words joined by underscores, at most 64 bytes. No word reaches the 16
+// characters of a token-like run, so a code of this shape is kept as sent, and
+// "unsupported_grant_type" stays comparable with ErrUnsupportedGrantType.
+var errorCode = regexp.MustCompile(`^[a-z]{1,15}(_[a-z]{1,15}){0,5}$`)
+
+// mediaType is a type/subtype pair as RFC 6838 §4.2 names them.
+var mediaType = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}$`)
+
+// cleanContentType keeps a Content-Type's media type, which names a format (and whose
+// "application/json" would itself look like a token), and redacts the parameters after it like
+// other server text; the whole is cut to 100 bytes.
+func cleanContentType(ct string) string {
+	mt, params, found := strings.Cut(ct, ";")
+	if !mediaType.MatchString(strings.TrimSpace(mt)) {
+		return Redact(ct, 100)
 	}
+	if found {
+		mt += ";" + Redact(params, 100)
+	}
+	return cut(mt, 100)
 }
 
 // tokenLike matches runs that could be a token, a secret or a code: 16 or more characters of the
@@ -134,12 +166,19 @@ func (e *Error) clean(values ...string) {
 // tokens among them.
 var tokenLike = regexp.MustCompile(`[A-Za-z0-9_\-\.~+/=]{16,}`)
 
-// Redact returns s, cut to max bytes, with every token-like run replaced by "[redacted]".
-// It is applied to any server text that goes into an error or a log line.
+// Redact returns s with every token-like run replaced by "[redacted]", then cut to at most max
+// bytes of valid UTF-8. Redacting first matters: a token cut before it is matched would leave up to
+// 15 of its characters, too few to look like a token. It is applied to any server text that goes
+// into an error or a log line.
 func Redact(s string, max int) string {
-	if len(s) > max {
-		s = s[:max]
+	return cut(tokenLike.ReplaceAllString(strings.ToValidUTF8(s, ""), "[redacted]"), max)
+}
+
+// cut returns s cut to at most max bytes, without the piece of a rune the cut splits. It never
+// removes secrets: only text already redacted may be cut.
+func cut(s string, max int) string {
+	if len(s) <= max {
+		return s
 	}
-	s = strings.ToValidUTF8(s, "")
-	return tokenLike.ReplaceAllString(s, "[redacted]")
+	return strings.ToValidUTF8(s[:max], "")
 }

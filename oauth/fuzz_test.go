@@ -1,6 +1,7 @@
 package oauth
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -8,7 +9,9 @@ import (
 
 // FuzzParseToken feeds arbitrary bodies to the token response parser. Whatever the body, it must
 // not panic, and a token it accepts must be complete and plausible: a printable access token, type
-// Bearer, an expiry after the request and no later than the cap. Seeds: testdata/fuzz/FuzzParseToken.
+// Bearer, an expiry after the request and no later than the cap. A refresh token it salvages from a
+// refused response must be printable and not blank, and must not show in the error once cleaned.
+// Seeds: testdata/fuzz/FuzzParseToken.
 func FuzzParseToken(f *testing.F) {
 	for _, s := range []string{
 		`{"access_token":"at","token_type":"Bearer","expires_in":7200,"refresh_token":"rt","scope":"public.contact:read","created_at":1740235260}`,
@@ -17,6 +20,9 @@ func FuzzParseToken(f *testing.F) {
 		`{"error":"invalid_grant","error_description":"revoked"}`,
 		`{"access_token":"at","token_type":"Bearer","scope":["a","b"],"refresh_token":null}`,
 		`<html>maintenance</html>`,
+		`{"access_token":"at","token_type":"mac","expires_in":7200,"refresh_token":"bs51F__fUJgkQg2CjU8MyOHiQGhMupneZBkVfyefJYU"}`,
+		`{"access_token":"at","token_type":"Bearer","refresh_token":"a","refresh_token":"b"}`,
+		"\uFEFF{\"error\":\"invalid_grant\"}",
 		``,
 	} {
 		f.Add([]byte(s))
@@ -27,6 +33,16 @@ func FuzzParseToken(f *testing.F) {
 		if err != nil {
 			if tok != nil {
 				t.Fatalf("a token and an error")
+			}
+			var pe *PartialTokenError
+			if errors.As(err, &pe) {
+				if !validToken(pe.RefreshToken) || pe.Err == nil || pe.Err.Snippet != "" {
+					t.Fatalf("partial %#v keeps refresh token %q", pe, pe.RefreshToken)
+				}
+				pe.Err.clean(pe.RefreshToken)
+				if tokenLike.MatchString(pe.RefreshToken) && strings.Contains(err.Error(), pe.RefreshToken) {
+					t.Fatalf("error %q shows the refresh token", err)
+				}
 			}
 			return
 		}

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -36,12 +38,14 @@ type Token struct {
 // struct decoding would take "Access_Token" for "access_token".
 type fields map[string]json.RawMessage
 
-// parseFields reads body as exactly one JSON object whose members each appear once: with a
-// member twice, which one the server meant is anyone's guess.
-func parseFields(body []byte) (fields, error) {
-	var f fields
+// parseFields reads body as exactly one JSON object, and returns its members with the names of
+// those that appear more than once: of two values, which one the server meant is anyone's guess,
+// so a caller must not use such a member. A UTF-8 byte order mark before the object is ignored
+// (RFC 8259 §8.1), as is whitespace around it.
+func parseFields(body []byte) (f fields, twice map[string]bool, err error) {
+	body = bytes.TrimPrefix(body, []byte("\xef\xbb\xbf"))
 	if err := json.Unmarshal(body, &f); err != nil || f == nil {
-		return nil, errors.New("body is not a JSON object")
+		return nil, nil, errors.New("body is not a JSON object")
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.Token() // {
@@ -53,7 +57,10 @@ func parseFields(body []byte) (fields, error) {
 		}
 		name, _ := k.(string)
 		if seen[name] {
-			return nil, fmt.Errorf("member %q appears twice", Redact(name, 40))
+			if twice == nil {
+				twice = map[string]bool{}
+			}
+			twice[name] = true
 		}
 		seen[name] = true
 		var skip json.RawMessage
@@ -61,7 +68,7 @@ func parseFields(body []byte) (fields, error) {
 			break
 		}
 	}
-	return f, nil
+	return f, twice, nil
 }
 
 // Lifetimes bound what the client believes about expires_in.
@@ -74,17 +81,47 @@ type Lifetimes struct {
 	Max time.Duration
 }
 
-// parseToken turns a 2xx JSON body into a Token. sent is when the request was sent.
-// It returns a *Error (Reason set) when the body is not a complete, plausible token response.
+// parseToken turns a 2xx JSON body into a Token (RFC 6749 §5.1). sent is when the request was
+// sent. Errors, with Status left for the caller to fill: a *Error with Code set when the body has an
+// error member; a *PartialTokenError when the access token part cannot be used but a well-formed
+// new refresh token came with it; otherwise a *Error with Reason and Snippet set.
 func parseToken(body []byte, sent time.Time, life Lifetimes) (*Token, error) {
-	r, err := parseFields(body)
+	r, twice, err := parseFields(body)
 	if err != nil {
-		return nil, err
+		return nil, &Error{Reason: "malformed token response: " + err.Error(), Snippet: string(body)}
 	}
-	if !isNull(r["error"]) {
-		code, _ := jsonString(r["error"])
-		desc, _ := jsonString(r["error_description"])
-		return nil, &Error{Code: code, Description: desc, Reason: "error member in a success response"}
+	if !isNull(r["error"]) || twice["error"] {
+		e := &Error{Reason: "error member in a success response"}
+		e.Code, e.Description, _ = errorObject(body)
+		return nil, e
+	}
+	t, err := tokenFields(r, twice, sent, life)
+	if err == nil {
+		return t, nil
+	}
+	e := &Error{Reason: "malformed token response: " + err.Error()}
+	if rt, ok := newRefreshToken(r, twice); ok {
+		return nil, &PartialTokenError{Err: e, RefreshToken: rt} // no snippet: the body holds the token
+	}
+	e.Snippet = string(body)
+	return nil, e
+}
+
+// newRefreshToken returns the response's refresh_token when it can be stored even though the rest
+// of the response is refused: a JSON string of printable ASCII, not blank, appearing once.
+func newRefreshToken(r fields, twice map[string]bool) (string, bool) {
+	if twice["refresh_token"] {
+		return "", false
+	}
+	rt, ok := jsonString(r["refresh_token"])
+	return rt, ok && validToken(rt)
+}
+
+// tokenFields checks a token response's members and normalises them into a Token.
+func tokenFields(r fields, twice map[string]bool, sent time.Time, life Lifetimes) (*Token, error) {
+	if len(twice) > 0 {
+		first := slices.Sorted(maps.Keys(twice))[0]
+		return nil, fmt.Errorf("member %q appears twice", Redact(first, 40))
 	}
 	var t Token
 	var ok bool
