@@ -391,7 +391,7 @@ func TestDaemonLogsInAgainWhenItsVaultTokenExpires(t *testing.T) {
 	if err := c.Sys().EnableAuthWithOptions("approle", &api.EnableAuthOptions{Type: "approle"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Sys().PutPolicy("rotator", `path "secret/data/*" { capabilities = ["create", "read", "update"] }
+	if err := c.Sys().PutPolicy("rotator", `path "secret/data/*" { capabilities = ["create", "read", "update", "patch"] }
 path "secret/metadata/*" { capabilities = ["read", "patch"] }
 path "sys/internal/ui/mounts/*" { capabilities = ["read"] }`); err != nil {
 		t.Fatal(err)

@@ -113,14 +113,12 @@ func TestPolicies(t *testing.T) {
 		allowed := map[string]func() error{
 			"read a credential secret": func() error { _, err := kv.Get(ctx, "stora/partner"); return err },
 			"read a connection":        func() error { _, err := kv.Get(ctx, "stora/fleet/connections/operator-1"); return err },
-			"update a credential secret (check-and-set)": func() error {
+			"patch a credential secret (check-and-set)": func() error {
 				s, err := kv.Get(ctx, "stora/partner")
 				if err != nil {
 					return err
 				}
-				data := s.Data
-				data["refresh_token"] = "p-rt-2"
-				_, err = kv.Put(ctx, "stora/partner", data, api.WithCheckAndSet(s.VersionMetadata.Version))
+				_, err = kv.Patch(ctx, "stora/partner", map[string]any{"refresh_token": "p-rt-2"}, api.WithCheckAndSet(s.VersionMetadata.Version))
 				return err
 			},
 			"patch a credential secret's metadata": func() error {
@@ -156,6 +154,10 @@ func TestPolicies(t *testing.T) {
 		refused := map[string]func() error{
 			"create a credential secret": func() error {
 				_, err := kv.Put(ctx, "stora/new", map[string]any{"client_id": "x"})
+				return err
+			},
+			"replace a credential secret whole (a put could bring back a deleted one)": func() error {
+				_, err := kv.Put(ctx, "stora/acme", map[string]any{"client_id": "x"})
 				return err
 			},
 			"delete a credential secret": func() error { return kv.Delete(ctx, "stora/acme") },

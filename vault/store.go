@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -170,6 +171,42 @@ func (s *Store) Write(ctx context.Context, path string, data map[string]any, ver
 	return kv.VersionMetadata.Version, nil
 }
 
+// Update changes the existing secret at path: each key of changes is set to its value, a nil value
+// removes the key, and every other key is kept (a JSON merge patch, RFC 7386). On KV v2 it is
+// check-and-set on version and, unlike Write, never brings back a secret deleted since it was
+// read: when the latest version is deleted or destroyed, or the secret is gone, nothing is written
+// and the error matches ErrNotFound. It needs the patch capability on the data path. On KV v1,
+// which has neither versions nor patch, it reads the secret and writes it whole.
+// Errors: ErrVersionMismatch or ErrNotFound (wrapped); otherwise Vault's error, wrapped.
+func (s *Store) Update(ctx context.Context, path string, changes map[string]any, version int) (int, error) {
+	if s.version == 1 {
+		cur, err := s.Read(ctx, path)
+		if err != nil {
+			return 0, err
+		}
+		for k, v := range changes {
+			if v == nil {
+				delete(cur.Data, k)
+			} else {
+				cur.Data[k] = v
+			}
+		}
+		return s.Write(ctx, path, cur.Data, 0)
+	}
+	var kv *api.KVSecret
+	err := s.withLogin(ctx, func() (err error) {
+		kv, err = s.client.KVv2(s.mount).Patch(ctx, path, changes, api.WithCheckAndSet(version))
+		return err
+	})
+	if err != nil {
+		return 0, s.wrap("update", path, err)
+	}
+	if kv == nil || kv.VersionMetadata == nil {
+		return 0, nil
+	}
+	return kv.VersionMetadata.Version, nil
+}
+
 // SetStatus merges fields into the KV v2 secret's custom metadata, where operators read a client's
 // state without it reaching the data apps read; a field set to "" is removed. On KV v1, which has
 // no custom metadata, it does nothing.
@@ -232,8 +269,9 @@ func (s *Store) List(ctx context.Context, prefix string) ([]string, error) {
 }
 
 // Writable reports, from Vault's capabilities endpoint, whether the job's token may write the
-// secret at path: update for a secret that exists, create for one that does not; and, with status,
-// patch its metadata (KV v2), where the rotation state is recorded. It asks before any token
+// secret at path: update for a secret that exists, create for one that does not. With status the
+// secret is a credential secret: the job changes it with Update (patch on KV v2, update on KV v1)
+// and records the rotation state in its metadata (patch, KV v2). It asks before any token
 // request, so a read-only policy costs no refresh token. It answers from what PrefetchCapabilities
 // learnt when it can, and otherwise asks in one request for both paths.
 func (s *Store) Writable(ctx context.Context, path string, exists, status bool) error {
@@ -244,6 +282,9 @@ func (s *Store) Writable(ctx context.Context, path string, exists, status bool) 
 	}
 	if status && s.version == 2 {
 		need[meta] = "patch"
+		if exists {
+			need[data] = "patch"
+		}
 	}
 	caps := map[string][]string{}
 	var ask []string
@@ -265,7 +306,8 @@ func (s *Store) Writable(ctx context.Context, path string, exists, status bool) 
 			caps[p] = c
 		}
 	}
-	for p, want := range need {
+	for _, p := range slices.Sorted(maps.Keys(need)) { // data before metadata: one answer each time
+		want := need[p]
 		if !slices.Contains(caps[p], want) && !slices.Contains(caps[p], "root") {
 			return fmt.Errorf("vault policy does not allow %s on %s (capabilities: %s)", want, p, strings.Join(caps[p], ", "))
 		}

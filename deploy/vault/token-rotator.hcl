@@ -6,11 +6,12 @@
 # Nothing here can delete, destroy or list outside the connection prefixes, or read another path.
 # Another mount than `secret`: replace `secret/` in every path.
 
-# Credential secrets, and every connection below a client's `connections` prefix: read; update
-# (the claim, then the new refresh token, check-and-set). No `create`: the job never creates a
-# credential secret; a missing one is an error before any token request.
+# Credential secrets, and every connection below a client's `connections` prefix: read; patch
+# (the claim, then the new refresh token: a check-and-set patch, which Vault refuses once the
+# secret is deleted, so a connection deleted mid-rotation stays deleted). No `create` or `update`:
+# the job never creates a credential secret, nor replaces one whole.
 path "secret/data/stora/*" {
-  capabilities = ["read", "update"]
+  capabilities = ["read", "patch"]
 }
 
 # Their custom metadata, where the job records each client's state (rotator_status, ...): patch.
