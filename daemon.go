@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -15,16 +16,30 @@ import (
 // daemon runs a pass at once and then on the configured schedule until ctx is cancelled. On
 // cancellation it stops scheduling and waits for a pass in flight to finish its write-back.
 // It returns errClientsFailed when the last pass had a failed client.
+//
+// A pass in which the token endpoint handed back an access token already stored (token reuse)
+// also schedules one extra pass just after that token expires, when the schedule would not run
+// before then: the server issues a new token only once the old one is gone, and apps would
+// otherwise hold an expired token until the next scheduled run.
 func daemon(ctx context.Context, pass func(context.Context) []rotate.Result, cfg *config.Config, logger *slog.Logger) error {
 	cl := cronLogger{logger}
 	var lastFailed atomic.Bool
-	job := cron.NewChain(cron.Recover(cl), cron.SkipIfStillRunning(cl)).Then(cron.FuncJob(func() {
-		lastFailed.Store(rotate.AnyFailed(pass(ctx)))
-		if ctx.Err() == nil {
-			logger.Info("next pass", "at", cfg.Cron.Next(time.Now()).UTC(), "schedule", cfg.Schedule)
-		}
-	}))
 	c := cron.New(cron.WithLogger(cl), cron.WithLocation(time.UTC))
+	extra := &extraPasses{}
+	var job cron.Job
+	job = cron.NewChain(cron.Recover(cl), cron.SkipIfStillRunning(cl)).Then(cron.FuncJob(func() {
+		results := pass(ctx)
+		lastFailed.Store(rotate.AnyFailed(results))
+		if ctx.Err() != nil {
+			return
+		}
+		next := cfg.Cron.Next(time.Now())
+		if at, ok := afterReusedExpiry(results, next); ok && extra.add(at) {
+			c.Schedule(onceAt(at), job)
+			logger.Info("extra pass when a reused access token expires", "at", at.UTC(), "next_scheduled", next.UTC())
+		}
+		logger.Info("next pass", "at", next.UTC(), "schedule", cfg.Schedule)
+	}))
 	c.Schedule(cfg.Cron, job)
 	logger.Info("daemon started", "schedule", cfg.Schedule)
 	job.Run()
@@ -36,4 +51,58 @@ func daemon(ctx context.Context, pass func(context.Context) []rotate.Result, cfg
 		return errClientsFailed
 	}
 	return nil
+}
+
+// reusedMargin is how long after a reused access token's expiry the extra pass runs: the token
+// endpoint must see the old token as expired, or it hands it back again.
+const reusedMargin = 5 * time.Second
+
+// afterReusedExpiry returns when an extra pass should run: just after the earliest expiry of an
+// access token the token endpoint handed back unchanged in results, if that comes before next,
+// the schedule's next run.
+func afterReusedExpiry(results []rotate.Result, next time.Time) (time.Time, bool) {
+	var at time.Time
+	for _, r := range results {
+		if r.Outcome == rotate.Reused && !r.ExpiresAt.IsZero() && (at.IsZero() || r.ExpiresAt.Before(at)) {
+			at = r.ExpiresAt
+		}
+	}
+	if at.IsZero() {
+		return time.Time{}, false
+	}
+	at = at.Add(reusedMargin)
+	return at, at.Before(next)
+}
+
+// extraPasses remembers the extra passes scheduled, so that each instant is scheduled once.
+type extraPasses struct {
+	mu sync.Mutex
+	at map[time.Time]bool
+}
+
+// add reports whether at is new, and remembers it.
+func (e *extraPasses) add(at time.Time) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	at = at.Truncate(time.Second)
+	if e.at[at] {
+		return false
+	}
+	if e.at == nil {
+		e.at = map[time.Time]bool{}
+	}
+	e.at[at] = true
+	return true
+}
+
+// onceAt is a cron.Schedule that fires once, at the instant it holds (robfig/cron runs an entry
+// whose next time is zero never again).
+type onceAt time.Time
+
+// Next is the instant, if t is before it; zero after.
+func (o onceAt) Next(t time.Time) time.Time {
+	if t.Before(time.Time(o)) {
+		return time.Time(o)
+	}
+	return time.Time{}
 }

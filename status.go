@@ -40,8 +40,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	states := job.rotator.Report(ctx, next)
 	bad := false
 	for _, s := range states {
-		bad = bad || s.ExpiresBeforeNextRun || s.Problem != "" ||
-			s.Status == rotate.StatusReauthorizationRequired || s.Status == rotate.StatusRotationLost
+		bad = bad || s.ExpiresBeforeNextRun || s.Problem != "" || s.Stuck()
 	}
 	if *output == "json" {
 		enc := json.NewEncoder(stdout)

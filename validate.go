@@ -29,7 +29,9 @@ func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fmt.Fprintf(stdout, "vault login (%s), mount %s (KV v%d): ok\n", job.cfg.Vault.Auth.Method, job.cfg.Vault.KVMount, job.store.KVVersion())
 	failed := 0
 	for _, c := range job.rotator.Validate(ctx) {
-		if c.Problem == "" {
+		if c.Problem == "" && c.Note != "" {
+			fmt.Fprintf(stdout, "%s: ok (%s)\n", c.Name, c.Note)
+		} else if c.Problem == "" {
 			fmt.Fprintf(stdout, "%s: ok\n", c.Name)
 		} else {
 			failed++

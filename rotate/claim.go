@@ -18,11 +18,17 @@ import (
 // writes are check-and-set.
 const keyClaim = "rotation_claim"
 
-// claim is the value under keyClaim, stored as a JSON string.
+// claim is the value under keyClaim, stored as a JSON string. It names the process and the target:
+// two targets of one process that somehow shared a secret must not take each other's claim for
+// their own.
 type claim struct {
 	Holder  string    `json:"holder"`
+	Target  string    `json:"target,omitempty"`
 	Expires time.Time `json:"expires"`
 }
+
+// claimant is who claims: this process (holder), rotating one target.
+type claimant struct{ holder, target string }
 
 // claimOf returns the claim in a secret's data, or nil when there is none or it is unreadable
 // (an unreadable claim is treated as none, so a hand edit cannot block a client for ever).
@@ -38,63 +44,80 @@ func claimOf(data map[string]any) *claim {
 	return &c
 }
 
-// heldElsewhere reports whether data carries a live claim by another holder.
-func heldElsewhere(data map[string]any, holder string, now time.Time) bool {
+// is reports whether the claim is who's.
+func (c *claim) is(who claimant) bool { return c.Holder == who.holder && c.Target == who.target }
+
+// heldElsewhere reports whether data carries a live claim by anyone but who.
+func heldElsewhere(data map[string]any, who claimant, now time.Time) bool {
 	c := claimOf(data)
-	return c != nil && c.Holder != holder && now.Before(c.Expires)
+	return c != nil && !c.is(who) && now.Before(c.Expires)
 }
 
-// withClaim returns a copy of data with holder's claim, valid for ttl from now.
-func withClaim(data map[string]any, holder string, now time.Time, ttl time.Duration) map[string]any {
-	b, _ := json.Marshal(claim{Holder: holder, Expires: now.Add(ttl).UTC()})
-	d := clone(data)
-	d[keyClaim] = string(b)
-	return d
+// claimValue is who's claim, valid for ttl from now, as stored under keyClaim.
+func claimValue(who claimant, now time.Time, ttl time.Duration) string {
+	b, _ := json.Marshal(claim{Holder: who.holder, Target: who.target, Expires: now.Add(ttl).UTC()})
+	return string(b)
 }
 
-// dropClaim removes holder's own claim from data, in place; another holder's stays.
-func dropClaim(data map[string]any, holder string) {
-	if c := claimOf(data); c != nil && c.Holder == holder {
-		delete(data, keyClaim)
-	} else if c == nil {
-		delete(data, keyClaim) // unreadable: nobody's
+// dropsClaim reports whether a write-back by who removes the claim in data: its own, or an
+// unreadable one (nobody's). Another's live or lapsed claim stays.
+func dropsClaim(data map[string]any, who claimant) bool {
+	if _, ok := data[keyClaim]; !ok {
+		return false
 	}
+	c := claimOf(data)
+	return c == nil || c.is(who)
 }
 
-// claim writes this process's claim to the credential secret, check-and-set on the version read,
-// and returns the secret as claimed. elsewhere is set when another process won the race.
-func (r *Rotator) claim(ctx context.Context, path string, secret *vault.Secret) (claimed *vault.Secret, elsewhere bool, err error) {
-	data := withClaim(secret.Data, r.holder(), r.now(), orDefault(r.ClaimTTL, 15*time.Minute))
-	v, err := r.Store.Write(ctx, path, data, secret.Version)
+// errGone is a credential secret deleted (or its latest version deleted) while its rotation was
+// under way: an operator offboarding it. It stays deleted.
+var errGone = errors.New("secret deleted during its rotation")
+
+// claim writes who's claim to the credential secret, check-and-set on the version read, and
+// returns the secret as claimed. elsewhere is set when another process won the race; errGone when
+// the secret was deleted since it was read.
+func (r *Rotator) claim(ctx context.Context, path string, secret *vault.Secret, who claimant) (claimed *vault.Secret, elsewhere bool, err error) {
+	value := claimValue(who, r.now(), orDefault(r.ClaimTTL, DefaultClaimTTL))
+	v, err := r.Store.Update(ctx, path, map[string]any{keyClaim: value}, secret.Version)
 	if errors.Is(err, vault.ErrVersionMismatch) {
 		// Lost the race, or won it and lost the answer: the client retried a write that had
 		// landed. Only the secret as it is now can tell.
 		now, rerr := r.Store.Read(ctx, path)
-		if rerr != nil {
+		if errors.Is(rerr, vault.ErrNotFound) {
+			return nil, false, errGone
+		} else if rerr != nil {
 			return nil, false, rerr
 		}
-		if c := claimOf(now.Data); c != nil && c.Holder == r.holder() && now.Version == secret.Version+1 {
+		if c := claimOf(now.Data); c != nil && c.is(who) && now.Version == secret.Version+1 {
 			return now, false, nil
 		}
 		return nil, true, nil
 	}
+	if errors.Is(err, vault.ErrNotFound) {
+		return nil, false, errGone
+	}
 	if err != nil {
 		return nil, false, err
 	}
+	data := clone(secret.Data)
+	data[keyClaim] = value
 	return &vault.Secret{Data: data, Version: v, Metadata: secret.Metadata}, false, nil
 }
 
-// release removes this process's claim after a failed grant, check-and-set on the claimed version,
-// and returns the secret's version afterwards. A failure is logged: the claim then lapses at its
-// expiry.
-func (r *Rotator) release(ctx context.Context, path string, claimed *vault.Secret) int {
-	d := clone(claimed.Data)
-	dropClaim(d, r.holder())
+// release removes who's claim after a grant that spent nothing or failed, check-and-set on the
+// claimed version, and returns the secret's version afterwards. A failure is logged: the claim
+// then lapses at its expiry.
+func (r *Rotator) release(ctx context.Context, path string, claimed *vault.Secret, who claimant) int {
+	if !dropsClaim(claimed.Data, who) {
+		return claimed.Version
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	v, err := r.Store.Write(ctx, path, d, claimed.Version)
+	v, err := r.Store.Update(ctx, path, map[string]any{keyClaim: nil}, claimed.Version)
 	if err != nil {
-		r.logger().Warn("could not release claim; it lapses at its expiry", "path", path, "error", err.Error())
+		if !errors.Is(err, vault.ErrNotFound) {
+			r.logger().Warn("could not release claim; it lapses at its expiry", "path", path, "error", err.Error())
+		}
 		return claimed.Version
 	}
 	return v

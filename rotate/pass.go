@@ -22,7 +22,7 @@ func (r *Rotator) Pass(ctx context.Context) []Result {
 	r.sharedMu.Unlock()
 	ts, results := r.targets(ctx, r.Shard)
 	for _, res := range results { // prefixes that could not be listed
-		r.finish(res, "", 0)
+		r.finish(res, map[bool]string{true: "shutting down"}[res.Outcome == Skipped], 0)
 	}
 	r.prefetch(ctx, ts)
 	startCtx := ctx // when it is done, no further target starts
@@ -153,7 +153,13 @@ func (r *Rotator) summary(results []Result, took time.Duration) {
 	}
 	attrs := []any{"targets", len(results), "rotated", n[Rotated], "not_due", n[NotDue],
 		"claimed_elsewhere", n[ClaimedElsewhere], "rotated_elsewhere", n[RotatedElsewhere],
-		"failed", n[Failed], "skipped", n[Skipped], "duration", took.Round(time.Millisecond).String()}
+		"failed", n[Failed], "skipped", n[Skipped]}
+	for _, o := range []Outcome{Reused, Deleted, AccessTokenRefused} { // rare: named only when seen
+		if n[o] > 0 {
+			attrs = append(attrs, string(o), n[o])
+		}
+	}
+	attrs = append(attrs, "duration", took.Round(time.Millisecond).String())
 	if r.DryRun {
 		attrs = append(attrs, "dry_run", n[DryRun])
 	}
@@ -186,6 +192,13 @@ func (r *Rotator) log(res Result, why string) {
 	case Failed:
 		level, msg = slog.LevelError, "rotation failed"
 		attrs = append(attrs, slog.String("error", res.Err.Error()))
+	case AccessTokenRefused:
+		level, msg = slog.LevelError, "refresh token stored, access token refused"
+		attrs = append(attrs, slog.String("error", res.Err.Error()))
+	case Reused:
+		msg = "access token handed back unchanged"
+	case Deleted:
+		level, msg = slog.LevelWarn, "secret deleted during its rotation"
 	case NotDue:
 		msg = "access token not due"
 	case Skipped:

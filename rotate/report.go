@@ -2,8 +2,11 @@ package rotate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
+
+	"token-rotator/vault"
 )
 
 // TargetState is one client's or connection's state, as `token-rotator status` shows it. It holds
@@ -13,7 +16,8 @@ type TargetState struct {
 	Grant string `json:"grant"`
 	// ExpiresAt is when the access token in Vault stops working; zero when there is none.
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
-	// LastSuccess, Status, Error and Failures come from the secret's metadata (KV v2).
+	// LastSuccess, Status, Error and Failures come from the secret's metadata (KV v2); Status is
+	// "deleted" for a connection whose secret is gone (skipped by the pass, not a problem).
 	LastSuccess string `json:"last_success,omitempty"`
 	Status      string `json:"status,omitempty"`
 	Error       string `json:"error,omitempty"`
@@ -25,17 +29,34 @@ type TargetState struct {
 	Problem string `json:"problem,omitempty"`
 }
 
+// StatusDeleted is the state of a connection whose secret is deleted: the pass skips it.
+const StatusDeleted = "deleted"
+
+// Stuck reports whether the state waits for a human: reauthorization_required or rotation_lost.
+func (s TargetState) Stuck() bool {
+	return s.Status == StatusReauthorizationRequired || s.Status == StatusRotationLost
+}
+
 // Report reads every target's state from Vault (all shards), without writing anything or asking
-// the token endpoint. nextRun is when the schedule runs next.
+// the token endpoint. nextRun is when the schedule runs next. A connection that is gone is
+// reported as deleted, as the pass skips it; a client waiting for a human is reported so even when
+// its metadata says otherwise, by the rule the pass applies.
 func (r *Rotator) Report(ctx context.Context, nextRun time.Time) []TargetState {
 	ts, failed := r.targets(ctx, Shard{})
 	var out []TargetState
 	for _, f := range failed {
-		out = append(out, TargetState{Name: f.Client, Problem: f.Err.Error()})
+		if f.Err != nil {
+			out = append(out, TargetState{Name: f.Client, Problem: f.Err.Error()})
+		}
 	}
 	for _, t := range ts {
 		st := TargetState{Name: t.name, Grant: t.client.Grant}
 		secret, err := r.Store.Read(ctx, t.secret)
+		if gone(t, err) {
+			st.Status = StatusDeleted
+			out = append(out, st)
+			continue
+		}
 		if err != nil {
 			st.Problem = err.Error()
 			out = append(out, st)
@@ -43,6 +64,9 @@ func (r *Rotator) Report(ctx context.Context, nextRun time.Time) []TargetState {
 		}
 		st.LastSuccess, st.Status, st.Error, st.Failures =
 			secret.Metadata[metaLastSuccess], secret.Metadata[metaStatus], secret.Metadata[metaError], secret.Metadata[metaFailures]
+		if status, ok := stuck(secret.Metadata, secret.Version, secret.Data); ok {
+			st.Status = status
+		}
 		output := secret
 		if t.output != t.secret {
 			if output, err = r.readOrEmpty(ctx, t.output); err != nil {
@@ -60,24 +84,35 @@ func (r *Rotator) Report(ctx context.Context, nextRun time.Time) []TargetState {
 	return out
 }
 
-// Check is one finding of Validate.
+// Check is one finding of Validate: Problem empty means fine; Note says more when fine (a
+// connection deleted, so skipped).
 type Check struct {
 	Name    string `json:"name"`
 	Problem string `json:"problem,omitempty"`
+	Note    string `json:"note,omitempty"`
 }
 
-// Validate checks, for every target and without a token request or a write, that its secrets can
-// be read, hold what its grant needs, and that the job's Vault token may write what a rotation
-// writes (Vault's capabilities endpoint).
+// Validate applies, for every target and without a token request or a write, every check a pass
+// applies before it spends anything: the job's Vault token outlasts a rotation; the secrets can
+// be read and hold what the grant needs; the client is not waiting for a human (its state as
+// recorded, by the pass's rule); and the job's Vault token may write what a rotation writes
+// (Vault's capabilities endpoint). A connection that is gone is fine: the pass skips it.
 func (r *Rotator) Validate(ctx context.Context) []Check {
-	ts, failed := r.targets(ctx, r.Shard)
 	var out []Check
+	if err := r.Store.EnsureToken(ctx, storeTokenMargin); err != nil {
+		out = append(out, Check{Name: "vault token", Problem: oneLine(fmt.Errorf("would not last a rotation, so every client would fail: %w", err))})
+	}
+	ts, failed := r.targets(ctx, r.Shard)
 	for _, f := range failed {
-		out = append(out, Check{Name: f.Client, Problem: f.Err.Error()})
+		if f.Err != nil {
+			out = append(out, Check{Name: f.Client, Problem: f.Err.Error()})
+		}
 	}
 	for _, t := range ts {
 		c := Check{Name: t.name}
-		if err := r.validate(ctx, t); err != nil {
+		if err := r.validate(ctx, t); errors.Is(err, errConnectionGone) {
+			c.Note = "deleted: skipped by the pass"
+		} else if err != nil {
 			c.Problem = oneLine(err)
 		}
 		out = append(out, c)
@@ -85,8 +120,14 @@ func (r *Rotator) Validate(ctx context.Context) []Check {
 	return out
 }
 
+// errConnectionGone is a connection whose secret is deleted.
+var errConnectionGone = errors.New("connection deleted")
+
 func (r *Rotator) validate(ctx context.Context, t target) error {
 	secret, err := r.Store.Read(ctx, t.secret)
+	if gone(t, err) {
+		return errConnectionGone
+	}
 	if err != nil {
 		return err
 	}
@@ -100,7 +141,10 @@ func (r *Rotator) validate(ctx context.Context, t target) error {
 	if err != nil {
 		return fmt.Errorf("secret %s: %w", t.secret, err)
 	}
-	output := secret
+	if status, ok := stuck(secret.Metadata, secret.Version, secret.Data); ok {
+		return fmt.Errorf("%s: %s; the pass will not try it until a new code or refresh token is stored in %s", status, secret.Metadata[metaError], t.secret)
+	}
+	var output *vault.Secret = secret
 	if t.output != t.secret {
 		if output, err = r.readOrEmpty(ctx, t.output); err != nil {
 			return err

@@ -10,9 +10,10 @@ import (
 	"token-rotator/oauth"
 )
 
-// errNotSent is a grant given up before its first request: the pass was cancelled while it
-// waited under the rate limit. Nothing was spent.
-var errNotSent = errors.New("not sent: shutting down")
+// errNotSent is a grant given up while nothing it sent could have spent anything: a shutdown, the
+// pass deadline or the rotation's send budget ended a wait for a request slot, the rate limit or a
+// backoff. The refresh token or code is as it was.
+var errNotSent = errors.New("not sent")
 
 // grantResult is the outcome of a token request with its retries.
 type grantResult struct {
@@ -28,47 +29,44 @@ type grantResult struct {
 // grant sends the token request, retrying what may succeed later, and only that:
 //
 //   - a 5xx, 429 or 408 response is retried with exponential backoff and jitter, waiting at least
-//     as long as the server's Retry-After or RateLimit-Reset asks, until GrantRetry is spent;
+//     as long as the server's Retry-After or RateLimit-Reset asks, while the next attempt can
+//     start before sendBy (the claim's time plus GrantRetry);
 //   - a transport error (no response, timeout, response cut short) is retried likewise;
 //   - but a request spending a refresh token or code that got no answer, or a 5xx (a gateway may
-//     answer 502 or 504 after the server acted), is retried exactly once, even past GrantRetry:
-//     the server may already have rotated the token, the retry is the only way to learn the new
-//     pair (Doorkeeper's default keeps the old token valid until the new one is used), and a second
-//     refusal would only hide what happened;
+//     answer 502 or 504 after the server acted), is retried exactly once, even past sendBy, after
+//     at most MaxSpentWait: the server may already have rotated the token, the retry is the only
+//     way to learn the new pair (Doorkeeper's default keeps the old token valid until the new one
+//     is used), and a second refusal would only hide what happened;
 //   - any other response (invalid_client, invalid_grant, invalid_scope, a malformed body...) is
 //     final.
 //
-// Waits end early when ctx is cancelled (shutdown), unless a request may already have spent the
-// refresh token: then the one retry still goes out, since it is the only way to learn the new pair.
-// Each request itself runs on ctx's values without its cancellation. Every attempt first waits its
-// turn under the token URL's rate limit.
-func (r *Rotator) grant(ctx, startCtx context.Context, tokenURL string, req oauth.Request) grantResult {
+// Until a request may have spent something, every wait (the rate limit, a backoff) ends with ctx
+// (shutdown) and the first one also with startCtx (the pass deadline); a wait so ended returns
+// errNotSent. After, the one retry goes out whatever ctx says. Each request runs on ctx's values
+// without its cancellation, for at most RequestTimeout.
+func (r *Rotator) grant(ctx, startCtx context.Context, tokenURL string, req oauth.Request, sendBy time.Time) grantResult {
 	spends := req.GrantType != oauth.GrantClientCredentials
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = orDefault(r.GrantBackoff, 500*time.Millisecond)
 	b.MaxInterval = 30 * time.Second
-	b.MaxElapsedTime = orDefault(r.GrantRetry, 2*time.Minute)
+	b.MaxElapsedTime = 0 // sendBy bounds the retries
 	b.Reset()
 	var res grantResult
 	limit := r.limiter(tokenURL)
+	var spentWait context.Context // after a possible spend: the bound on the wait before the retry
 	for {
 		if limit != nil {
-			waitCtx := ctx
-			switch {
-			case res.maybeSpent:
-				waitCtx = context.WithoutCancel(ctx)
-			case res.attempts == 0:
-				waitCtx = startCtx // nothing sent yet: the pass deadline ends the wait too
-			}
-			if err := limit.Wait(waitCtx); err != nil {
-				if res.attempts == 0 {
-					res.err = errNotSent
-				}
-				return res
-			}
+			waitCtx, cancel := r.waitContext(ctx, startCtx, res, spentWait, sendBy)
+			err := limit.Wait(waitCtx)
+			cancel()
+			if err != nil && !res.maybeSpent {
+				return r.cutShort(ctx, res)
+			} // after a possible spend the retry goes out even if the rate limit would have it wait longer
 		}
 		res.attempts++
-		res.token, res.err = r.Tokens.Token(context.WithoutCancel(ctx), tokenURL, req)
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), RequestTimeout)
+		res.token, res.err = r.Tokens.Token(rctx, tokenURL, req)
+		cancel()
 		r.observeResponse(res.err)
 		if res.err == nil {
 			return res
@@ -76,7 +74,6 @@ func (r *Rotator) grant(ctx, startCtx context.Context, tokenURL string, req oaut
 		var wait time.Duration
 		var oe *oauth.Error
 		var te *oauth.TransportError
-		firstDoubt := false
 		switch {
 		case errors.As(res.err, &te), spends && errors.As(res.err, &oe) && oe.Status >= 500:
 			// No answer, or a 5xx that a gateway may have sent after the server acted: a spent
@@ -85,7 +82,10 @@ func (r *Rotator) grant(ctx, startCtx context.Context, tokenURL string, req oaut
 				if res.maybeSpent {
 					return res
 				}
-				res.maybeSpent, firstDoubt = true, true
+				res.maybeSpent = true
+				var stop context.CancelFunc
+				spentWait, stop = context.WithTimeout(context.WithoutCancel(ctx), orDefault(r.SpentWait, MaxSpentWait))
+				defer stop()
 			}
 			if oe != nil {
 				wait = oe.RetryAfter
@@ -95,21 +95,43 @@ func (r *Rotator) grant(ctx, startCtx context.Context, tokenURL string, req oaut
 		default:
 			return res
 		}
-		next := b.NextBackOff()
-		if !firstDoubt && (next == backoff.Stop || b.GetElapsedTime()+max(wait, next) > b.MaxElapsedTime) {
-			return res
-		}
-		if next == backoff.Stop {
-			next = b.InitialInterval
-		}
-		sleepCtx := ctx
+		wait = max(wait, b.NextBackOff())
 		if res.maybeSpent {
-			sleepCtx = context.WithoutCancel(ctx)
+			wait = min(wait, orDefault(r.SpentWait, MaxSpentWait)/2) // the other half is for the rate limit
+			sleep(spentWait, wait)
+			continue
 		}
-		if !sleep(sleepCtx, max(wait, next)) {
-			return res
+		if r.now().Add(wait).After(sendBy) {
+			return res // the budget is spent: this failure is the answer
+		}
+		if !sleep(ctx, wait) {
+			return r.cutShort(ctx, res)
 		}
 	}
+}
+
+// waitContext is what ends the rate limit's wait before the next attempt: after a possible spend,
+// only the bound on the wait for the retry; before the first attempt, also the pass deadline;
+// otherwise shutdown and the send budget.
+func (r *Rotator) waitContext(ctx, startCtx context.Context, res grantResult, spentWait context.Context, sendBy time.Time) (context.Context, context.CancelFunc) {
+	switch {
+	case res.maybeSpent:
+		return spentWait, func() {}
+	case res.attempts == 0:
+		return context.WithDeadline(startCtx, sendBy)
+	default:
+		return context.WithDeadline(ctx, sendBy)
+	}
+}
+
+// cutShort is the result of a wait that ended before the next attempt while nothing sent could
+// have spent anything: a shutdown or the pass deadline is errNotSent (the rotation is skipped);
+// the send budget running out keeps the last failure, if there was one.
+func (r *Rotator) cutShort(ctx context.Context, res grantResult) grantResult {
+	if res.attempts == 0 || ctx.Err() != nil {
+		res.err = errNotSent
+	}
+	return res
 }
 
 // sleep waits d, or until ctx is done; it reports whether the whole wait passed.

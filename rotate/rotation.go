@@ -16,139 +16,278 @@ import (
 // rotation starts: a token request with its retries and the first write-back attempts must fit.
 const storeTokenMargin = 3 * time.Minute
 
-// rotate handles one target: read, decide, check, claim, request, write back, record. why says
-// what made it due or not.
+// attempt is one target's rotation as it goes: what was read and decided before the token request.
+type attempt struct {
+	t      target
+	who    claimant
+	secret *vault.Secret  // the credential secret as read, then as claimed
+	output *vault.Secret  // the output secret as read; secret itself when they are one path
+	creds  map[string]any // client_id and client_secret
+	req    oauth.Request
+	seen   before
+	res    Result
+	why    string // what made it due or not
+}
+
+// rotate handles one target in named steps: read, decide, check, claim, grant, store. It returns
+// the result and why the target was due or not.
 //
-// ctx is cancelled on shutdown; startCtx also at the pass deadline. Waits before anything is
-// spent (a token request slot, the rate limit) end with either; nothing after them does.
+// ctx is cancelled on shutdown; startCtx also at the pass deadline. Until a token request may
+// have spent something, a shutdown skips the target instead of failing it; after, the rotation
+// runs to the end of its write-back.
 func (r *Rotator) rotate(ctx, startCtx context.Context, t target) (Result, string) {
-	c := t.client
-	res := Result{Client: t.name, Outcome: Failed}
-	// Until the claim, nothing is spent: a shutdown skips the target instead of failing it.
-	fail := func(err error) (Result, string) {
-		if ctx.Err() != nil {
-			return Result{Client: t.name, Outcome: Skipped}, "shutting down"
+	a := &attempt{t: t, who: claimant{r.holder(), t.name}, res: Result{Client: t.name, Outcome: Failed}}
+	for _, step := range []func(context.Context, *attempt) bool{r.read, r.decide, r.check} {
+		if done := step(ctx, a); done {
+			return a.res, a.why
 		}
-		res.Err = err
-		return res, ""
 	}
+	if r.DryRun {
+		a.res.Outcome = DryRun
+		return a.res, a.why
+	}
+	if done := r.claimFor(ctx, a); done {
+		return a.res, a.why
+	}
+	sendBy := r.now().Add(orDefault(r.GrantRetry, DefaultGrantRetry))
+	g := r.grantInSlot(ctx, startCtx, t.client.TokenURL, a.req, sendBy)
+	r.store(ctx, startCtx, a, g)
+	return a.res, a.why
+}
+
+// skipOrFail ends an attempt before anything was spent: skipped when shutdown is why it stopped,
+// failed with err (and status, when not empty) otherwise.
+func (a *attempt) skipOrFail(ctx context.Context, status string, err error) bool {
+	if ctx.Err() != nil {
+		a.res = Result{Client: a.t.name, Outcome: Skipped}
+		a.why = "shutting down"
+		return true
+	}
+	a.res.Outcome, a.res.Status, a.res.Err = Failed, status, err
+	return true
+}
+
+// read reads the target's secrets, after making sure the job's Vault token outlasts the rotation.
+// A connection that is gone (deleted, or its metadata too) is skipped: an operator offboarded it.
+func (r *Rotator) read(ctx context.Context, a *attempt) bool {
+	t := a.t
 	// A Vault token that cannot be made to last the rotation would let the job spend the refresh
 	// token and then fail to store the new one: stop here instead.
 	if err := r.Store.EnsureToken(ctx, storeTokenMargin); err != nil {
-		res.Status = StatusRetrying
-		return fail(fmt.Errorf("vault token would not last the rotation: %w", err))
+		return a.skipOrFail(ctx, StatusRetrying, fmt.Errorf("vault token would not last the rotation: %w", err))
 	}
 	secret, err := r.Store.Read(ctx, t.secret)
-	var deleted *vault.DeletedError
-	if t.shared != "" && errors.As(err, &deleted) {
-		// A connection deleted in Vault is an operator offboarded; its metadata lingers until
-		// destroyed. Nothing to rotate, nothing failed.
-		return Result{Client: t.name, Outcome: Skipped}, "connection deleted"
+	if gone(t, err) {
+		a.res, a.why = Result{Client: t.name, Outcome: Skipped}, "connection deleted"
+		return true
 	}
 	if err != nil {
-		return fail(err)
+		return a.skipOrFail(ctx, "", err)
 	}
-	credentials := secret.Data
+	a.secret, a.output, a.creds = secret, secret, secret.Data
 	if t.shared != "" {
-		if credentials, err = r.sharedCredentials(ctx, t.shared); err != nil {
-			return fail(err)
+		if a.creds, err = r.sharedCredentials(ctx, t.shared); err != nil {
+			return a.skipOrFail(ctx, "", err)
 		}
 	}
-	output := secret
 	if t.output != t.secret {
-		if output, err = r.readOrEmpty(ctx, t.output); err != nil {
-			return fail(err)
+		if a.output, err = r.readOrEmpty(ctx, t.output); err != nil {
+			return a.skipOrFail(ctx, "", err)
 		}
 	}
-	if heldElsewhere(secret.Data, r.holder(), r.now()) {
-		res.Outcome = ClaimedElsewhere
-		return res, "another process is rotating it"
+	return false
+}
+
+// gone reports whether a read error means the target is a connection that no longer exists: its
+// latest version deleted, or its metadata too. A configured client's secret is never gone: it
+// must exist, and its absence is a failure.
+func gone(t target, err error) bool {
+	return t.shared != "" && errors.Is(err, vault.ErrNotFound)
+}
+
+// decide settles whether the target is due: not while another process holds its claim, nor while
+// it waits for a human (stuck), nor while its access token has long to live (unless forced or a
+// code waits to be exchanged).
+func (r *Rotator) decide(ctx context.Context, a *attempt) bool {
+	if heldElsewhere(a.secret.Data, a.who, r.now()) {
+		a.res.Outcome, a.why = ClaimedElsewhere, "another process is rotating it"
+		return true
 	}
-	if stuck(secret.Metadata, secret.Version) {
-		res.Status = secret.Metadata[metaStatus]
-		res.Err = fmt.Errorf("%s since %s: not retried until secret %s changes", res.Status, secret.Metadata[metaLastAttempt], t.secret)
-		return res, ""
+	if status, ok := stuck(a.secret.Metadata, a.secret.Version, a.secret.Data); ok {
+		a.res.Status = status
+		a.res.Err = fmt.Errorf("%s since %s: not retried until a new code or refresh token is stored in %s", status, a.secret.Metadata[metaLastAttempt], a.t.secret)
+		return true
 	}
-	isDue, expiresAt, why := due(r.now(), output.Data, r.RenewBefore+time.Duration(spread(t.name)*float64(r.Spread)))
-	if code, _ := stringField(secret.Data, keyCode); code != "" && c.Grant == config.GrantAuthorizationCode {
+	isDue, expiresAt, why := due(r.now(), a.output.Data, r.RenewBefore+time.Duration(spread(a.t.name)*float64(r.Spread)))
+	if code, _ := stringField(a.secret.Data, keyCode); code != "" && a.t.client.Grant == config.GrantAuthorizationCode {
 		isDue, why = true, "authorization code waiting to be exchanged"
 	}
-	res.ExpiresAt = expiresAt // what is in Vault now, until a rotation replaces it
+	a.res.ExpiresAt, a.why = expiresAt, why // what is in Vault now, until a rotation replaces it
 	switch {
 	case r.Force:
-		isDue, why = true, "forced"
+		a.why = "forced"
 	case !isDue:
-		res.Outcome = NotDue
-		return res, why
+		a.res.Outcome = NotDue
+		return true
 	}
-	req, err := request(c, credentials, secret.Data)
-	if err != nil {
-		res.Err, res.Status = fmt.Errorf("secret %s: %w", t.secret, err), StatusRetrying
-		r.record(ctx, t.secret, secret.Metadata, res, secret.Version)
-		return res, why
-	}
-	res.Grant = req.GrantType
-	if r.DryRun {
-		res.Outcome = DryRun
-		return res, why
-	}
-	if err := r.preflight(ctx, t, output, req); err != nil {
-		if ctx.Err() != nil {
-			return fail(err)
-		}
-		res.Err, res.Status = err, StatusRetrying
-		r.record(ctx, t.secret, secret.Metadata, res, secret.Version)
-		return res, why
-	}
-	if spends(req) && r.Store.KVVersion() == 2 {
-		// The claim is written to the end even if shutdown comes meanwhile: a claim that landed
-		// unseen would keep every process off the secret until it lapsed.
-		claimed, elsewhere, err := r.claim(context.WithoutCancel(ctx), t.secret, secret)
-		switch {
-		case elsewhere:
-			res.Outcome = ClaimedElsewhere
-			return res, "another process claimed it first"
-		case err != nil && ctx.Err() != nil:
-			return fail(err)
-		case err != nil:
-			res.Err, res.Status = fmt.Errorf("claim %s: %w", t.secret, err), StatusRetrying
-			r.record(ctx, t.secret, secret.Metadata, res, secret.Version)
-			return res, why
-		case ctx.Err() != nil: // claimed, but shutdown came first: nothing spent, hand it back
-			r.release(ctx, t.secret, claimed)
-			return fail(ctx.Err())
-		}
-		secret = claimed
-		if t.output == t.secret {
-			output = secret
-		}
-	}
+	return false
+}
 
-	// From here the server may spend the refresh token or code: finish whatever shutdown says.
-	g := r.grantInSlot(ctx, startCtx, c.TokenURL, req)
-	if errors.Is(g.err, errNotSent) {
-		if spends(req) && r.Store.KVVersion() == 2 {
-			r.release(ctx, t.secret, secret)
+// check builds the token request and makes sure, before any request, that the job could store
+// what it would be granted. A failure here is recorded for operators (not on a dry run).
+func (r *Rotator) check(ctx context.Context, a *attempt) bool {
+	req, err := request(a.t.client, a.creds, a.secret.Data)
+	if err != nil {
+		if a.skipOrFail(ctx, StatusRetrying, fmt.Errorf("secret %s: %w", a.t.secret, err)); a.res.Outcome == Failed {
+			r.record(ctx, a.t.secret, a.secret.Metadata, a.res, a.secret.Version, nil)
 		}
-		res.Outcome, res.Err = Skipped, nil
-		return res, skipReason(ctx)
+		return true
 	}
-	if g.err != nil {
-		return r.failedGrant(ctx, t, secret, req, g, res), why
+	a.req, a.res.Grant = req, req.GrantType
+	a.seen = before{refreshToken: str(a.secret.Data, keyRefreshToken), accessToken: str(a.output.Data, keyAccessToken)}
+	if r.DryRun {
+		return false
 	}
-	if err := r.writeBack(ctx, t, secret, output, req, g.token); err != nil {
-		res.Err = fmt.Errorf("token granted but not stored: %w", err)
-		res.Status = StatusRetrying
+	if err := r.preflight(ctx, a.t, a.output, req); err != nil {
+		if a.skipOrFail(ctx, StatusRetrying, err); a.res.Outcome == Failed {
+			r.record(ctx, a.t.secret, a.secret.Metadata, a.res, a.secret.Version, nil)
+		}
+		return true
+	}
+	return false
+}
+
+// claimFor claims the credential secret before a grant that spends what it holds (KV v2). The
+// claim is written to the end even if shutdown comes meanwhile: a claim that landed unseen would
+// keep every process off the secret until it lapsed.
+func (r *Rotator) claimFor(ctx context.Context, a *attempt) bool {
+	if !spends(a.req) || r.Store.KVVersion() != 2 {
+		return false
+	}
+	claimed, elsewhere, err := r.claim(context.WithoutCancel(ctx), a.t.secret, a.secret, a.who)
+	switch {
+	case elsewhere:
+		a.res.Outcome, a.why = ClaimedElsewhere, "another process claimed it first"
+		return true
+	case errors.Is(err, errGone):
+		a.res, a.why = Result{Client: a.t.name, Outcome: Skipped}, "secret deleted"
+		return true
+	case err != nil:
+		if a.skipOrFail(ctx, StatusRetrying, fmt.Errorf("claim %s: %w", a.t.secret, err)); a.res.Outcome == Failed {
+			r.record(ctx, a.t.secret, a.secret.Metadata, a.res, a.secret.Version, nil)
+		}
+		return true
+	case ctx.Err() != nil: // claimed, but shutdown came first: nothing spent, hand it back
+		r.release(ctx, a.t.secret, claimed, a.who)
+		return a.skipOrFail(ctx, "", ctx.Err())
+	}
+	a.secret = claimed
+	if a.t.output == a.t.secret {
+		a.output = claimed
+	}
+	return false
+}
+
+// store settles a grant: what was granted is written back and the result says what Vault holds.
+func (r *Rotator) store(ctx, startCtx context.Context, a *attempt, g grantResult) {
+	t := a.t
+	var partial *oauth.PartialTokenError
+	switch {
+	case errors.Is(g.err, errNotSent):
+		if spends(a.req) && r.Store.KVVersion() == 2 {
+			r.release(ctx, t.secret, a.secret, a.who)
+		}
+		a.res.Outcome, a.res.Err, a.res.Status = Skipped, nil, ""
+		switch {
+		case ctx.Err() != nil:
+			a.why = "shutting down"
+		case startCtx.Err() != nil:
+			a.why = "pass deadline reached; next pass"
+		default:
+			a.why = "no token request sent within the rotation's time budget (request slots, rate limit); next pass"
+		}
+		return
+	case spends(a.req) && errors.As(g.err, &partial):
+		r.storeRefreshTokenOnly(ctx, a, partial)
+		return
+	case g.err != nil:
+		r.failedGrant(ctx, a, g)
+		return
+	}
+	landed, err := r.writeBack(ctx, a, g.token, true)
+	if err != nil {
+		a.res.Err, a.res.Status = fmt.Errorf("token granted but not stored: %w", err), StatusRetrying
 		var lost *refreshTokenLost
 		if errors.As(err, &lost) {
-			res.Status = StatusRotationLost
+			a.res.Status = StatusRotationLost
 		}
-		r.record(ctx, t.secret, secret.Metadata, res, secret.Version)
-		return res, why
+		r.record(ctx, t.secret, a.secret.Metadata, a.res, a.secret.Version, nil)
+		return
 	}
-	res.Outcome, res.Status, res.ExpiresAt = Rotated, StatusOK, g.token.ExpiresAt
-	r.record(ctx, t.secret, secret.Metadata, res, 0)
-	return res, why
+	if r.settled(ctx, a, landed) {
+		return
+	}
+	a.res.Err = nil
+	if landed.output == landedSame {
+		a.res.Outcome, a.res.Status, a.res.ExpiresAt = Reused, StatusOK, landed.expiresAt
+		a.why = "the token endpoint handed back the stored access token"
+	} else {
+		a.res.Outcome, a.res.Status, a.res.ExpiresAt = Rotated, StatusOK, landed.expiresAt
+	}
+	r.record(ctx, t.secret, a.secret.Metadata, a.res, 0, nil)
+}
+
+// settled ends an attempt whose write-back found the secrets taken out of its hands: the
+// credential secret deleted meanwhile, or a newer pair stored by another process. It reports
+// whether it did.
+func (r *Rotator) settled(ctx context.Context, a *attempt, landed stored) bool {
+	a.res.Err, a.res.Status = nil, ""
+	switch {
+	case landed.credentials == landedGone:
+		a.res.Outcome, a.res.ExpiresAt = Deleted, time.Time{}
+		a.why = "secret deleted during its rotation: left deleted, what the server granted not stored"
+	case landed.credentials == landedTheirs:
+		a.res.Outcome, a.res.ExpiresAt = RotatedElsewhere, r.storedExpiry(ctx, a.t.output)
+		a.why = "another process stored a newer refresh token meanwhile; it stays"
+	case landed.output == landedTheirs:
+		a.res.Outcome, a.res.ExpiresAt = RotatedElsewhere, landed.expiresAt
+		a.why = "another process stored a newer access token meanwhile; it stays"
+	default:
+		return false
+	}
+	return true
+}
+
+// storeRefreshTokenOnly handles a response whose refresh token is new and well-formed but whose
+// access token cannot be used: the server has rotated the refresh token (the old one may already
+// be dead), so the new one is stored and the access token refused.
+func (r *Rotator) storeRefreshTokenOnly(ctx context.Context, a *attempt, partial *oauth.PartialTokenError) {
+	landed, err := r.writeBack(ctx, a, &oauth.Token{RefreshToken: partial.RefreshToken}, false)
+	var lost *refreshTokenLost
+	switch {
+	case errors.As(err, &lost):
+		a.res.Outcome, a.res.Status = Failed, StatusRotationLost
+		a.res.Err = fmt.Errorf("the server rotated the refresh token but its access token was unusable (%v), and the new refresh token could not be stored: %w", partial.Err, err)
+	case r.settled(ctx, a, landed):
+		return
+	default:
+		a.res.Outcome, a.res.Status = AccessTokenRefused, StatusRetrying
+		a.res.Err = fmt.Errorf("the server rotated the refresh token but its access token was unusable, so the new refresh token was stored and the access token refused: %w", partial.Err)
+	}
+	r.record(ctx, a.t.secret, a.secret.Metadata, a.res, 0, nil)
+}
+
+// storedExpiry reads the expiry of the access token an output secret holds now, for a result
+// that keeps another process's; zero when it cannot tell.
+func (r *Rotator) storedExpiry(ctx context.Context, path string) time.Time {
+	s, err := r.Store.Read(context.WithoutCancel(ctx), path)
+	if err != nil {
+		return time.Time{}
+	}
+	if exp, plausible := storedExpiry(s.Data, r.now()); plausible {
+		return exp
+	}
+	return time.Time{}
 }
 
 // sharedCredentials reads the client_id and client_secret a client's connections share, once per
@@ -182,17 +321,19 @@ type sharedEntry struct {
 }
 
 // grantInSlot runs the grant in one of the pass's Concurrency slots for token requests, waiting
-// for one to free up; a shutdown while waiting sends nothing.
-func (r *Rotator) grantInSlot(ctx, startCtx context.Context, tokenURL string, req oauth.Request) grantResult {
+// for one to free up; a shutdown, the pass deadline or sendBy passing while it waits sends nothing.
+func (r *Rotator) grantInSlot(ctx, startCtx context.Context, tokenURL string, req oauth.Request, sendBy time.Time) grantResult {
 	if r.grantSlots != nil {
+		waitCtx, cancel := context.WithDeadline(startCtx, sendBy)
+		defer cancel()
 		select {
 		case r.grantSlots <- struct{}{}:
 			defer func() { <-r.grantSlots }()
-		case <-startCtx.Done():
+		case <-waitCtx.Done():
 			return grantResult{err: errNotSent}
 		}
 	}
-	return r.grant(ctx, startCtx, tokenURL, req)
+	return r.grant(ctx, startCtx, tokenURL, req, sendBy)
 }
 
 // preflight fails before any token request when the job could not store what it would be
@@ -209,67 +350,8 @@ func (r *Rotator) preflight(ctx context.Context, t target, output *vault.Secret,
 	return nil
 }
 
-// failedGrant sorts out a grant that did not return a token. Its claim is released. An
-// invalid_grant is checked against the secret as it is now: a newer refresh token stored by
-// another process means the rotation happened elsewhere; otherwise the client needs a human, and
-// if a request was lost in transit first, the token was most likely rotated and the answer lost.
-func (r *Rotator) failedGrant(ctx context.Context, t target, secret *vault.Secret, req oauth.Request, g grantResult, res Result) Result {
-	res.Err, res.Status = g.err, StatusRetrying
-	version := secret.Version
-	if spends(req) && r.Store.KVVersion() == 2 {
-		version = r.release(ctx, t.secret, secret)
-	}
-	var oe *oauth.Error
-	if spends(req) && errors.As(g.err, &oe) && oe.Code == oauth.ErrInvalidGrant {
-		if now, err := r.Store.Read(context.WithoutCancel(ctx), t.secret); err == nil {
-			rt, _ := stringField(now.Data, keyRefreshToken)
-			code, _ := stringField(now.Data, keyCode)
-			newer := rt != "" && rt != req.RefreshToken
-			if req.GrantType == oauth.GrantAuthorizationCode {
-				newer = newer && code != req.Code
-			}
-			if newer {
-				res.Outcome, res.Status, res.Err = RotatedElsewhere, "", nil
-				return res
-			}
-			version = now.Version
-		}
-		if rt, _ := stringField(secret.Data, keyRefreshToken); req.GrantType == oauth.GrantAuthorizationCode && rt != "" && !g.maybeSpent {
-			// A new code was refused, but the refresh token stored before it still stands: drop
-			// the code so the next pass refreshes as before, and say so.
-			r.dropCode(ctx, t.secret, req.Code)
-			res.Status = StatusRetrying
-			res.Err = fmt.Errorf("the server refused the stored authorization code (invalid_grant); it was removed and the stored refresh token is used again: %w", g.err)
-			r.record(ctx, t.secret, secret.Metadata, res, version)
-			return res
-		}
-		res.Status = StatusReauthorizationRequired
-		res.Err = fmt.Errorf("the server refused the stored %s (invalid_grant): authorize the client again, then store the new code or refresh token in %s: %w",
-			map[bool]string{true: "refresh token", false: "authorization code"}[req.GrantType == oauth.GrantRefreshToken], t.secret, g.err)
-		if g.maybeSpent {
-			res.Status = StatusRotationLost
-			res.Err = fmt.Errorf("a refresh request was lost in transit and its retry was refused: the server most likely rotated the refresh token and the new one was lost; authorize the client again: %w", g.err)
-		}
-	}
-	r.record(ctx, t.secret, secret.Metadata, res, version)
-	return res
-}
-
-// dropCode removes a refused code (and its verifier) from the secret, if it is still the one sent.
-func (r *Rotator) dropCode(ctx context.Context, path, code string) {
-	ctx = context.WithoutCancel(ctx)
-	s, err := r.Store.Read(ctx, path)
-	if err != nil {
-		return
-	}
-	if c, _ := stringField(s.Data, keyCode); c != code {
-		return
-	}
-	d := clone(s.Data)
-	delete(d, keyCode)
-	delete(d, keyCodeVerifier)
-	dropClaim(d, r.holder())
-	if _, err := r.Store.Write(ctx, path, d, s.Version); err != nil {
-		r.logger().Warn("could not remove the refused code", "path", path, "error", err.Error())
-	}
+// str is data[key] when it is a string, else "".
+func str(data map[string]any, key string) string {
+	s, _ := stringField(data, key)
+	return s
 }

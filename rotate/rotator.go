@@ -23,8 +23,12 @@ import (
 // Store is what a rotation needs of the secret store; *vault.Store satisfies it.
 type Store interface {
 	Read(ctx context.Context, path string) (*vault.Secret, error)
-	// Write replaces the secret's data, check-and-set on version where the store supports it.
+	// Write replaces the secret's data, check-and-set on version where the store supports it;
+	// it creates the secret, or recreates a deleted one.
 	Write(ctx context.Context, path string, data map[string]any, version int) (int, error)
+	// Update sets (or, for nil values, removes) keys of an existing secret, check-and-set on
+	// version; it fails with vault.ErrNotFound, writing nothing, once the secret is deleted.
+	Update(ctx context.Context, path string, changes map[string]any, version int) (int, error)
 	// Writable says, without writing, whether the job may write the secret at path (and, with
 	// status, record state in its metadata).
 	Writable(ctx context.Context, path string, exists, status bool) error
@@ -90,23 +94,27 @@ type Rotator struct {
 	// ProgressEvery is how often a long pass logs its progress; default 15 s.
 	ProgressEvery time.Duration
 
-	// GrantRetry caps the time spent retrying a token request that failed transiently (network,
-	// timeout, 5xx, 429), waits included. Default 2 minutes.
+	// GrantRetry is how long after its claim a rotation may go on sending token requests that
+	// spend nothing yet: the waits for a request slot and the rate limit, and retries of what
+	// failed transiently (network, timeout, 5xx, 429). Default DefaultGrantRetry; see budget.go.
 	GrantRetry time.Duration
 	// GrantBackoff is the first wait between token request attempts; it doubles, with jitter, up
 	// to 30 s, and a server's Retry-After or RateLimit-Reset lengthens it. Default 500 ms.
 	GrantBackoff time.Duration
+	// SpentWait bounds the wait before the one retry of a request that may have spent a refresh
+	// token, whatever the server's Retry-After; default MaxSpentWait, which budget.go counts on.
+	SpentWait time.Duration
 	// WriteDeadline bounds the write-back after a successful grant: it is retried with backoff,
 	// logging in to Vault again as needed, until then. It runs on a context the pass's
 	// cancellation does not reach, so a shutdown mid-rotation still stores what the server issued.
-	// Default 10 minutes: well inside the 2-hour life of the access token it stores.
+	// Default DefaultWriteDeadline: well inside the 2-hour life of the access token it stores.
 	WriteDeadline time.Duration
 	// WriteBackoff is the first wait between write-back attempts; it doubles up to 10 s.
 	// Default 200 ms.
 	WriteBackoff time.Duration
 	// ClaimTTL is how long a claim keeps other processes off a secret. It must outlast a
-	// rotation (GrantRetry + WriteDeadline + request timeouts), so that a claim only lapses when
-	// its holder died. Default 15 minutes.
+	// rotation (ClaimedFor), so that a claim only lapses when its holder died. Default
+	// DefaultClaimTTL.
 	ClaimTTL time.Duration
 	// Holder names this process in claims; default host/pid/random.
 	Holder string

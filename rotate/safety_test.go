@@ -18,8 +18,24 @@ import (
 // hookedStore is a real store whose writes and reads a test can intercept.
 type hookedStore struct {
 	*vault.Store
-	write func(ctx context.Context, path string, data map[string]any, version int) (int, error)
-	read  func(ctx context.Context, path string) (*vault.Secret, error)
+	write  func(ctx context.Context, path string, data map[string]any, version int) (int, error)
+	update func(ctx context.Context, path string, changes map[string]any, version int) (int, error)
+	read   func(ctx context.Context, path string) (*vault.Secret, error)
+	list   func(ctx context.Context, prefix string) ([]string, error)
+}
+
+func (h *hookedStore) Update(ctx context.Context, path string, changes map[string]any, version int) (int, error) {
+	if h.update != nil {
+		return h.update(ctx, path, changes, version)
+	}
+	return h.Store.Update(ctx, path, changes, version)
+}
+
+func (h *hookedStore) List(ctx context.Context, prefix string) ([]string, error) {
+	if h.list != nil {
+		return h.list(ctx, prefix)
+	}
+	return h.Store.List(ctx, prefix)
 }
 
 func (h *hookedStore) Write(ctx context.Context, path string, data map[string]any, version int) (int, error) {
@@ -65,8 +81,9 @@ func TestNewerOutputIsNotOverwritten(t *testing.T) {
 		return issued("rt-new")(ctx, r)
 	}}
 	c := config.Client{Name: "p", Grant: config.GrantAuthorizationCode, Secret: "stora/cred", Output: "apps/out"}
-	if res := w.rotator(ts, c).Pass(context.Background())[0]; res.Outcome != Rotated {
-		t.Fatalf("%s %v", res.Outcome, res.Err)
+	res := w.rotator(ts, c).Pass(context.Background())[0]
+	if res.Outcome != RotatedElsewhere || res.ExpiresAt.UTC().Format(time.RFC3339) != later {
+		t.Fatalf("outcome %s expiring %v (%v); want rotated_elsewhere with the stored token's expiry %s", res.Outcome, res.ExpiresAt, res.Err, later)
 	}
 	if d := w.data("apps/out"); d["access_token"] != "at-later" || d["expires_at"] != later {
 		t.Errorf("the later access token was overwritten by an earlier one: %v", d["access_token"])
@@ -86,9 +103,15 @@ func TestNewerRefreshTokenIsNotOverwritten(t *testing.T) {
 		return issued("rt-ours")(ctx, r)
 	}}
 	c := config.Client{Name: "p", Grant: config.GrantAuthorizationCode, Secret: "stora/cred", Output: "apps/out"}
-	w.rotator(ts, c).Pass(context.Background())
+	res := w.rotator(ts, c).Pass(context.Background())[0]
 	if got := w.data("stora/cred")["refresh_token"]; got != "rt-theirs" {
 		t.Errorf("refresh token %v, want the one stored meanwhile kept", got)
+	}
+	if res.Outcome != RotatedElsewhere {
+		t.Errorf("outcome %s (%v), want rotated_elsewhere: Vault holds the other pair", res.Outcome, res.Err)
+	}
+	if _, err := w.vault.Client.KVv2("secret").Get(context.Background(), "apps/out"); err == nil {
+		t.Errorf("an access token issued with the refresh token that lost was written to the output")
 	}
 }
 
@@ -98,8 +121,8 @@ func TestClaimWhoseAnswerWasLost(t *testing.T) {
 	w.put("stora/cred", map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "rt-old"})
 	var first atomic.Bool
 	h := &hookedStore{Store: w.store}
-	h.write = func(ctx context.Context, path string, data map[string]any, version int) (int, error) {
-		v, err := w.store.Write(ctx, path, data, version)
+	h.update = func(ctx context.Context, path string, changes map[string]any, version int) (int, error) {
+		v, err := w.store.Update(ctx, path, changes, version)
 		if err == nil && first.CompareAndSwap(false, true) {
 			// The claim landed, its answer was lost, the client's retry met check-and-set.
 			return 0, vault.ErrVersionMismatch
@@ -177,7 +200,7 @@ path "sys/internal/ui/mounts/*" { capabilities = ["read"] }`); err != nil {
 	r := w.rotator(ts, config.Client{Name: "p", Grant: config.GrantAuthorizationCode, Secret: "stora/cred", Output: "stora/cred"})
 	r.Store = store
 	res := r.Pass(context.Background())[0]
-	if res.Outcome != Failed || ts.calls.Load() != 0 || !strings.Contains(res.Err.Error(), "patch on secret/metadata/stora/cred") {
+	if res.Outcome != Failed || ts.calls.Load() != 0 || !strings.Contains(res.Err.Error(), "does not allow patch on secret/data/stora/cred") {
 		t.Errorf("outcome %s after %d requests: %v; want failed on the metadata policy before any request", res.Outcome, ts.calls.Load(), res.Err)
 	}
 }

@@ -2,7 +2,10 @@ package rotate
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -31,6 +34,9 @@ const (
 	metaError        = "rotator_error"
 	metaFailures     = "rotator_consecutive_failures"
 	metaStuckVersion = "rotator_stuck_at_version"
+	// metaRefused is the fingerprint of the last refresh token the server refused, kept until a
+	// grant succeeds: a refused refresh token is never spent again, whatever else changes.
+	metaRefused = "rotator_refused_refresh_token"
 )
 
 // maxStatusError caps the error text kept in metadata.
@@ -38,26 +44,35 @@ const maxStatusError = 300
 
 // record writes a result's state to the credential secret's metadata. prev is the metadata read
 // at the start; version is the secret's version after this attempt, kept for the statuses that
-// wait for the secret to change. A failure to record is logged, never fatal: the rotation's outcome
-// does not depend on it.
-func (r *Rotator) record(ctx context.Context, path string, prev map[string]string, res Result, version int) {
+// wait for the secret to change; extra are further fields to set. A failure to record is logged,
+// never fatal: the rotation's outcome does not depend on it. A dry run records nothing.
+func (r *Rotator) record(ctx context.Context, path string, prev map[string]string, res Result, version int, extra map[string]string) {
+	if r.DryRun {
+		return
+	}
 	now := r.now().UTC().Format(time.RFC3339)
 	fields := map[string]string{metaLastAttempt: now, metaStatus: res.Status}
 	failures, _ := strconv.Atoi(prev[metaFailures])
-	if res.Outcome == Rotated {
-		fields[metaLastSuccess], fields[metaError], fields[metaFailures], fields[metaStuckVersion] = now, "", "0", ""
-	} else {
+	switch {
+	case res.Outcome == Rotated:
+		fields[metaLastSuccess], fields[metaError], fields[metaFailures], fields[metaStuckVersion], fields[metaRefused] = now, "", "0", "", ""
+	case res.Status == StatusOK: // reused: nothing new, nothing wrong
+		fields[metaError], fields[metaFailures], fields[metaStuckVersion] = "", "0", ""
+	default:
 		msg := ""
 		if res.Err != nil { // one line: Vault refuses metadata values with control characters
 			msg = oneLine(res.Err)
 		}
 		if len(msg) > maxStatusError {
-			msg = msg[:maxStatusError]
+			msg = strings.ToValidUTF8(msg[:maxStatusError], "")
 		}
 		fields[metaError], fields[metaFailures] = msg, strconv.Itoa(failures+1)
 		if res.Status == StatusReauthorizationRequired || res.Status == StatusRotationLost {
 			fields[metaStuckVersion] = strconv.Itoa(version)
 		}
+	}
+	for k, v := range extra {
+		fields[k] = v
 	}
 	w := statusWrite{ctx: context.WithoutCancel(ctx), client: res.Client, path: path, fields: fields}
 	if r.statusQueue != nil {
@@ -76,7 +91,7 @@ type statusWrite struct {
 }
 
 func (r *Rotator) writeStatus(w statusWrite) {
-	ctx, cancel := context.WithTimeout(w.ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(w.ctx, StatusWriteTimeout)
 	defer cancel()
 	if err := r.Store.SetStatus(ctx, w.path, w.fields); err != nil {
 		r.logger().Warn("could not record status in metadata", "client", w.client, "path", w.path, "error", err.Error())
@@ -105,10 +120,22 @@ func (r *Rotator) startStatusWriters() (drain func()) {
 	}
 }
 
-// stuck reports whether a client is waiting for a human: its status says so and its secret is
-// still at the version the status was recorded at.
-func stuck(meta map[string]string, version int) bool {
+// stuck reports whether a client is waiting for a human, and as what: its status says so and its
+// secret is still at the version the status was recorded at; or the refresh token it holds is one
+// the server refused, with no code waiting to replace it.
+func stuck(meta map[string]string, version int, data map[string]any) (string, bool) {
 	s := meta[metaStatus]
-	return (s == StatusReauthorizationRequired || s == StatusRotationLost) &&
-		meta[metaStuckVersion] == strconv.Itoa(version)
+	if (s == StatusReauthorizationRequired || s == StatusRotationLost) && meta[metaStuckVersion] == strconv.Itoa(version) {
+		return s, true
+	}
+	if rt := str(data, keyRefreshToken); rt != "" && str(data, keyCode) == "" && meta[metaRefused] == fingerprint(rt) {
+		return StatusReauthorizationRequired, true
+	}
+	return "", false
+}
+
+// fingerprint names a refresh token without revealing it: the first 16 hex digits of its SHA-256.
+func fingerprint(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return "sha256:" + hex.EncodeToString(sum[:8])
 }

@@ -59,7 +59,8 @@ func hash(s string) uint64 {
 
 // targets lists the targets, in configuration order, connections in the order Vault lists them,
 // keeping only shard's. Connections are listed anew each pass, so a new operator is a
-// Vault write away. A prefix that cannot be listed is one failed result, named for its client.
+// Vault write away. A prefix that cannot be listed is one failed result, named for its client
+// (skipped when shutdown cut the listing short).
 func (r *Rotator) targets(ctx context.Context, shard Shard) ([]target, []Result) {
 	var ts []target
 	var failed []Result
@@ -71,6 +72,10 @@ func (r *Rotator) targets(ctx context.Context, shard Shard) ([]target, []Result)
 			continue
 		}
 		paths, err := r.Store.List(ctx, c.Connections)
+		if err != nil && ctx.Err() != nil { // shutdown cut the listing short: nothing was started
+			failed = append(failed, Result{Client: c.Name, Outcome: Skipped})
+			continue
+		}
 		if err != nil {
 			failed = append(failed, Result{Client: c.Name, Outcome: Failed, Err: fmt.Errorf("list connections: %w", err)})
 			continue

@@ -13,63 +13,148 @@ import (
 	"token-rotator/vault"
 )
 
+// landing is what the write-back left in one secret.
+type landing int
+
+const (
+	// landedOurs: the secret holds what this grant returned.
+	landedOurs landing = iota
+	// landedTheirs: another process stored a newer pair meanwhile, and it stays.
+	landedTheirs
+	// landedSame: the server handed back the access token already stored (token reuse); the
+	// secret still holds it.
+	landedSame
+	// landedGone: the credential secret was deleted meanwhile, and stays deleted.
+	landedGone
+)
+
+// stored is what a write-back left in Vault.
+type stored struct {
+	credentials, output landing
+	// expiresAt is when the access token the output now holds expires, when known.
+	expiresAt time.Time
+}
+
+// before is what a rotation saw before its token request: the refresh token in the credential
+// secret as claimed, and the access token in the output secret as read.
+type before struct {
+	refreshToken, accessToken string
+}
+
 // writeBack stores what a grant returned. The refresh token is the only copy the job holds of a
 // single-use credential, so it goes first: to the credential secret, with the consumed code and
-// code_verifier and this process's claim removed. The access token goes to the output secret after
-// it; when output and secret are one path, both go in one write. Every other key of both secrets
-// is kept, an empty value is never written, and a refresh response without a refresh token keeps
-// the stored one. Nothing here uses the new access token: Doorkeeper retires the old refresh token
-// on that first use, so the pair must be durable before anyone can.
+// code_verifier and this rotation's claim removed, by Update, which never brings back a secret
+// deleted meanwhile. The access token goes to the output secret after it; when output and secret
+// are one path, both go in one write. Every other key of both secrets is kept, an empty value is
+// never written, and a refresh response without a refresh token keeps the stored one. Nothing here
+// uses the new access token: Doorkeeper retires the old refresh token on that first use, so the
+// pair must be durable before anyone can.
 //
-// A newer pair is never overwritten: if a secret changed meanwhile and now holds a refresh token
-// other than the one spent (or, for the output, an access token that expires later), someone
-// rotated after us and theirs stays. It returns a *refreshTokenLost when the new refresh token
-// could not be stored.
-func (r *Rotator) writeBack(ctx context.Context, t target, secret, output *vault.Secret, req oauth.Request, tok *oauth.Token) error {
-	credentials := func(d map[string]any) bool {
+// A newer pair is never overwritten, and never mistaken for one: the credential secret holds a
+// newer refresh token only when it holds a non-empty one that is neither the one this rotation
+// saw nor the one granted; the output holds a newer access token only when it holds one that is
+// neither the one this rotation saw nor the one granted, with a plausible expiry later than the
+// granted one's. Then theirs stays, and the result says so. It returns a *refreshTokenLost when
+// the new refresh token could not be stored.
+//
+// With accessToo false only the credential secret is written (a response whose access token was
+// refused): the output is left as it is.
+func (r *Rotator) writeBack(ctx context.Context, a *attempt, tok *oauth.Token, accessToo bool) (stored, error) {
+	t, req, seen, who := a.t, a.req, a.seen, a.who
+	var out stored
+	credentials := func(d map[string]any, changes map[string]any) {
 		rt, _ := stringField(d, keyRefreshToken)
-		code, _ := stringField(d, keyCode)
-		newer := rt != tok.RefreshToken && ((req.GrantType == oauth.GrantRefreshToken && rt != req.RefreshToken) ||
-			(req.GrantType == oauth.GrantAuthorizationCode && code != req.Code && rt != ""))
-		if !newer && tok.RefreshToken != "" {
-			d[keyRefreshToken] = tok.RefreshToken
+		if rt != "" && rt != seen.refreshToken && rt != tok.RefreshToken {
+			out.credentials = landedTheirs
+		} else if want := cmp.Or(tok.RefreshToken, seen.refreshToken); want != "" && want != rt {
+			changes[keyRefreshToken] = want
 		}
-		if req.GrantType == oauth.GrantAuthorizationCode && code == req.Code {
-			delete(d, keyCode)
-			delete(d, keyCodeVerifier)
+		if code, _ := stringField(d, keyCode); req.GrantType == oauth.GrantAuthorizationCode && code == req.Code {
+			changes[keyCode], changes[keyCodeVerifier] = nil, nil
 		}
-		dropClaim(d, r.holder())
-		return true
+		if dropsClaim(d, who) {
+			changes[keyClaim] = nil
+		}
 	}
-	access := func(d map[string]any) bool {
-		if s, _ := stringField(d, keyExpiresAt); s != "" {
-			if theirs, err := time.Parse(time.RFC3339, s); err == nil && theirs.After(tok.ExpiresAt.Add(time.Second)) {
-				if at, _ := stringField(d, keyAccessToken); at != "" && at != tok.AccessToken {
-					return false // a later token is already there
-				}
-			}
+	access := func(d map[string]any, changes map[string]any) {
+		at, _ := stringField(d, keyAccessToken)
+		exp, plausible := storedExpiry(d, r.now())
+		switch {
+		case at != "" && at != seen.accessToken && at != tok.AccessToken && plausible && exp.After(tok.ExpiresAt.Add(time.Second)):
+			out.output, out.expiresAt = landedTheirs, exp
+			return
+		case at == tok.AccessToken && plausible && absDuration(exp.Sub(tok.ExpiresAt)) < time.Minute:
+			out.output, out.expiresAt = landedSame, exp // the server handed back the stored token
+			return
+		case at == tok.AccessToken:
+			out.output = landedSame // the same token, its expiry put right below
 		}
-		d[keyAccessToken] = tok.AccessToken
-		d[keyTokenType] = tok.TokenType
-		d[keyExpiresAt] = tok.ExpiresAt.UTC().Format(time.RFC3339)
+		changes[keyAccessToken] = tok.AccessToken
+		changes[keyTokenType] = tok.TokenType
+		changes[keyExpiresAt] = tok.ExpiresAt.UTC().Format(time.RFC3339)
 		if scope := cmp.Or(tok.Scope, req.Scope); scope != "" {
-			d[keyScope] = scope
+			changes[keyScope] = scope
 		}
-		return true
+		out.expiresAt = tok.ExpiresAt.UTC().Truncate(time.Second) // as stored: RFC 3339 to the second
 	}
+
 	if t.output == t.secret {
-		err := r.update(ctx, t.secret, secret, func(d map[string]any) bool { credentials(d); access(d); return true })
-		if err != nil && spends(req) {
-			return &refreshTokenLost{err}
-		}
-		return err
+		out.credentials, out.output = landedOurs, landedOurs
+		err := r.update(ctx, t.secret, a.secret, true, func(d, changes map[string]any) {
+			out.credentials, out.output = landedOurs, landedOurs
+			credentials(d, changes)
+			if out.credentials == landedOurs && accessToo {
+				access(d, changes)
+			}
+		})
+		return r.settle(out, err, spends(req))
 	}
 	if spends(req) {
-		if err := r.update(ctx, t.secret, secret, credentials); err != nil {
-			return &refreshTokenLost{err}
+		err := r.update(ctx, t.secret, a.secret, true, func(d, changes map[string]any) {
+			out.credentials = landedOurs
+			credentials(d, changes)
+		})
+		if out, err = r.settle(out, err, true); err != nil || out.credentials != landedOurs || !accessToo {
+			return out, err
 		}
 	}
-	return r.update(ctx, t.output, output, access)
+	err := r.update(ctx, t.output, a.output, false, func(d, changes map[string]any) {
+		out.output = landedOurs
+		access(d, changes)
+	})
+	return out, err
+}
+
+// settle turns the credential write's error into the write-back's result: a secret deleted
+// meanwhile is a landing, not an error; any other failure after a spend lost the refresh token.
+func (r *Rotator) settle(out stored, err error, spent bool) (stored, error) {
+	switch {
+	case errors.Is(err, errGone):
+		out.credentials = landedGone
+		return out, nil
+	case err != nil && spent:
+		return out, &refreshTokenLost{err}
+	}
+	return out, err
+}
+
+// storedExpiry reads a secret's expires_at; plausible is false when it is missing, unreadable, or
+// further away than any access token lives (a hand edit, a migration, a clock gone wrong): such an
+// expiry never makes a stored token look newer than one just granted.
+func storedExpiry(d map[string]any, now time.Time) (exp time.Time, plausible bool) {
+	s, _ := stringField(d, keyExpiresAt)
+	exp, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return exp.UTC(), exp.Sub(now) <= maxLifetime
+}
+
+func absDuration(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
 }
 
 // refreshTokenLost is a write-back that could not store the new refresh token: the server has
@@ -79,15 +164,17 @@ type refreshTokenLost struct{ err error }
 func (e *refreshTokenLost) Error() string { return "new refresh token not stored: " + e.err.Error() }
 func (e *refreshTokenLost) Unwrap() error { return e.err }
 
-// update applies change to the data of the secret at path and writes it, check-and-set on the
-// version read, until it lands or WriteDeadline passes; change returns false when there is nothing
-// to write. If the secret changed meanwhile it is read
-// again and the change applied to the newer data, so no one else's keys are lost and the new values
-// still land. Any other failure (Vault down, sealed, 5xx, its token expired: the store logs in
-// again) is retried with backoff. It ignores ctx's cancellation: a shutdown must not stop a write
-// that holds the only copy of a refresh token.
-func (r *Rotator) update(ctx context.Context, path string, base *vault.Secret, change func(map[string]any) bool) error {
-	deadline := orDefault(r.WriteDeadline, 10*time.Minute)
+// update works out changes to the data of the secret at path (change fills them in from the data
+// as it is) and writes them, check-and-set on the version read, until they land or WriteDeadline
+// passes. An existing credential secret (existing) is changed with Store.Update, which fails with
+// errGone once the secret is deleted: it stays deleted. Any other secret is written whole with
+// Store.Write, which creates it, or recreates it when deleted. No changes, nothing written. If the
+// secret changed meanwhile it is read again and change applied to the newer data, so no one
+// else's keys are lost and the new values still land. Any other failure (Vault down, sealed, 5xx,
+// its token expired: the store logs in again) is retried with backoff. It ignores ctx's
+// cancellation: a shutdown must not stop a write that holds the only copy of a refresh token.
+func (r *Rotator) update(ctx context.Context, path string, base *vault.Secret, existing bool, change func(data, changes map[string]any)) error {
+	deadline := orDefault(r.WriteDeadline, DefaultWriteDeadline)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deadline)
 	defer cancel()
 	b := backoff.NewExponentialBackOff()
@@ -96,21 +183,39 @@ func (r *Rotator) update(ctx context.Context, path string, base *vault.Secret, c
 	b.MaxElapsedTime = deadline
 	b.Reset()
 	for attempt := 1; ; attempt++ {
-		d := clone(base.Data)
-		if !change(d) {
+		changes := map[string]any{}
+		change(base.Data, changes)
+		if len(changes) == 0 {
 			return nil
 		}
-		_, err := r.Store.Write(ctx, path, d, base.Version)
+		var err error
+		if existing {
+			_, err = r.Store.Update(ctx, path, changes, base.Version)
+		} else {
+			_, err = r.Store.Write(ctx, path, apply(base.Data, changes), base.Version)
+		}
 		if err == nil {
 			return nil
 		}
+		if existing && errors.Is(err, vault.ErrNotFound) {
+			return errGone
+		}
 		if errors.Is(err, vault.ErrVersionMismatch) {
-			if fresh, rerr := r.readOrEmpty(ctx, path); rerr == nil {
+			var fresh *vault.Secret
+			var rerr error
+			if existing {
+				fresh, rerr = r.Store.Read(ctx, path)
+				if errors.Is(rerr, vault.ErrNotFound) {
+					return errGone // deleted since: an operator offboarding it
+				}
+			} else {
+				fresh, rerr = r.readOrEmpty(ctx, path)
+			}
+			if rerr == nil {
 				base = fresh
 				continue
-			} else {
-				err = rerr
 			}
+			err = rerr
 		}
 		wait := b.NextBackOff()
 		if wait == backoff.Stop || ctx.Err() != nil {
@@ -121,6 +226,19 @@ func (r *Rotator) update(ctx context.Context, path string, base *vault.Secret, c
 			return fmt.Errorf("after %d attempts over %v: %w", attempt, deadline, err)
 		}
 	}
+}
+
+// apply returns a copy of data with changes made: a nil value removes its key.
+func apply(data, changes map[string]any) map[string]any {
+	d := clone(data)
+	for k, v := range changes {
+		if v == nil {
+			delete(d, k)
+		} else {
+			d[k] = v
+		}
+	}
+	return d
 }
 
 // readOrEmpty reads the secret at path. A secret that does not exist is empty at version 0; one

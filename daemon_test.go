@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/robfig/cron/v3"
+
+	"token-rotator/config"
+	"token-rotator/rotate"
+)
+
+// TestDaemonRunsAPassAfterAReusedTokenExpires: a server that hands back the stored access token
+// issues a new one only once the old one has expired; the daemon comes back just after that
+// instead of leaving apps with an expired token until the next scheduled run.
+func TestDaemonRunsAPassAfterAReusedTokenExpires(t *testing.T) {
+	cfg := &config.Config{Schedule: "0 0 1 1 *"} // next run months away
+	var err error
+	if cfg.Cron, err = cron.ParseStandard(cfg.Schedule); err != nil {
+		t.Fatal(err)
+	}
+	expires := time.Now().Add(time.Second)
+	var passes atomic.Int32
+	second := make(chan time.Time, 1)
+	pass := func(context.Context) []rotate.Result {
+		switch passes.Add(1) {
+		case 1:
+			return []rotate.Result{{Client: "cc", Outcome: rotate.Reused, ExpiresAt: expires}}
+		case 2:
+			second <- time.Now()
+		}
+		return []rotate.Result{{Client: "cc", Outcome: rotate.Rotated, ExpiresAt: time.Now().Add(2 * time.Hour)}}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- daemon(ctx, pass, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	select {
+	case at := <-second:
+		if at.Before(expires) || at.After(expires.Add(reusedMargin+2*time.Second)) {
+			t.Errorf("extra pass at %v, want just after the reused token's expiry %v", at, expires)
+		}
+	case <-time.After(reusedMargin + 10*time.Second):
+		t.Errorf("no extra pass after the reused token expired (%d passes)", passes.Load())
+	}
+	cancel()
+	<-done
+	if n := passes.Load(); n != 2 {
+		t.Errorf("%d passes, want 2: the first and one extra", n)
+	}
+}
+
+func TestNoExtraPassWithoutReuse(t *testing.T) {
+	next := time.Now().Add(time.Hour)
+	for _, tc := range []struct {
+		name    string
+		results []rotate.Result
+		want    bool
+	}{
+		{"rotated", []rotate.Result{{Outcome: rotate.Rotated, ExpiresAt: time.Now().Add(time.Minute)}}, false},
+		{"reused, expiring before the next run", []rotate.Result{{Outcome: rotate.Reused, ExpiresAt: time.Now().Add(time.Minute)}}, true},
+		{"reused, expiring after the next run", []rotate.Result{{Outcome: rotate.Reused, ExpiresAt: time.Now().Add(2 * time.Hour)}}, false},
+	} {
+		if _, got := afterReusedExpiry(tc.results, next); got != tc.want {
+			t.Errorf("%s: extra pass %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,268 @@
+package rotate
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"token-rotator/config"
+	"token-rotator/oauth"
+	"token-rotator/vault"
+)
+
+// Each test here is one of the inputs under which the job used to report one thing while Vault
+// held another; each asserts what Vault holds and the outcome that names it.
+
+func TestEmptyStoredRefreshTokenIsNotNewer(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.put("stora/cred", map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "rt-old"})
+	ts := &tokens{fn: func(ctx context.Context, r oauth.Request) (*oauth.Token, error) {
+		// The credential secret is rewritten without its refresh token while the refresh is in flight.
+		w.put("stora/cred", map[string]any{"client_id": "id", "client_secret": "s"})
+		return issued("rt-new")(ctx, r)
+	}}
+	c := config.Client{Name: "p", Grant: config.GrantAuthorizationCode, Secret: "stora/cred", Output: "apps/out"}
+	res := w.rotator(ts, c).Pass(context.Background())[0]
+	if got := w.data("stora/cred")["refresh_token"]; got != "rt-new" {
+		t.Errorf("refresh token in Vault %v, want the one just granted", got)
+	}
+	if res.Outcome != Rotated || w.data("apps/out")["access_token"] != "at-new" {
+		t.Errorf("outcome %s (%v), output %v; want rotated with the new access token", res.Outcome, res.Err, w.data("apps/out")["access_token"])
+	}
+}
+
+func TestSecretDeletedMidRotationStaysDeleted(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		delete func(c *api.Client, path string) error
+	}{
+		{"kv delete", func(c *api.Client, p string) error { return c.KVv2("secret").Delete(context.Background(), p) }},
+		{"kv metadata delete", func(c *api.Client, p string) error {
+			return c.KVv2("secret").DeleteMetadata(context.Background(), p)
+		}},
+	} {
+		for _, output := range []string{"", "apps/out"} {
+			t.Run(tc.name+"/output "+output, func(t *testing.T) {
+				t.Parallel()
+				w := newWorld(t)
+				w.put("stora/cred", map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "rt-old"})
+				ts := &tokens{fn: func(ctx context.Context, r oauth.Request) (*oauth.Token, error) {
+					if err := tc.delete(w.vault.Client, "stora/cred"); err != nil { // an operator offboards it
+						t.Error(err)
+					}
+					return issued("rt-new")(ctx, r)
+				}}
+				c := config.Client{Name: "p", Grant: config.GrantAuthorizationCode, Secret: "stora/cred", Output: output}
+				c.Output = cmp.Or(output, c.Secret)
+				res := w.rotator(ts, c).Pass(context.Background())
+				if res[0].Outcome != Deleted || AnyFailed(res) {
+					t.Errorf("outcome %s (%v), want deleted", res[0].Outcome, res[0].Err)
+				}
+				if _, err := w.store.Read(context.Background(), "stora/cred"); !errors.Is(err, vault.ErrNotFound) {
+					t.Errorf("the deleted secret is back: read error %v", err)
+				}
+				if output != "" {
+					if _, err := w.store.Read(context.Background(), output); !errors.Is(err, vault.ErrNotFound) {
+						t.Errorf("an access token was written for a deleted secret: %v", err)
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestClaimNamesTheTarget(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.put("stora/cred", map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "rt-old"})
+	ts := &tokens{fn: func(ctx context.Context, r oauth.Request) (*oauth.Token, error) {
+		time.Sleep(300 * time.Millisecond) // both targets are under way at once
+		return issued("rt-new-" + randomID())(ctx, r)
+	}}
+	// Two targets of one process on one credential secret (config refuses this; the claim must hold
+	// even so): only one of them may spend its refresh token.
+	a := config.Client{Name: "a", Grant: config.GrantAuthorizationCode, Secret: "stora/cred", Output: "apps/a"}
+	b := config.Client{Name: "b", Grant: config.GrantAuthorizationCode, Secret: "stora/cred", Output: "apps/b"}
+	r := w.rotator(ts, a, b)
+	r.Concurrency = 2
+	res := r.Pass(context.Background())
+	if n := ts.calls.Load(); n != 1 {
+		t.Errorf("%d token requests spent one refresh token; want 1 (outcomes %s, %s)", n, res[0].Outcome, res[1].Outcome)
+	}
+	if res[0].Outcome != ClaimedElsewhere && res[1].Outcome != ClaimedElsewhere {
+		t.Errorf("outcomes %s, %s: want one claimed_elsewhere", res[0].Outcome, res[1].Outcome)
+	}
+}
+
+func TestShutdownDuringABackoffSkips(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.put("stora/cc", map[string]any{"client_id": "id", "client_secret": "s"})
+	w.put("stora/rt", map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "rt-old"})
+	for _, tc := range []struct {
+		name   string
+		client config.Client
+		status int
+	}{
+		{"client_credentials 503", config.Client{Name: "cc", Grant: config.GrantClientCredentials, Scope: "s", Secret: "stora/cc", Output: "apps/cc"}, 503},
+		{"client_credentials 429", config.Client{Name: "cc", Grant: config.GrantClientCredentials, Scope: "s", Secret: "stora/cc", Output: "apps/cc"}, 429},
+		{"refresh 429", config.Client{Name: "rt", Grant: config.GrantAuthorizationCode, Secret: "stora/rt", Output: "apps/rt"}, 429},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			ts := &tokens{fn: func(context.Context, oauth.Request) (*oauth.Token, error) {
+				cancel() // SIGTERM while the server asks the job to wait a minute
+				return nil, &oauth.Error{Status: tc.status, RetryAfter: time.Minute}
+			}}
+			r := w.rotator(ts, tc.client)
+			res := r.Pass(ctx)
+			if res[0].Outcome != Skipped || AnyFailed(res) || ts.calls.Load() != 1 {
+				t.Errorf("outcome %s (%v) after %d requests; want skipped after 1", res[0].Outcome, res[0].Err, ts.calls.Load())
+			}
+			if d := w.data(tc.client.Secret); d[keyClaim] != nil || (tc.client.Grant != config.GrantClientCredentials && d["refresh_token"] != "rt-old") {
+				t.Errorf("secret after the skip: claim left %v, refresh token %v", d[keyClaim] != nil, d["refresh_token"])
+			}
+		})
+	}
+}
+
+func TestShutdownDuringTheListingSkips(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &hookedStore{Store: w.store}
+	h.list = func(c context.Context, prefix string) ([]string, error) {
+		cancel() // SIGTERM while the connections are listed
+		return nil, c.Err()
+	}
+	r := w.rotator(&tokens{fn: issued("rt")}, config.Client{Name: "fleet", Grant: config.GrantAuthorizationCode, Secret: "stora/fleet", Connections: "stora/fleet/connections"})
+	r.Store = h
+	res := r.Pass(ctx)
+	if len(res) != 1 || res[0].Outcome != Skipped || AnyFailed(res) {
+		t.Errorf("results %+v; want one skipped, none failed", res)
+	}
+}
+
+func TestConnectionGoneIsSkippedEverywhere(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.put("stora/fleet", map[string]any{"client_id": "id", "client_secret": "s"})
+	for _, op := range []string{"op-1", "op-2", "op-3"} {
+		w.put("stora/fleet/connections/"+op, map[string]any{"refresh_token": "rt-" + op})
+		w.put("apps/fleet/"+op, map[string]any{"access_token": "at", "expires_at": time.Now().Add(90 * time.Minute).UTC().Format(time.RFC3339)})
+	}
+	ctx := context.Background()
+	kv := w.vault.Client.KVv2("secret")
+	if err := kv.Delete(ctx, "stora/fleet/connections/op-2"); err != nil { // offboarded: soft-deleted
+		t.Fatal(err)
+	}
+	fleet := config.Client{Name: "fleet", Grant: config.GrantAuthorizationCode, Secret: "stora/fleet", Connections: "stora/fleet/connections", OutputPrefix: "apps/fleet"}
+	h := &hookedStore{Store: w.store}
+	h.list = func(c context.Context, prefix string) ([]string, error) {
+		paths, err := w.store.List(c, prefix)
+		// Between the listing and the read, op-3's metadata goes too.
+		_ = kv.DeleteMetadata(ctx, "stora/fleet/connections/op-3")
+		return paths, err
+	}
+	r := w.rotator(&tokens{fn: issued("rt")}, fleet)
+	r.Store = h
+	res := r.Pass(ctx)
+	if AnyFailed(res) || len(res) != 3 || res[1].Outcome != Skipped || res[2].Outcome != Skipped {
+		t.Fatalf("pass: %+v; want op-2 and op-3 skipped, none failed", res)
+	}
+
+	// status and validate apply the same rule to the soft-deleted op-2 (op-3 is no longer listed).
+	r = w.rotator(&tokens{fn: issued("rt")}, fleet)
+	for _, st := range r.Report(ctx, time.Now().Add(10*time.Minute)) {
+		if st.Problem != "" || st.ExpiresBeforeNextRun {
+			t.Errorf("status of %s: problem %q, expires before next run %v", st.Name, st.Problem, st.ExpiresBeforeNextRun)
+		}
+		if st.Name == "fleet/op-2" && st.Status != StatusDeleted {
+			t.Errorf("status of the deleted connection: %q, want %q", st.Status, StatusDeleted)
+		}
+	}
+	for _, c := range r.Validate(ctx) {
+		if c.Problem != "" {
+			t.Errorf("validate %s: %s", c.Name, c.Problem)
+		}
+	}
+}
+
+func TestRetryAfterASpendIsBounded(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.put("stora/cred", map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "rt-old"})
+	var first atomic.Bool
+	var retryAfter atomic.Int64
+	start := time.Now()
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, req *http.Request) {
+		if first.CompareAndSwap(false, true) {
+			rw.Header().Set("Retry-After", "600") // a gateway that asks for ten minutes
+			rw.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		retryAfter.Store(int64(time.Since(start)))
+		rw.Header().Set("Content-Type", "application/json")
+		rw.Write([]byte(`{"access_token":"at-new","token_type":"Bearer","expires_in":7200,"refresh_token":"rt-new"}`))
+	}))
+	t.Cleanup(srv.Close)
+	c := config.Client{Name: "p", Grant: config.GrantAuthorizationCode, Secret: "stora/cred", Output: "apps/out", TokenURL: srv.URL}
+	r := w.rotator(&oauth.Client{}, c)
+	r.SpentWait = 2 * time.Second
+	res := r.Pass(context.Background())[0]
+	if res.Outcome != Rotated || w.data("stora/cred")["refresh_token"] != "rt-new" {
+		t.Fatalf("outcome %s (%v)", res.Outcome, res.Err)
+	}
+	if got := time.Duration(retryAfter.Load()); got > 2*time.Second {
+		t.Errorf("the retry after a possible spend went out after %v; want within the %v bound, whatever Retry-After says", got, r.SpentWait)
+	}
+}
+
+func TestValidateAppliesThePassChecks(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.put("stora/ok", map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "rt"})
+	w.put("stora/refused", map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "rt-dead"})
+	ok := config.Client{Name: "ok", Grant: config.GrantAuthorizationCode, Secret: "stora/ok", Output: "stora/ok"}
+	refused := config.Client{Name: "refused", Grant: config.GrantAuthorizationCode, Secret: "stora/refused", Output: "stora/refused"}
+	invalid := &tokens{fn: func(context.Context, oauth.Request) (*oauth.Token, error) {
+		return nil, &oauth.Error{Status: 400, Code: oauth.ErrInvalidGrant}
+	}}
+	if res := w.rotator(invalid, refused).Pass(context.Background())[0]; res.Status != StatusReauthorizationRequired {
+		t.Fatalf("set-up: %s/%s", res.Outcome, res.Status)
+	}
+	checks := w.rotator(invalid, ok, refused).Validate(context.Background())
+	problems := map[string]string{}
+	for _, c := range checks {
+		problems[c.Name] = c.Problem
+	}
+	if problems["ok"] != "" || !strings.Contains(problems["refused"], StatusReauthorizationRequired) {
+		t.Errorf("validate: %q", problems)
+	}
+
+	// A Vault token that will not last a rotation fails every client in a pass: validate says so.
+	tok, err := w.vault.Client.Auth().Token().Create(&api.TokenCreateRequest{TTL: "2m", Renewable: new(bool), Policies: []string{"root"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := w.rotator(invalid, ok)
+	r.Store = openStore(t, w.vault.Addr, tok.Auth.ClientToken)
+	found := false
+	for _, c := range r.Validate(context.Background()) {
+		found = found || (c.Name == "vault token" && strings.Contains(c.Problem, "would not last"))
+	}
+	if !found {
+		t.Errorf("validate with a Vault token that expires in 2 minutes: %+v", r.Validate(context.Background()))
+	}
+}
