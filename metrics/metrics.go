@@ -69,7 +69,10 @@ func New() *Metrics {
 // Rotation records one target's outcome in a pass; took is how long it ran.
 func (m *Metrics) Rotation(res rotate.Result, took time.Duration) {
 	m.rotations.WithLabelValues(res.Client, res.Grant, string(res.Outcome)).Inc()
-	if !res.ExpiresAt.IsZero() {
+	switch {
+	case res.Outcome == rotate.Deleted: // Vault holds no token for it any more
+		m.expiry.DeleteLabelValues(res.Client)
+	case !res.ExpiresAt.IsZero():
 		m.expiry.WithLabelValues(res.Client).Set(float64(res.ExpiresAt.Unix()))
 	}
 	if res.Outcome == rotate.Rotated {
