@@ -46,6 +46,7 @@ func TestDryRunWritesNothing(t *testing.T) {
 	if n := len(e.stora.Requests()); n != 0 {
 		t.Errorf("a dry run sent %d token requests", n)
 	}
+	t.Logf("RELIABILITY outcome | --dry-run over a secret with neither refresh_token nor code | exit %d | data and metadata unchanged: %v; %d token requests", exit, reflect.DeepEqual(before, take()), len(e.stora.Requests()))
 }
 
 func TestValidateFailsWhereThePassWould(t *testing.T) {

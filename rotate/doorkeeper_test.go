@@ -91,6 +91,7 @@ func TestImplausibleStoredExpiryNeverWins(t *testing.T) {
 	if newRT := d.data("stora/partner")["refresh_token"]; newRT == rt || d.server.RefreshTokenRevoked(t, newRT.(string)) {
 		t.Errorf("the refresh token in Vault is the spent one, or revoked")
 	}
+	t.Logf("RELIABILITY outcome | output holds expires_at 2099-01-01 (Doorkeeper, revoke at once) | %s | the new access token in Vault works: token info HTTP %d; %d token request(s)", res.Outcome, d.server.TokenInfo(t, at), d.server.TokenRequests(t))
 }
 
 func TestErrorMemberDecidesWhateverTheWrapping(t *testing.T) {
@@ -133,6 +134,7 @@ func TestErrorMemberDecidesWhateverTheWrapping(t *testing.T) {
 			if got := d.data(path)["refresh_token"]; got != rt {
 				t.Errorf("refresh token in Vault changed")
 			}
+			t.Logf("RELIABILITY outcome | Doorkeeper's invalid_grant relabelled %s | %s/%s | refresh token kept: %v; %d token request(s)", tc.name, res.Outcome, res.Status, d.data(path)["refresh_token"] == rt, seen)
 		})
 	}
 }
@@ -181,6 +183,7 @@ func TestRefreshTokenKeptWhenTheAccessTokenIsUnusable(t *testing.T) {
 			if d.data("apps/partner")["access_token"] != "at-before" {
 				t.Errorf("the refused access token was written to the output")
 			}
+			t.Logf("RELIABILITY outcome | a refresh answered 200 with %s (Doorkeeper, revoke at once) | %s, failed: %v | new refresh token in Vault and live at the server: %v", tc.name, res[0].Outcome, AnyFailed(res), cred["refresh_token"] == granted && !d.server.RefreshTokenRevoked(t, granted))
 			// The next pass refreshes with the stored token: nothing needs a human.
 			r := d.rotator(c)
 			r.Force = true
@@ -216,6 +219,7 @@ func TestSameAccessTokenBackIsReused(t *testing.T) {
 	if n := d.server.TokenRequests(t); n != 2 {
 		t.Errorf("the server saw %d token requests, want 2", n)
 	}
+	t.Logf("RELIABILITY outcome | Doorkeeper with reuse_access_token hands back the stored token | %s | output version %d -> %d", res.Outcome, first.VersionMetadata.Version, second.VersionMetadata.Version)
 }
 
 func TestRefusedCodeKeepsTheClientWaiting(t *testing.T) {
@@ -240,7 +244,7 @@ func TestRefusedCodeKeepsTheClientWaiting(t *testing.T) {
 	if cred := d.data("stora/partner"); cred["code"] != nil || cred["code_verifier"] != nil {
 		t.Errorf("the refused code or its verifier was left in the secret")
 	}
-	requests := d.server.TokenRequests(t)
+	requests, refusal := d.server.TokenRequests(t), res[0]
 	// The next passes keep the client waiting (and --once exiting 1), spending nothing.
 	for i := 0; i < 2; i++ {
 		res = d.rotator(c).Pass(context.Background())
@@ -251,6 +255,7 @@ func TestRefusedCodeKeepsTheClientWaiting(t *testing.T) {
 	if n := d.server.TokenRequests(t); n != requests {
 		t.Errorf("%d more token requests with a refresh token known to be refused", n-requests)
 	}
+	t.Logf("RELIABILITY outcome | a re-authorization code refused after the refresh token was (Doorkeeper) | %s/%s, then 2 passes %s/%s | %d token requests after the refusal; code removed", refusal.Outcome, refusal.Status, res[0].Outcome, res[0].Status, d.server.TokenRequests(t)-requests)
 	// Whatever else the operator changes, the refused refresh token is not spent again.
 	d.put("stora/partner", map[string]any{"client_id": d.id, "client_secret": d.secret, "refresh_token": rt, "note": "edited"})
 	if res := d.rotator(c).Pass(context.Background())[0]; res.Status != StatusReauthorizationRequired || d.server.TokenRequests(t) != requests {

@@ -38,6 +38,8 @@ func TestEmptyStoredRefreshTokenIsNotNewer(t *testing.T) {
 	if res.Outcome != Rotated || w.data("apps/out")["access_token"] != "at-new" {
 		t.Errorf("outcome %s (%v), output %v; want rotated with the new access token", res.Outcome, res.Err, w.data("apps/out")["access_token"])
 	}
+	t.Logf("RELIABILITY outcome | credential secret rewritten without refresh_token while a refresh is in flight | %s | refresh token in Vault is the one just granted: %v; %d token request(s)",
+		res.Outcome, w.data("stora/cred")["refresh_token"] == "rt-new", ts.calls.Load())
 }
 
 func TestSecretDeletedMidRotationStaysDeleted(t *testing.T) {
@@ -76,6 +78,9 @@ func TestSecretDeletedMidRotationStaysDeleted(t *testing.T) {
 						t.Errorf("an access token was written for a deleted secret: %v", err)
 					}
 				}
+				_, rerr := w.store.Read(context.Background(), "stora/cred")
+				t.Logf("RELIABILITY outcome | credential secret deleted (%s) while its refresh is in flight, output %s | %s | secret still deleted: %v; %d token request(s)",
+					tc.name, cmp.Or(output, "the same secret"), res[0].Outcome, errors.Is(rerr, vault.ErrNotFound), ts.calls.Load())
 			})
 		}
 	}
@@ -87,7 +92,7 @@ func TestClaimNamesTheTarget(t *testing.T) {
 	w.put("stora/cred", map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "rt-old"})
 	ts := &tokens{fn: func(ctx context.Context, r oauth.Request) (*oauth.Token, error) {
 		time.Sleep(300 * time.Millisecond) // both targets are under way at once
-		return issued("rt-new-" + randomID())(ctx, r)
+		return issued("rt-new-"+randomID())(ctx, r)
 	}}
 	// Two targets of one process on one credential secret (config refuses this; the claim must hold
 	// even so): only one of them may spend its refresh token.
@@ -102,6 +107,7 @@ func TestClaimNamesTheTarget(t *testing.T) {
 	if res[0].Outcome != ClaimedElsewhere && res[1].Outcome != ClaimedElsewhere {
 		t.Errorf("outcomes %s, %s: want one claimed_elsewhere", res[0].Outcome, res[1].Outcome)
 	}
+	t.Logf("RELIABILITY outcome | two targets of one process on one credential secret, concurrency 2 | %s, %s | one refresh token spent by %d token request(s)", res[0].Outcome, res[1].Outcome, ts.calls.Load())
 }
 
 func TestShutdownDuringABackoffSkips(t *testing.T) {
@@ -133,6 +139,8 @@ func TestShutdownDuringABackoffSkips(t *testing.T) {
 			if d := w.data(tc.client.Secret); d[keyClaim] != nil || (tc.client.Grant != config.GrantClientCredentials && d["refresh_token"] != "rt-old") {
 				t.Errorf("secret after the skip: claim left %v, refresh token %v", d[keyClaim] != nil, d["refresh_token"])
 			}
+			t.Logf("RELIABILITY outcome | SIGTERM while a %s asks for a minute's wait | %s, failed: %v | nothing spent, no claim left: %v; %d token request(s)",
+				tc.name, res[0].Outcome, AnyFailed(res), w.data(tc.client.Secret)[keyClaim] == nil, ts.calls.Load())
 		})
 	}
 }
@@ -152,6 +160,7 @@ func TestShutdownDuringTheListingSkips(t *testing.T) {
 	if len(res) != 1 || res[0].Outcome != Skipped || AnyFailed(res) {
 		t.Errorf("results %+v; want one skipped, none failed", res)
 	}
+	t.Logf("RELIABILITY outcome | SIGTERM while a connections prefix is listed | %s, failed: %v | nothing read or written", res[0].Outcome, AnyFailed(res))
 }
 
 func TestConnectionGoneIsSkippedEverywhere(t *testing.T) {
@@ -197,6 +206,7 @@ func TestConnectionGoneIsSkippedEverywhere(t *testing.T) {
 			t.Errorf("validate %s: %s", c.Name, c.Problem)
 		}
 	}
+	t.Logf("RELIABILITY outcome | connections deleted (kv delete; kv metadata delete between listing and read) | %s, %s; failed: %v | status and validate: not a problem", res[1].Outcome, res[2].Outcome, AnyFailed(res))
 }
 
 func TestRetryAfterASpendIsBounded(t *testing.T) {
@@ -227,6 +237,7 @@ func TestRetryAfterASpendIsBounded(t *testing.T) {
 	if got := time.Duration(retryAfter.Load()); got > 2*time.Second {
 		t.Errorf("the retry after a possible spend went out after %v; want within the %v bound, whatever Retry-After says", got, r.SpentWait)
 	}
+	t.Logf("RELIABILITY outcome | 503 Retry-After: 600 on a refresh (maybe spent) | %s | the one retry went out after %v (bound %v in the test, %v in production)", res.Outcome, time.Duration(retryAfter.Load()).Round(10*time.Millisecond), r.SpentWait, MaxSpentWait)
 }
 
 func TestValidateAppliesThePassChecks(t *testing.T) {

@@ -194,12 +194,13 @@ func (e *env) floor(names []string) float64 {
 		if err != nil {
 			return err
 		}
-		claimed, err := kv.Put(ctx, p, s.Data, api.WithCheckAndSet(s.VersionMetadata.Version))
+		// The claim and the write-back are check-and-set patches, as the job's are.
+		claimed, err := kv.Patch(ctx, p, map[string]any{"rotation_claim": "c"}, api.WithCheckAndSet(s.VersionMetadata.Version))
 		if err != nil {
 			return err
 		}
-		d := map[string]any{"refresh_token": "r", "access_token": "a", "token_type": "Bearer", "expires_at": "x"}
-		if _, err := kv.Put(ctx, p, d, api.WithCheckAndSet(claimed.VersionMetadata.Version)); err != nil {
+		d := map[string]any{"refresh_token": "r", "access_token": "a", "token_type": "Bearer", "expires_at": "x", "rotation_claim": nil}
+		if _, err := kv.Patch(ctx, p, d, api.WithCheckAndSet(claimed.VersionMetadata.Version)); err != nil {
 			return err
 		}
 		return kv.PatchMetadata(ctx, p, api.KVMetadataPatchInput{CustomMetadata: map[string]any{"rotator_status": "ok"}})
