@@ -48,6 +48,7 @@ func (r *Rotator) rotate(ctx, startCtx context.Context, t target) (Result, strin
 	if err != nil {
 		return fail(err)
 	}
+	r.warnRetention(t, secret) // from what the read returned: no request
 	credentials := secret.Data
 	if t.shared != "" {
 		if credentials, err = r.sharedCredentials(ctx, t.shared); err != nil {
