@@ -140,6 +140,14 @@ func TestPolicies(t *testing.T) {
 				return err
 			},
 			"read an output": func() error { _, err := kv.Get(ctx, "apps/acme"); return err },
+			"read a credential secret's KV settings (validate)": func() error {
+				_, err := kv.GetMetadata(ctx, "stora/partner")
+				return err
+			},
+			"read the mount's KV settings": func() error {
+				_, err := c.Logical().Read("secret/config")
+				return err
+			},
 			"read the mount's type (no grant needed)": func() error {
 				s, err := c.Logical().Read("sys/internal/ui/mounts/secret")
 				if err == nil && (s == nil || s.Data["type"] != "kv") {
@@ -169,6 +177,10 @@ func TestPolicies(t *testing.T) {
 				return err
 			},
 			"list apps/": func() error { _, err := c.Logical().List("secret/metadata/apps"); return err },
+			"change the mount's KV settings": func() error {
+				_, err := c.Logical().Write("secret/config", map[string]any{"max_versions": 1})
+				return err
+			},
 			"write a policy": func() error {
 				return c.Sys().PutPolicy("escalate", `path "*" { capabilities = ["sudo"] }`)
 			},

@@ -20,6 +20,7 @@ func (r *Rotator) Pass(ctx context.Context) []Result {
 	r.sharedMu.Lock()
 	r.shared = map[string]*sharedEntry{}
 	r.sharedMu.Unlock()
+	r.warnMountRetention(ctx) // asks Vault at the first pass of the process only
 	ts, results := r.targets(ctx, r.Shard)
 	for _, res := range results { // prefixes that could not be listed
 		r.finish(res, map[bool]string{true: "shutting down"}[res.Outcome == Skipped], 0)

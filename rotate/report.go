@@ -150,5 +150,8 @@ func (r *Rotator) validate(ctx context.Context, t target) error {
 			return err
 		}
 	}
-	return r.preflight(ctx, t, output, req)
+	if err := r.preflight(ctx, t, output, req); err != nil {
+		return err
+	}
+	return r.retentionProblem(ctx, t, secret)
 }

@@ -84,6 +84,7 @@ func (r *Rotator) read(ctx context.Context, a *attempt) bool {
 	if err != nil {
 		return a.skipOrFail(ctx, "", err)
 	}
+	r.warnRetention(t, secret) // from what the read returned: no request
 	a.secret, a.output, a.creds = secret, secret, secret.Data
 	if t.shared != "" {
 		if a.creds, err = r.sharedCredentials(ctx, t.shared); err != nil {

@@ -134,6 +134,8 @@ type Rotator struct {
 
 	statusQueue chan statusWrite // metadata writes during a pass; nil outside one
 	grantSlots  chan struct{}    // one per token request in flight; Concurrency of them
+
+	retention retentionWatch // KV settings that can delete a refresh token, warned once (retention.go)
 }
 
 // rateMargin is how far under the server's published limits the job keeps: the server counts

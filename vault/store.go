@@ -47,6 +47,11 @@ type Secret struct {
 	Version int
 	// Metadata is the KV v2 secret's custom metadata (string values); nil on KV v1.
 	Metadata map[string]string
+	// CreatedTime is when this version was written (KV v2); zero on KV v1.
+	CreatedTime time.Time
+	// DeletionTime is when Vault will soft-delete this version by delete_version_after (the
+	// mount's or the secret's, as they were when it was written); zero when never.
+	DeletionTime time.Time
 }
 
 // Store reads and writes secrets under one KV mount.
@@ -136,18 +141,18 @@ func (s *Store) Read(ctx context.Context, path string) (*Secret, error) {
 	if s.version == 1 {
 		return &Secret{Data: kv.Data}, nil
 	}
-	v := 0
+	var vm api.KVVersionMetadata
 	if kv.VersionMetadata != nil {
-		v = kv.VersionMetadata.Version
+		vm = *kv.VersionMetadata
 	}
 	if kv.Data == nil {
-		return nil, &DeletedError{Path: s.mount + "/" + path, Version: v}
+		return nil, &DeletedError{Path: s.mount + "/" + path, Version: vm.Version}
 	}
 	meta := map[string]string{}
 	for k, val := range kv.CustomMetadata {
 		meta[k] = fmt.Sprint(val)
 	}
-	return &Secret{Data: kv.Data, Version: v, Metadata: meta}, nil
+	return &Secret{Data: kv.Data, Version: vm.Version, Metadata: meta, CreatedTime: vm.CreatedTime, DeletionTime: vm.DeletionTime}, nil
 }
 
 // Write replaces the data of the secret at path. On KV v2 the write is check-and-set on version:

@@ -3,7 +3,8 @@
 #   stora/...  credentials: client_id, client_secret, refresh_token, code; the job reads them and
 #              updates them (the new refresh token, the claim); you create them.
 #   apps/...   access tokens for apps; the job creates and updates them.
-# Nothing here can delete, destroy or list outside the connection prefixes, or read another path.
+# Nothing here can delete, destroy or list outside the connection prefixes, or read another path
+# than those and the mount's settings.
 # Another mount than `secret`: replace `secret/` in every path.
 
 # Credential secrets, and every connection below a client's `connections` prefix: read; patch
@@ -16,8 +17,19 @@ path "secret/data/stora/*" {
 
 # Their custom metadata, where the job records each client's state (rotator_status, ...): patch.
 # list: the connection prefixes (stora/fleet/connections) are listed at the start of each pass.
+# read: `token-rotator validate` reads each credential secret's max_versions and
+# delete_version_after, which can make Vault delete the refresh token. Metadata holds settings,
+# version times and the rotator_* state, never a secret value; without read, validate falls back
+# to what reading the secret shows.
 path "secret/metadata/stora/*" {
-  capabilities = ["patch", "list"]
+  capabilities = ["read", "patch", "list"]
+}
+
+# The mount's KV settings (max_versions, delete_version_after, cas_required): read once per run,
+# to warn when they can delete a refresh token. They reveal no secret; without this the check of
+# the mount is skipped (logged at debug), nothing fails.
+path "secret/config" {
+  capabilities = ["read"]
 }
 
 # Outputs, the access tokens apps read: read (is the stored token still good?), create (the first
