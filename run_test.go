@@ -337,7 +337,9 @@ func TestDaemonRunsAtStartAndStopsOnCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var out testenv.SyncBuffer
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"--config", cfg, "--log-format", "json", "--metrics-address", "127.0.0.1:0"}, &out, &out) }()
+	go func() {
+		done <- run(ctx, []string{"--config", cfg, "--log-format", "json", "--metrics-address", "127.0.0.1:0"}, &out, &out)
+	}()
 	deadline := time.Now().Add(20 * time.Second)
 	for len(e.stora.Requests()) == 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
@@ -423,7 +425,9 @@ path "sys/internal/ui/mounts/*" { capabilities = ["read"] }`); err != nil {
 	ctx, cancel := context.WithCancel(context.Background())
 	var out testenv.SyncBuffer
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"--config", cfg, "--log-format", "json", "--metrics-address", "127.0.0.1:0"}, &out, &out) }()
+	go func() {
+		done <- run(ctx, []string{"--config", cfg, "--log-format", "json", "--metrics-address", "127.0.0.1:0"}, &out, &out)
+	}()
 	// Passes keep coming every second; wait until some run after the first token expired.
 	deadline := time.Now().Add(20 * time.Second)
 	for strings.Count(out.String(), `"msg":"access token not due"`) < 4 && time.Now().Before(deadline) {

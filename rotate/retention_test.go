@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"token-rotator/config"
+	"token-rotator/oauth"
 	"token-rotator/internal/testenv"
 	"token-rotator/vault"
 )
@@ -182,7 +183,11 @@ func TestRetentionSettingsThatCanDeleteARefreshToken(t *testing.T) {
 			// the only request of the check is one read of the mount's settings.
 			var logs testenv.SyncBuffer
 			store := &settingsCounter{Store: w.store}
-			ts := &tokens{fn: issued("rt-new")}
+			ts := &tokens{fn: func(ctx context.Context, r oauth.Request) (*oauth.Token, error) {
+				tok, err := issued("rt-" + randomID())(ctx, r) // a new pair each time, as a server issues
+				tok.AccessToken = "at-" + randomID()
+				return tok, err
+			}}
 			r := &Rotator{Store: store, Tokens: ts, Clients: []config.Client{c.client}, RenewBefore: 30 * time.Minute, Logger: jsonLogger(&logs)}
 			for i, want := range []Outcome{Rotated, NotDue} {
 				if res := r.Pass(ctx); res[0].Outcome != want {
@@ -240,7 +245,7 @@ func TestRetentionWithoutPermission(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
 	if err := w.vault.Client.Sys().PutPolicy("old-job", `
-path "secret/data/stora/*"     { capabilities = ["read", "update"] }
+path "secret/data/stora/*"     { capabilities = ["read", "patch"] }
 path "secret/metadata/stora/*" { capabilities = ["patch", "list"] }
 path "sys/capabilities-self"   { capabilities = ["update"] }
 path "auth/token/lookup-self"  { capabilities = ["read"] }`); err != nil {
