@@ -16,8 +16,8 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"token-rotator/config"
-	"token-rotator/oauth"
 	"token-rotator/internal/testenv"
+	"token-rotator/oauth"
 	"token-rotator/vault"
 )
 
@@ -184,7 +184,7 @@ func TestRetentionSettingsThatCanDeleteARefreshToken(t *testing.T) {
 			var logs testenv.SyncBuffer
 			store := &settingsCounter{Store: w.store}
 			ts := &tokens{fn: func(ctx context.Context, r oauth.Request) (*oauth.Token, error) {
-				tok, err := issued("rt-" + randomID())(ctx, r) // a new pair each time, as a server issues
+				tok, err := issued("rt-"+randomID())(ctx, r) // a new pair each time, as a server issues
 				tok.AccessToken = "at-" + randomID()
 				return tok, err
 			}}
