@@ -230,7 +230,14 @@ func TestRetryAfterASpendIsBounded(t *testing.T) {
 	c := config.Client{Name: "p", Grant: config.GrantAuthorizationCode, Secret: "stora/cred", Output: "apps/out", TokenURL: srv.URL}
 	r := w.rotator(&oauth.Client{}, c)
 	r.SpentWait = 2 * time.Second
-	res := r.Pass(context.Background())[0]
+	done := make(chan Result, 1)
+	go func() { done <- r.Pass(context.Background())[0] }()
+	var res Result
+	select {
+	case res = <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no result 20 s after a 503 with Retry-After: 600: the wait before the one retry is not bounded")
+	}
 	if res.Outcome != Rotated || w.data("stora/cred")["refresh_token"] != "rt-new" {
 		t.Fatalf("outcome %s (%v)", res.Outcome, res.Err)
 	}
