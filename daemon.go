@@ -34,6 +34,11 @@ func daemon(ctx context.Context, pass func(context.Context) []rotate.Result, cfg
 			return
 		}
 		next := cfg.Cron.Next(time.Now())
+		for _, e := range c.Entries() { // extra passes that have run: never again
+			if e.Next.IsZero() && !e.Prev.IsZero() {
+				c.Remove(e.ID)
+			}
+		}
 		if at, ok := afterReusedExpiry(results, next); ok && extra.add(at) {
 			c.Schedule(onceAt(at), job)
 			logger.Info("extra pass when a reused access token expires", "at", at.UTC(), "next_scheduled", next.UTC())
@@ -80,10 +85,15 @@ type extraPasses struct {
 	at map[time.Time]bool
 }
 
-// add reports whether at is new, and remembers it.
+// add reports whether at is new, and remembers it; instants past are forgotten.
 func (e *extraPasses) add(at time.Time) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	for t := range e.at {
+		if t.Before(time.Now().Add(-time.Minute)) {
+			delete(e.at, t)
+		}
+	}
 	at = at.Truncate(time.Second)
 	if e.at[at] {
 		return false

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,6 +32,9 @@ type Metrics struct {
 	responses   *prometheus.CounterVec
 	lastPass    prometheus.Gauge
 	ready       atomic.Bool
+
+	mu      sync.Mutex
+	tracked map[string]bool // targets with per-target series
 }
 
 // New registers the collectors, with Go and process collectors beside them.
@@ -70,13 +74,15 @@ func New() *Metrics {
 func (m *Metrics) Rotation(res rotate.Result, took time.Duration) {
 	m.rotations.WithLabelValues(res.Client, res.Grant, string(res.Outcome)).Inc()
 	switch {
-	case res.Outcome == rotate.Deleted: // Vault holds no token for it any more
-		m.expiry.DeleteLabelValues(res.Client)
+	case res.Gone: // Vault holds no token for it any more
+		m.forget(res.Client)
 	case !res.ExpiresAt.IsZero():
 		m.expiry.WithLabelValues(res.Client).Set(float64(res.ExpiresAt.Unix()))
+		m.track(res.Client)
 	}
 	if res.Outcome == rotate.Rotated {
 		m.lastSuccess.WithLabelValues(res.Client).SetToCurrentTime()
+		m.track(res.Client)
 	}
 	if res.Grant != "" && (res.Outcome == rotate.Rotated || res.Outcome == rotate.Failed) {
 		m.duration.WithLabelValues(res.Grant).Observe(took.Seconds())
@@ -90,6 +96,48 @@ func (m *Metrics) TokenResponse(status int) {
 		label = strconv.Itoa(status)
 	}
 	m.responses.WithLabelValues(label).Inc()
+}
+
+func (m *Metrics) track(client string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.tracked == nil {
+		m.tracked = map[string]bool{}
+	}
+	m.tracked[client] = true
+}
+
+// forget drops a target's per-target series: Vault holds no token for it.
+func (m *Metrics) forget(client string) {
+	m.expiry.DeleteLabelValues(client)
+	m.lastSuccess.DeleteLabelValues(client)
+	m.mu.Lock()
+	delete(m.tracked, client)
+	m.mu.Unlock()
+}
+
+// Targets learns the targets a pass found. When the list is complete (every connections prefix
+// was listed), a target with series that is not on it (a connection deleted, metadata and all)
+// loses them: Vault holds nothing for it any more.
+func (m *Metrics) Targets(names []string, complete bool) {
+	if !complete {
+		return
+	}
+	listed := make(map[string]bool, len(names))
+	for _, n := range names {
+		listed[n] = true
+	}
+	m.mu.Lock()
+	var gone []string
+	for c := range m.tracked {
+		if !listed[c] {
+			gone = append(gone, c)
+		}
+	}
+	m.mu.Unlock()
+	for _, c := range gone {
+		m.forget(c)
+	}
 }
 
 // PassDone marks the end of a pass; the first one makes /readyz answer 200.

@@ -129,7 +129,7 @@ func notJSON(data []byte, tok *Token, err error) (*Token, error) {
 	case errors.As(err, &oe) && oe.Code != "":
 		return nil, oe
 	}
-	return nil, &Error{Reason: reason, Snippet: string(data)}
+	return nil, &Error{Reason: reason, Snippet: successSnippet(data)}
 }
 
 // errorResponse fills e from an RFC 6749 §5.2 error object, whatever the Content-Type said, or

@@ -3,6 +3,7 @@ package oauth
 import (
 	"encoding/json"
 	"fmt"
+	"html"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -109,7 +110,7 @@ func (e *Error) Error() string {
 }
 
 // clean makes the server's text in e safe to log: every value the request sent is removed, as
-// sent and as a server would echo it (JSON-escaped, URL-encoded), before anything is cut, so no
+// sent and as a server would echo it (JSON-escaped, URL-encoded, HTML-escaped), before anything is cut, so no
 // prefix of a secret survives a cut; then token-like runs go, and each field is cut to size. Values
 // under 4 characters are left alone: no real credential is that short, and removing them would
 // shred the message.
@@ -120,7 +121,7 @@ func (e *Error) clean(values ...string) {
 			continue
 		}
 		quoted, _ := json.Marshal(v)
-		forms = append(forms, v, string(quoted[1:len(quoted)-1]), url.QueryEscape(v), url.PathEscape(v))
+		forms = append(forms, v, string(quoted[1:len(quoted)-1]), url.QueryEscape(v), url.PathEscape(v), html.EscapeString(v))
 	}
 	// The longest forms first, so that no form leaves a piece of a longer one.
 	sort.Slice(forms, func(i, j int) bool { return len(forms[i]) > len(forms[j]) })

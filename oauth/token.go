@@ -88,7 +88,7 @@ type Lifetimes struct {
 func parseToken(body []byte, sent time.Time, life Lifetimes) (*Token, error) {
 	r, twice, err := parseFields(body)
 	if err != nil {
-		return nil, &Error{Reason: "malformed token response: " + err.Error(), Snippet: string(body)}
+		return nil, &Error{Reason: "malformed token response: " + err.Error(), Snippet: successSnippet(body)}
 	}
 	if !isNull(r["error"]) || twice["error"] {
 		e := &Error{Reason: "error member in a success response"}
@@ -103,8 +103,20 @@ func parseToken(body []byte, sent time.Time, life Lifetimes) (*Token, error) {
 	if rt, ok := newRefreshToken(r, twice); ok {
 		return nil, &PartialTokenError{Err: e, RefreshToken: rt} // no snippet: the body holds the token
 	}
-	e.Snippet = string(body)
+	e.Snippet = successSnippet(body)
 	return nil, e
+}
+
+// successSnippet is what an error may quote of a 2xx body: a body that is a JSON object is a token
+// response, whatever is wrong with it, and may hold a working access token in any alphabet, so only
+// its member names are quoted; any other body (an HTML page from a proxy) is quoted, to be redacted.
+func successSnippet(body []byte) string {
+	var members map[string]json.RawMessage
+	if json.Unmarshal(bytes.TrimPrefix(bytes.TrimSpace(body), []byte("\uFEFF")), &members) != nil || members == nil {
+		return string(body)
+	}
+	names := slices.Sorted(maps.Keys(members))
+	return "a JSON object with members " + strings.Join(names, ", ")
 }
 
 // newRefreshToken returns the response's refresh_token when it can be stored even though the rest

@@ -37,6 +37,7 @@ const AfterSpend = RequestTimeout + MaxSpentWait + RequestTimeout + DefaultWrite
 const ClaimedFor = DefaultGrantRetry + AfterSpend
 
 // ShutdownWait is the longest a pass runs on after SIGTERM: a rotation whose request is in flight
-// runs to the end of its write-back, and its state is recorded. Nothing else waits: rotations
-// that spent nothing yet are skipped at once.
-const ShutdownWait = AfterSpend + StatusWriteTimeout
+// runs to the end of its write-back (or, when the grant failed, of releasing its claim), reads
+// what another process left in the output when it finds one there, and records its state. Nothing
+// else waits: rotations that spent nothing yet are skipped at once.
+const ShutdownWait = AfterSpend + StatusWriteTimeout + StatusWriteTimeout

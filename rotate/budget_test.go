@@ -1,6 +1,9 @@
 package rotate
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 // TestBudgetFitsTheClaim fails when a wait after a possible spend grows without the claim growing
 // with it: a claim that lapses mid-rotation lets a second process spend the same refresh token.
@@ -13,5 +16,18 @@ func TestBudgetFitsTheClaim(t *testing.T) {
 	}
 	if AfterSpend != RequestTimeout+MaxSpentWait+RequestTimeout+DefaultWriteDeadline {
 		t.Errorf("AfterSpend %v is not the sum of its parts", AfterSpend)
+	}
+}
+
+// TestBudgetFiguresInTheDocuments holds the figures README.md and deploy/*.yaml quote.
+func TestBudgetFiguresInTheDocuments(t *testing.T) {
+	if ClaimedFor != 11*time.Minute+30*time.Second {
+		t.Errorf("ClaimedFor is %v; README.md and deploy/cronjob.yaml say 11.5 minutes", ClaimedFor)
+	}
+	if ShutdownWait != 10*time.Minute+30*time.Second {
+		t.Errorf("ShutdownWait is %v; README.md and deploy/*.yaml say 10.5 minutes", ShutdownWait)
+	}
+	if DefaultWriteDeadline != 8*time.Minute || MaxSpentWait != 30*time.Second || DefaultGrantRetry != 2*time.Minute {
+		t.Errorf("README.md says: write-back 8 minutes, the retry after a spend within 30 seconds, retries within 2 minutes of the claim")
 	}
 }

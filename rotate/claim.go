@@ -47,10 +47,16 @@ func claimOf(data map[string]any) *claim {
 // is reports whether the claim is who's.
 func (c *claim) is(who claimant) bool { return c.Holder == who.holder && c.Target == who.target }
 
+// maxClaimAhead is the furthest ahead a claim's expiry is believed: a claim lives DefaultClaimTTL,
+// and an hour more allows for a claimant's clock running ahead. A claim expiring later (a hand
+// edit, a clock gone wrong) would keep every process off the secret for as long: it is not
+// honoured.
+const maxClaimAhead = DefaultClaimTTL + time.Hour
+
 // heldElsewhere reports whether data carries a live claim by anyone but who.
 func heldElsewhere(data map[string]any, who claimant, now time.Time) bool {
 	c := claimOf(data)
-	return c != nil && !c.is(who) && now.Before(c.Expires)
+	return c != nil && !c.is(who) && now.Before(c.Expires) && c.Expires.Sub(now) <= maxClaimAhead
 }
 
 // claimValue is who's claim, valid for ttl from now, as stored under keyClaim.
@@ -105,22 +111,23 @@ func (r *Rotator) claim(ctx context.Context, path string, secret *vault.Secret, 
 }
 
 // release removes who's claim after a grant that spent nothing or failed, check-and-set on the
-// claimed version, and returns the secret's version afterwards. A failure is logged: the claim
-// then lapses at its expiry.
-func (r *Rotator) release(ctx context.Context, path string, claimed *vault.Secret, who claimant) int {
+// claimed version, and returns the secret's version afterwards; gone is set when the secret was
+// deleted meanwhile. A failure is logged: the claim then lapses at its expiry.
+func (r *Rotator) release(ctx context.Context, path string, claimed *vault.Secret, who claimant) (version int, gone bool) {
 	if !dropsClaim(claimed.Data, who) {
-		return claimed.Version
+		return claimed.Version, false
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), StatusWriteTimeout)
 	defer cancel()
 	v, err := r.Store.Update(ctx, path, map[string]any{keyClaim: nil}, claimed.Version)
-	if err != nil {
-		if !errors.Is(err, vault.ErrNotFound) {
-			r.logger().Warn("could not release claim; it lapses at its expiry", "path", path, "error", err.Error())
-		}
-		return claimed.Version
+	switch {
+	case errors.Is(err, vault.ErrNotFound):
+		return claimed.Version, true
+	case err != nil:
+		r.logger().Warn("could not release claim; it lapses at its expiry", "path", path, "error", err.Error())
+		return claimed.Version, false
 	}
-	return v
+	return v, false
 }
 
 func randomID() string {

@@ -107,6 +107,8 @@ func TestErrorMemberDecidesWhateverTheWrapping(t *testing.T) {
 		{"400 problem+json", 400, "application/problem+json"},
 		{"200 text/html", 200, "text/html"},
 		{"no content type", 400, ""},
+		{"503 application/json", 503, "application/json"},
+		{"429 text/html", 429, "text/html"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, rt := d.server.IssueTokenPair(t, d.id, "public.contact:read")

@@ -283,4 +283,126 @@ func TestValidateAppliesThePassChecks(t *testing.T) {
 	if !found {
 		t.Errorf("validate with a Vault token that expires in 2 minutes: %+v", r.Validate(context.Background()))
 	}
+
+	// A new refresh token stored for the refused client: status, validate and the pass agree that
+	// it is tried again.
+	w.put("stora/refused", map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "rt-fresh"})
+	r = w.rotator(invalid, refused)
+	for _, st := range r.Report(context.Background(), time.Now().Add(time.Hour)) {
+		if st.Stuck() || st.Status != StatusRetrying {
+			t.Errorf("status after a new refresh token: %q (%s)", st.Status, st.Error)
+		}
+	}
+	for _, c := range r.Validate(context.Background()) {
+		if c.Problem != "" {
+			t.Errorf("validate after a new refresh token: %s", c.Problem)
+		}
+	}
+}
+
+func TestWriteBackWhoseAnswerWasLostIsARotation(t *testing.T) {
+	t.Parallel()
+	for _, output := range []string{"apps/out", "stora/cred"} {
+		t.Run("output "+output, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t)
+			w.put("stora/cred", map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "rt-old"})
+			var writes atomic.Int32
+			lose := func(path string) bool { // the write-back's write to the output lands; its answer is lost
+				return path == output && writes.Add(1) == map[bool]int32{true: 2, false: 1}[output == "stora/cred"]
+			}
+			h := &hookedStore{Store: w.store}
+			h.write = func(ctx context.Context, path string, data map[string]any, version int) (int, error) {
+				v, err := w.store.Write(ctx, path, data, version)
+				if err == nil && lose(path) {
+					return 0, vault.ErrVersionMismatch // the client's retry met its own write
+				}
+				return v, err
+			}
+			h.update = func(ctx context.Context, path string, changes map[string]any, version int) (int, error) {
+				v, err := w.store.Update(ctx, path, changes, version)
+				if err == nil && lose(path) {
+					return 0, vault.ErrVersionMismatch
+				}
+				return v, err
+			}
+			ts := &tokens{fn: issued("rt-new")}
+			r := w.rotator(ts, config.Client{Name: "p", Grant: config.GrantAuthorizationCode, Secret: "stora/cred", Output: output})
+			r.Store = h
+			res := r.Pass(context.Background())[0]
+			if res.Outcome != Rotated || w.data(output)["access_token"] != "at-new" || w.data("stora/cred")["refresh_token"] != "rt-new" {
+				t.Errorf("outcome %s (%v); want rotated: Vault holds the pair just granted", res.Outcome, res.Err)
+			}
+		})
+	}
+}
+
+func TestConnectionDeletedByVaultRetentionIsNotAnOffboarding(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	kv := w.vault.Client.KVv2("secret")
+	w.put("stora/fleet", map[string]any{"client_id": "id", "client_secret": "s"})
+	if err := kv.PutMetadata(ctx, "stora/fleet/connections/op-1", api.KVMetadataPutInput{DeleteVersionAfter: 2 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	w.put("stora/fleet/connections/op-1", map[string]any{"refresh_token": "rt-only-copy"})
+	w.put("stora/fleet/connections/op-2", map[string]any{"refresh_token": "rt-2"})
+	if err := kv.Delete(ctx, "stora/fleet/connections/op-2"); err != nil { // an operator offboards op-2
+		t.Fatal(err)
+	}
+	time.Sleep(2500 * time.Millisecond) // Vault's retention deletes op-1's only version
+	fleet := config.Client{Name: "fleet", Grant: config.GrantAuthorizationCode, Secret: "stora/fleet", Connections: "stora/fleet/connections", OutputPrefix: "apps/fleet"}
+	ts := &tokens{fn: issued("rt-new")}
+	res := w.rotator(ts, fleet).Pass(ctx)
+	if len(res) != 2 || res[0].Outcome != Failed || !strings.Contains(res[0].Err.Error(), "delete_version_after") || !strings.Contains(res[0].Err.Error(), "vault kv undelete") {
+		t.Fatalf("pass: %+v; want op-1 failed, naming delete_version_after and how to undelete it", res)
+	}
+	if res[1].Outcome != Skipped || !res[1].Gone {
+		t.Errorf("op-2, deleted by an operator: %s, want skipped as gone", res[1].Outcome)
+	}
+	r := w.rotator(ts, fleet)
+	states := r.Report(ctx, time.Now().Add(10*time.Minute))
+	checks := r.Validate(ctx)
+	if states[0].Problem == "" || states[1].Problem != "" || states[1].Status != StatusDeleted {
+		t.Errorf("status: %+v", states)
+	}
+	if checks[0].Problem == "" || checks[1].Problem != "" {
+		t.Errorf("validate: %+v", checks)
+	}
+	// The operator follows the error's advice: the refresh token is back, and so is the client.
+	if err := kv.Undelete(ctx, "stora/fleet/connections/op-1", []int{1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.PutMetadata(ctx, "stora/fleet/connections/op-1", api.KVMetadataPutInput{DeleteVersionAfter: 0}); err != nil {
+		t.Fatal(err)
+	}
+	if res := w.rotator(ts, fleet).Pass(ctx); res[0].Outcome != Rotated {
+		t.Errorf("after undelete: %s (%v)", res[0].Outcome, res[0].Err)
+	}
+	t.Logf("RELIABILITY outcome | a connection's only version deleted by Vault's delete_version_after; another by an operator | %s; %s | the first named with its undelete command, the second skipped; after the undelete: rotated", res[0].Outcome, res[1].Outcome)
+}
+
+func TestAClaimFarInTheFutureIsNotHonoured(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	far := `{"holder":"otherhost/1/abc","target":"p","expires":"2099-01-01T00:00:00Z"}`
+	near := `{"holder":"otherhost/1/abc","target":"p","expires":"` + time.Now().Add(10*time.Minute).UTC().Format(time.RFC3339) + `"}`
+	for _, tc := range []struct {
+		name, claim string
+		want        Outcome
+	}{
+		{"expiring 2099", far, Rotated},
+		{"expiring in 10 minutes", near, ClaimedElsewhere},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := "stora/" + strings.ReplaceAll(tc.name, " ", "-")
+			w.put(path, map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "rt-old", keyClaim: tc.claim})
+			ts := &tokens{fn: issued("rt-new")}
+			res := w.rotator(ts, config.Client{Name: "p", Grant: config.GrantAuthorizationCode, Secret: path, Output: path}).Pass(context.Background())[0]
+			if res.Outcome != tc.want {
+				t.Errorf("claim %s: outcome %s (%v), want %s", tc.name, res.Outcome, res.Err, tc.want)
+			}
+		})
+	}
 }

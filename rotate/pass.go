@@ -22,6 +22,13 @@ func (r *Rotator) Pass(ctx context.Context) []Result {
 	r.sharedMu.Unlock()
 	r.warnMountRetention(ctx) // asks Vault at the first pass of the process only
 	ts, results := r.targets(ctx, r.Shard)
+	if r.Observer != nil {
+		names := make([]string, len(ts))
+		for i, t := range ts {
+			names[i] = t.name
+		}
+		r.Observer.Targets(names, len(results) == 0)
+	}
 	for _, res := range results { // prefixes that could not be listed
 		r.finish(res, map[bool]string{true: "shutting down"}[res.Outcome == Skipped], 0)
 	}
@@ -77,10 +84,10 @@ feed:
 }
 
 // prefetch has the store learn, in a few requests, the pre-flight's answers for every path the
-// pass may write, where it can.
+// pass may write, where it can: anew each pass, so that a policy changed since is what counts.
 func (r *Rotator) prefetch(ctx context.Context, ts []target) {
 	p, ok := r.Store.(capabilityPrefetcher)
-	if !ok || r.DryRun || len(ts) < 2 {
+	if !ok || r.DryRun || len(ts) == 0 {
 		return
 	}
 	paths := make([]string, 0, 2*len(ts))

@@ -52,10 +52,12 @@ func (r *Rotator) Report(ctx context.Context, nextRun time.Time) []TargetState {
 	for _, t := range ts {
 		st := TargetState{Name: t.name, Grant: t.client.Grant}
 		secret, err := r.Store.Read(ctx, t.secret)
-		if gone(t, err) {
+		if gone, lost := r.vanished(ctx, t, err); gone {
 			st.Status = StatusDeleted
 			out = append(out, st)
 			continue
+		} else if lost != nil {
+			err = lost
 		}
 		if err != nil {
 			st.Problem = err.Error()
@@ -66,6 +68,9 @@ func (r *Rotator) Report(ctx context.Context, nextRun time.Time) []TargetState {
 			secret.Metadata[metaLastSuccess], secret.Metadata[metaStatus], secret.Metadata[metaError], secret.Metadata[metaFailures]
 		if status, ok := stuck(secret.Metadata, secret.Version, secret.Data); ok {
 			st.Status = status
+		} else if st.Stuck() { // by the pass's rule it is not waiting any more: say what comes next
+			st.Error = fmt.Sprintf("was %s (%s); a new code or refresh token is stored since: the next pass that finds it due tries it", st.Status, st.Error)
+			st.Status = StatusRetrying
 		}
 		output := secret
 		if t.output != t.secret {
@@ -125,8 +130,10 @@ var errConnectionGone = errors.New("connection deleted")
 
 func (r *Rotator) validate(ctx context.Context, t target) error {
 	secret, err := r.Store.Read(ctx, t.secret)
-	if gone(t, err) {
+	if gone, lost := r.vanished(ctx, t, err); gone {
 		return errConnectionGone
+	} else if lost != nil {
+		return lost
 	}
 	if err != nil {
 		return err

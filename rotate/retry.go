@@ -38,14 +38,16 @@ type grantResult struct {
 //     way to learn the new pair (Doorkeeper's default keeps the old token valid until the new one
 //     is used), and a second refusal would only hide what happened;
 //   - any other response (invalid_client, invalid_grant, invalid_scope, a malformed body...) is
-//     final.
+//     final, and so is one of RFC 6749's token endpoint error codes under any status (a
+//     gateway's 503 around the server's invalid_grant: finalCode);
+//   - after the one retry that follows a possible spend, nothing is retried, whatever the answer.
 //
 // Until a request may have spent something, every wait (the rate limit, a backoff) ends with ctx
 // (shutdown) and the first one also with startCtx (the pass deadline); a wait so ended returns
 // errNotSent. After, the one retry goes out whatever ctx says. Each request runs on ctx's values
 // without its cancellation, for at most RequestTimeout.
 func (r *Rotator) grant(ctx, startCtx context.Context, tokenURL string, req oauth.Request, sendBy time.Time) grantResult {
-	spends := req.GrantType != oauth.GrantClientCredentials
+	spending := spends(req)
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = orDefault(r.GrantBackoff, 500*time.Millisecond)
 	b.MaxInterval = 30 * time.Second
@@ -63,6 +65,7 @@ func (r *Rotator) grant(ctx, startCtx context.Context, tokenURL string, req oaut
 				return r.cutShort(ctx, res)
 			} // after a possible spend the retry goes out even if the rate limit would have it wait longer
 		}
+		afterSpend := res.maybeSpent
 		res.attempts++
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), RequestTimeout)
 		res.token, res.err = r.Tokens.Token(rctx, tokenURL, req)
@@ -75,13 +78,16 @@ func (r *Rotator) grant(ctx, startCtx context.Context, tokenURL string, req oaut
 		var oe *oauth.Error
 		var te *oauth.TransportError
 		switch {
-		case errors.As(res.err, &te), spends && errors.As(res.err, &oe) && oe.Status >= 500:
+		case afterSpend:
+			return res // the one retry after a possible spend was sent: never another
+		case errors.As(res.err, &oe) && finalCode[oe.Code]:
+			// The server's considered answer (invalid_grant, invalid_client...), whatever status
+			// a gateway put on it: it acted on the request and refused it. Final.
+			return res
+		case errors.As(res.err, &te), spending && errors.As(res.err, &oe) && oe.Status >= 500:
 			// No answer, or a 5xx that a gateway may have sent after the server acted: a spent
 			// refresh token is possible. One retry, whatever the budget says; never two.
-			if spends {
-				if res.maybeSpent {
-					return res
-				}
+			if spending {
 				res.maybeSpent = true
 				var stop context.CancelFunc
 				spentWait, stop = context.WithTimeout(context.WithoutCancel(ctx), orDefault(r.SpentWait, MaxSpentWait))
@@ -132,6 +138,14 @@ func (r *Rotator) cutShort(ctx context.Context, res grantResult) grantResult {
 		res.err = errNotSent
 	}
 	return res
+}
+
+// finalCode are the error codes RFC 6749 §5.2 defines for the token endpoint: each is the
+// server's refusal of the request, final whatever HTTP status a gateway put around it. Other codes
+// (server_error, temporarily_unavailable, a server's own rate_limited) are judged by the status.
+var finalCode = map[string]bool{
+	oauth.ErrInvalidRequest: true, oauth.ErrInvalidClient: true, oauth.ErrInvalidGrant: true,
+	oauth.ErrUnauthorizedClient: true, oauth.ErrUnsupportedGrantType: true, oauth.ErrInvalidScope: true,
 }
 
 // sleep waits d, or until ctx is done; it reports whether the whole wait passed.

@@ -77,8 +77,13 @@ func (r *Rotator) read(ctx context.Context, a *attempt) bool {
 		return a.skipOrFail(ctx, StatusRetrying, fmt.Errorf("vault token would not last the rotation: %w", err))
 	}
 	secret, err := r.Store.Read(ctx, t.secret)
-	if gone(t, err) {
-		a.res, a.why = Result{Client: t.name, Outcome: Skipped}, "connection deleted"
+	if gone, lost := r.vanished(ctx, t, err); gone {
+		a.res, a.why = Result{Client: t.name, Outcome: Skipped, Gone: true}, "connection deleted"
+		return true
+	} else if lost != nil {
+		if a.skipOrFail(ctx, StatusRetrying, lost); a.res.Outcome == Failed {
+			r.record(ctx, t.secret, nil, a.res, 0, nil) // the metadata outlives a soft delete
+		}
 		return true
 	}
 	if err != nil {
@@ -99,13 +104,6 @@ func (r *Rotator) read(ctx context.Context, a *attempt) bool {
 	return false
 }
 
-// gone reports whether a read error means the target is a connection that no longer exists: its
-// latest version deleted, or its metadata too. A configured client's secret is never gone: it
-// must exist, and its absence is a failure.
-func gone(t target, err error) bool {
-	return t.shared != "" && errors.Is(err, vault.ErrNotFound)
-}
-
 // decide settles whether the target is due: not while another process holds its claim, nor while
 // it waits for a human (stuck), nor while its access token has long to live (unless forced or a
 // code waits to be exchanged).
@@ -115,7 +113,7 @@ func (r *Rotator) decide(ctx context.Context, a *attempt) bool {
 		return true
 	}
 	if status, ok := stuck(a.secret.Metadata, a.secret.Version, a.secret.Data); ok {
-		a.res.Status = status
+		a.res.Outcome, a.res.Status = Failed, status
 		a.res.Err = fmt.Errorf("%s since %s: not retried until a new code or refresh token is stored in %s", status, a.secret.Metadata[metaLastAttempt], a.t.secret)
 		return true
 	}
@@ -171,7 +169,7 @@ func (r *Rotator) claimFor(ctx context.Context, a *attempt) bool {
 		a.res.Outcome, a.why = ClaimedElsewhere, "another process claimed it first"
 		return true
 	case errors.Is(err, errGone):
-		a.res, a.why = Result{Client: a.t.name, Outcome: Skipped}, "secret deleted"
+		a.res, a.why = Result{Client: a.t.name, Outcome: Skipped, Gone: true}, "secret deleted"
 		return true
 	case err != nil:
 		if a.skipOrFail(ctx, StatusRetrying, fmt.Errorf("claim %s: %w", a.t.secret, err)); a.res.Outcome == Failed {
@@ -225,7 +223,7 @@ func (r *Rotator) store(ctx, startCtx context.Context, a *attempt, g grantResult
 		r.record(ctx, t.secret, a.secret.Metadata, a.res, a.secret.Version, nil)
 		return
 	}
-	if r.settled(ctx, a, landed) {
+	if r.endedElsewhere(ctx, a, landed) {
 		return
 	}
 	a.res.Err = nil
@@ -238,17 +236,17 @@ func (r *Rotator) store(ctx, startCtx context.Context, a *attempt, g grantResult
 	r.record(ctx, t.secret, a.secret.Metadata, a.res, 0, nil)
 }
 
-// settled ends an attempt whose write-back found the secrets taken out of its hands: the
+// endedElsewhere ends an attempt whose write-back found the secrets taken out of its hands: the
 // credential secret deleted meanwhile, or a newer pair stored by another process. It reports
 // whether it did.
-func (r *Rotator) settled(ctx context.Context, a *attempt, landed stored) bool {
+func (r *Rotator) endedElsewhere(ctx context.Context, a *attempt, landed stored) bool {
 	a.res.Err, a.res.Status = nil, ""
 	switch {
 	case landed.credentials == landedGone:
-		a.res.Outcome, a.res.ExpiresAt = Deleted, time.Time{}
+		a.res.Outcome, a.res.ExpiresAt, a.res.Gone = Deleted, time.Time{}, true
 		a.why = "secret deleted during its rotation: left deleted, what the server granted not stored"
 	case landed.credentials == landedTheirs:
-		a.res.Outcome, a.res.ExpiresAt = RotatedElsewhere, r.storedExpiry(ctx, a.t.output)
+		a.res.Outcome, a.res.ExpiresAt = RotatedElsewhere, r.outputExpiry(ctx, a.t.output)
 		a.why = "another process stored a newer refresh token meanwhile; it stays"
 	case landed.output == landedTheirs:
 		a.res.Outcome, a.res.ExpiresAt = RotatedElsewhere, landed.expiresAt
@@ -269,7 +267,7 @@ func (r *Rotator) storeRefreshTokenOnly(ctx context.Context, a *attempt, partial
 	case errors.As(err, &lost):
 		a.res.Outcome, a.res.Status = Failed, StatusRotationLost
 		a.res.Err = fmt.Errorf("the server rotated the refresh token but its access token was unusable (%v), and the new refresh token could not be stored: %w", partial.Err, err)
-	case r.settled(ctx, a, landed):
+	case r.endedElsewhere(ctx, a, landed):
 		return
 	default:
 		a.res.Outcome, a.res.Status = AccessTokenRefused, StatusRetrying
@@ -278,10 +276,12 @@ func (r *Rotator) storeRefreshTokenOnly(ctx context.Context, a *attempt, partial
 	r.record(ctx, a.t.secret, a.secret.Metadata, a.res, 0, nil)
 }
 
-// storedExpiry reads the expiry of the access token an output secret holds now, for a result
-// that keeps another process's; zero when it cannot tell.
-func (r *Rotator) storedExpiry(ctx context.Context, path string) time.Time {
-	s, err := r.Store.Read(context.WithoutCancel(ctx), path)
+// outputExpiry reads the expiry of the access token an output secret holds now, for a result that
+// keeps another process's; zero when it cannot tell. It is bounded by StatusWriteTimeout.
+func (r *Rotator) outputExpiry(ctx context.Context, path string) time.Time {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), StatusWriteTimeout)
+	defer cancel()
+	s, err := r.Store.Read(ctx, path)
 	if err != nil {
 		return time.Time{}
 	}

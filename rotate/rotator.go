@@ -1,8 +1,11 @@
 // Package rotate is the rotation job's domain: when an access token is due (due.go), which grant
-// renews it (grant.go), the claim that lets only one process spend a refresh token (claim.go), the
-// retries and failure taxonomy of the token request (retry.go), the order and persistence of the
-// write-back (writeback.go), the state recorded for operators (status.go), and the pass over every
-// client (pass.go).
+// renews it (grant.go), one target's rotation in named steps (rotation.go), the claim that lets
+// only one process spend a refresh token (claim.go), the retries and failure taxonomy of the token
+// request (retry.go), the time budget every wait after a spend fits (budget.go), the order and
+// persistence of the write-back (writeback.go), a grant that failed (failed.go), a secret found
+// deleted (gone.go), Vault's own retention settings (retention.go), the state recorded for
+// operators (status.go), the pass over every target (pass.go, target.go), and what status and
+// validate report (report.go). Every outcome names what Vault holds after it (result.go).
 package rotate
 
 import (
@@ -48,6 +51,9 @@ type Observer interface {
 	Rotation(res Result, took time.Duration)
 	// TokenResponse is one token endpoint answer's HTTP status, 0 for none.
 	TokenResponse(status int)
+	// Targets is the targets a pass found, by name; complete is false when a connections prefix
+	// could not be listed.
+	Targets(names []string, complete bool)
 	// PassDone is the end of a pass.
 	PassDone()
 }

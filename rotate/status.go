@@ -37,6 +37,9 @@ const (
 	// metaRefused is the fingerprint of the last refresh token the server refused, kept until a
 	// grant succeeds: a refused refresh token is never spent again, whatever else changes.
 	metaRefused = "rotator_refused_refresh_token"
+	// metaMaybeSpent is the fingerprint of a refresh token whose refresh failed in transit twice:
+	// the server may have rotated it unseen. If it is refused next, it was lost (rotation_lost).
+	metaMaybeSpent = "rotator_maybe_spent_refresh_token"
 )
 
 // maxStatusError caps the error text kept in metadata.
@@ -55,7 +58,8 @@ func (r *Rotator) record(ctx context.Context, path string, prev map[string]strin
 	failures, _ := strconv.Atoi(prev[metaFailures])
 	switch {
 	case res.Outcome == Rotated:
-		fields[metaLastSuccess], fields[metaError], fields[metaFailures], fields[metaStuckVersion], fields[metaRefused] = now, "", "0", "", ""
+		fields[metaLastSuccess], fields[metaError], fields[metaFailures], fields[metaStuckVersion] = now, "", "0", ""
+		fields[metaRefused], fields[metaMaybeSpent] = "", ""
 	case res.Status == StatusOK: // reused: nothing new, nothing wrong
 		fields[metaError], fields[metaFailures], fields[metaStuckVersion] = "", "0", ""
 	default:

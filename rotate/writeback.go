@@ -79,15 +79,16 @@ func (r *Rotator) writeBack(ctx context.Context, a *attempt, tok *oauth.Token, a
 	access := func(d map[string]any, changes map[string]any) {
 		at, _ := stringField(d, keyAccessToken)
 		exp, plausible := storedExpiry(d, r.now())
-		switch {
-		case at != "" && at != seen.accessToken && at != tok.AccessToken && plausible && exp.After(tok.ExpiresAt.Add(time.Second)):
+		if at != "" && at != seen.accessToken && at != tok.AccessToken && plausible && exp.After(tok.ExpiresAt.Add(time.Second)) {
 			out.output, out.expiresAt = landedTheirs, exp
 			return
-		case at == tok.AccessToken && plausible && absDuration(exp.Sub(tok.ExpiresAt)) < time.Minute:
-			out.output, out.expiresAt = landedSame, exp // the server handed back the stored token
+		}
+		if at == tok.AccessToken && at == seen.accessToken {
+			out.output = landedSame // the server handed back the token stored before the request
+		}
+		if at == tok.AccessToken && plausible && absDuration(exp.Sub(tok.ExpiresAt)) < time.Minute {
+			out.expiresAt = exp // already there: handed back, or this write-back's own earlier write
 			return
-		case at == tok.AccessToken:
-			out.output = landedSame // the same token, its expiry put right below
 		}
 		changes[keyAccessToken] = tok.AccessToken
 		changes[keyTokenType] = tok.TokenType
@@ -98,8 +99,10 @@ func (r *Rotator) writeBack(ctx context.Context, a *attempt, tok *oauth.Token, a
 		out.expiresAt = tok.ExpiresAt.UTC().Truncate(time.Second) // as stored: RFC 3339 to the second
 	}
 
+	// One deadline for the whole write-back, both secrets: the time budget counts one.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), orDefault(r.WriteDeadline, DefaultWriteDeadline))
+	defer cancel()
 	if t.output == t.secret {
-		out.credentials, out.output = landedOurs, landedOurs
 		err := r.update(ctx, t.secret, a.secret, true, func(d, changes map[string]any) {
 			out.credentials, out.output = landedOurs, landedOurs
 			credentials(d, changes)
@@ -107,14 +110,14 @@ func (r *Rotator) writeBack(ctx context.Context, a *attempt, tok *oauth.Token, a
 				access(d, changes)
 			}
 		})
-		return r.settle(out, err, spends(req))
+		return landingOf(out, err, spends(req))
 	}
 	if spends(req) {
 		err := r.update(ctx, t.secret, a.secret, true, func(d, changes map[string]any) {
 			out.credentials = landedOurs
 			credentials(d, changes)
 		})
-		if out, err = r.settle(out, err, true); err != nil || out.credentials != landedOurs || !accessToo {
+		if out, err = landingOf(out, err, true); err != nil || out.credentials != landedOurs || !accessToo {
 			return out, err
 		}
 	}
@@ -125,9 +128,9 @@ func (r *Rotator) writeBack(ctx context.Context, a *attempt, tok *oauth.Token, a
 	return out, err
 }
 
-// settle turns the credential write's error into the write-back's result: a secret deleted
+// landingOf turns the credential write's error into the write-back's result: a secret deleted
 // meanwhile is a landing, not an error; any other failure after a spend lost the refresh token.
-func (r *Rotator) settle(out stored, err error, spent bool) (stored, error) {
+func landingOf(out stored, err error, spent bool) (stored, error) {
 	switch {
 	case errors.Is(err, errGone):
 		out.credentials = landedGone
@@ -166,7 +169,7 @@ func (e *refreshTokenLost) Unwrap() error { return e.err }
 
 // update works out changes to the data of the secret at path (change fills them in from the data
 // as it is) and writes them, check-and-set on the version read, until they land or WriteDeadline
-// passes. An existing credential secret (existing) is changed with Store.Update, which fails with
+// passes (ctx's deadline). An existing credential secret (existing) is changed with Store.Update, which fails with
 // errGone once the secret is deleted: it stays deleted. Any other secret is written whole with
 // Store.Write, which creates it, or recreates it when deleted. No changes, nothing written. If the
 // secret changed meanwhile it is read again and change applied to the newer data, so no one
@@ -174,13 +177,10 @@ func (e *refreshTokenLost) Unwrap() error { return e.err }
 // its token expired: the store logs in again) is retried with backoff. It ignores ctx's
 // cancellation: a shutdown must not stop a write that holds the only copy of a refresh token.
 func (r *Rotator) update(ctx context.Context, path string, base *vault.Secret, existing bool, change func(data, changes map[string]any)) error {
-	deadline := orDefault(r.WriteDeadline, DefaultWriteDeadline)
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deadline)
-	defer cancel()
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = orDefault(r.WriteBackoff, 200*time.Millisecond)
 	b.MaxInterval = 10 * time.Second
-	b.MaxElapsedTime = deadline
+	b.MaxElapsedTime = 0 // ctx's deadline ends the retries
 	b.Reset()
 	for attempt := 1; ; attempt++ {
 		changes := map[string]any{}
@@ -217,13 +217,16 @@ func (r *Rotator) update(ctx context.Context, path string, base *vault.Secret, e
 			}
 			err = rerr
 		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("after %d attempts: %w", attempt, err)
+		}
 		wait := b.NextBackOff()
-		if wait == backoff.Stop || ctx.Err() != nil {
-			return fmt.Errorf("after %d attempts over %v: %w", attempt, deadline, err)
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+			wait = max(time.Until(dl)-time.Second, 0) // one last attempt before the deadline
 		}
 		r.logger().Warn("write-back failed; retrying", "path", path, "attempt", attempt, "error", err.Error())
 		if !sleep(ctx, wait) {
-			return fmt.Errorf("after %d attempts over %v: %w", attempt, deadline, err)
+			return fmt.Errorf("after %d attempts: %w", attempt, err)
 		}
 	}
 }

@@ -30,6 +30,19 @@ var ErrVersionMismatch = errors.New("secret changed since it was read (check-and
 type DeletedError struct {
 	Path    string
 	Version int
+	// CreatedTime is when that version was written; DeletionTime when it was deleted, or was set
+	// to be by delete_version_after when it was written. Zero when Vault did not say.
+	CreatedTime, DeletionTime time.Time
+}
+
+// ByRetention reports whether the version was deleted by a delete_version_after of d rather than
+// by someone: Vault set its deletion time d after its creation, when it was written.
+func (e *DeletedError) ByRetention(d time.Duration) bool {
+	if d <= 0 || e.CreatedTime.IsZero() || e.DeletionTime.IsZero() {
+		return false
+	}
+	gap := e.DeletionTime.Sub(e.CreatedTime) - d
+	return gap > -time.Second && gap < time.Second
 }
 
 func (e *DeletedError) Error() string {
@@ -146,7 +159,7 @@ func (s *Store) Read(ctx context.Context, path string) (*Secret, error) {
 		vm = *kv.VersionMetadata
 	}
 	if kv.Data == nil {
-		return nil, &DeletedError{Path: s.mount + "/" + path, Version: vm.Version}
+		return nil, &DeletedError{Path: s.mount + "/" + path, Version: vm.Version, CreatedTime: vm.CreatedTime, DeletionTime: vm.DeletionTime}
 	}
 	meta := map[string]string{}
 	for k, val := range kv.CustomMetadata {
@@ -322,8 +335,8 @@ func (s *Store) Writable(ctx context.Context, path string, exists, status bool) 
 
 // PrefetchCapabilities learns, in requests of up to 256 paths, the job's capabilities on the data
 // and metadata of every secret at paths, so that the pre-flight of thousands of rotations costs a
-// few dozen requests instead of one each. It replaces what was learnt before; errors are left to
-// Writable to meet again.
+// few dozen requests instead of one each. It replaces what was learnt before, and forgets it on
+// an error, which Writable then meets again.
 func (s *Store) PrefetchCapabilities(ctx context.Context, paths []string) {
 	var all []string
 	for _, p := range paths {
@@ -337,6 +350,9 @@ func (s *Store) PrefetchCapabilities(ctx context.Context, paths []string) {
 	for chunk := range slices.Chunk(all, 256) {
 		got, err := s.capabilities(ctx, chunk)
 		if err != nil {
+			s.capsMu.Lock()
+			s.caps = nil // forget what an earlier pass learnt: the policy may have changed since
+			s.capsMu.Unlock()
 			return
 		}
 		for p, c := range got {

@@ -1,0 +1,51 @@
+package metrics
+
+import (
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"token-rotator/rotate"
+)
+
+// TestGoneTargetHasNoExpiry: the expiry gauge says what Vault holds; a connection whose secret is
+// deleted holds no token, so its series goes instead of staying at the old expiry (where an
+// "expiring soon" alert would fire for ever).
+func TestGoneTargetHasNoExpiry(t *testing.T) {
+	for _, gone := range []rotate.Result{
+		{Client: "fleet/op-1", Outcome: rotate.Skipped, Gone: true},
+		{Client: "fleet/op-1", Outcome: rotate.Deleted, Gone: true},
+	} {
+		m := New()
+		m.Rotation(rotate.Result{Client: "fleet/op-1", Outcome: rotate.Rotated, ExpiresAt: time.Now().Add(2 * time.Hour)}, time.Second)
+		if n := testutil.CollectAndCount(m.expiry); n != 1 {
+			t.Fatalf("%d expiry series after a rotation, want 1", n)
+		}
+		m.Rotation(gone, 0)
+		if n := testutil.CollectAndCount(m.expiry); n != 0 {
+			t.Errorf("after %s (gone): %d expiry series, want 0", gone.Outcome, n)
+		}
+	}
+}
+
+// TestUnlistedTargetLosesItsSeries: a connection deleted metadata and all is no longer listed; once
+// a pass lists every prefix without it, its series go. A pass that could not list a prefix says
+// nothing about the targets under it, and every series stays.
+func TestUnlistedTargetLosesItsSeries(t *testing.T) {
+	m := New()
+	for _, c := range []string{"fleet/op-1", "fleet/op-2"} {
+		m.Rotation(rotate.Result{Client: c, Outcome: rotate.Rotated, ExpiresAt: time.Now().Add(2 * time.Hour)}, time.Second)
+	}
+	m.Targets([]string{"fleet/op-1"}, false)
+	if n := testutil.CollectAndCount(m.expiry); n != 2 {
+		t.Errorf("after an incomplete listing: %d expiry series, want 2", n)
+	}
+	m.Targets([]string{"fleet/op-1"}, true)
+	if n := testutil.CollectAndCount(m.expiry); n != 1 {
+		t.Errorf("after a complete listing without fleet/op-2: %d expiry series, want 1", n)
+	}
+	if n := testutil.CollectAndCount(m.lastSuccess); n != 1 {
+		t.Errorf("after a complete listing without fleet/op-2: %d last-success series, want 1", n)
+	}
+}

@@ -1,0 +1,55 @@
+package oauth
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+// TestSuccessBodiesAreNeverQuoted: a 2xx body that is a JSON object is a token response, whatever
+// is wrong with it, and its access token may be in any alphabet (here one with '!', which no
+// token-like pattern catches). No error text may quote it.
+func TestSuccessBodiesAreNeverQuoted(t *testing.T) {
+	const at = "Zm9vYmFy!c2VjcmV0!dG9rZW4x!QUJDRA"
+	for _, tc := range []struct{ name, contentType, body string }{
+		{"not Bearer", "application/json", `{"access_token":"` + at + `","token_type":"mac","expires_in":7200}`},
+		{"labelled text/html", "text/html", `{"access_token":"` + at + `","token_type":"Bearer","expires_in":7200}`},
+		{"access_token twice", "application/json", `{"access_token":"` + at + `","access_token":"` + at + `","token_type":"Bearer"}`},
+		{"expires_in negative", "application/json", `{"access_token":"` + at + `","token_type":"Bearer","expires_in":-5}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Type", tc.contentType)
+				w.Write([]byte(tc.body))
+			}))
+			defer srv.Close()
+			_, err := (&Client{}).Token(context.Background(), srv.URL, Request{GrantType: GrantClientCredentials, ClientID: "client-id", ClientSecret: "client-secret"})
+			if err == nil {
+				t.Fatal("a response with an unusable access token was accepted")
+			}
+			for _, piece := range strings.Split(at, "!") {
+				if strings.Contains(err.Error(), piece) {
+					t.Errorf("error text quotes the access token (%q): %v", piece, err)
+				}
+			}
+		})
+	}
+}
+
+// TestHTMLEscapedEchoIsRedacted: a server that echoes the client secret HTML-escaped in an error
+// page must not get it into the error text.
+func TestHTMLEscapedEchoIsRedacted(t *testing.T) {
+	const secret = `Pa55&w<rd>"x-long-enough`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusBadRequest)
+		w.Write([]byte(`<p>bad secret Pa55&amp;w&lt;rd&gt;&#34;x-long-enough</p>`))
+	}))
+	defer srv.Close()
+	_, err := (&Client{}).Token(context.Background(), srv.URL, Request{GrantType: GrantClientCredentials, ClientID: "client-id", ClientSecret: secret})
+	if err == nil || strings.Contains(err.Error(), "Pa55") {
+		t.Errorf("error text %v holds the HTML-escaped client secret", err)
+	}
+}
