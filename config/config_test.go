@@ -206,3 +206,10 @@ func TestGapOver(t *testing.T) {
 		}
 	}
 }
+
+func TestURLPasswordStaysOutOfErrors(t *testing.T) {
+	_, err := Parse("c.yaml", []byte("token_url: http://user:s3cr3t-pass@example.com/oauth2/token\nvault:\n  kv_mount: secret\nclients:\n  - name: a\n    grant: client_credentials\n    scope: x\n    secret: a\n"))
+	if err == nil || strings.Contains(err.Error(), "s3cr3t-pass") {
+		t.Errorf("error %v holds the URL's password", err)
+	}
+}

@@ -164,6 +164,7 @@ func checkTokenURL(s string) error {
 	if err != nil || u.Host == "" {
 		return fmt.Errorf("%q is not an absolute URL", s)
 	}
+	shown := u.Redacted() // a password in the URL stays out of the message
 	switch u.Scheme {
 	case "https":
 		return nil
@@ -172,9 +173,9 @@ func checkTokenURL(s string) error {
 		if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
 			return nil
 		}
-		return fmt.Errorf("%q: http is allowed only to a loopback address; use https", s)
+		return fmt.Errorf("%q: http is allowed only to a loopback address; use https", shown)
 	default:
-		return fmt.Errorf("%q: scheme must be https", s)
+		return fmt.Errorf("%q: scheme must be https", shown)
 	}
 }
 
