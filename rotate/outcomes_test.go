@@ -333,6 +333,7 @@ func TestWriteBackWhoseAnswerWasLostIsARotation(t *testing.T) {
 			if res.Outcome != Rotated || w.data(output)["access_token"] != "at-new" || w.data("stora/cred")["refresh_token"] != "rt-new" {
 				t.Errorf("outcome %s (%v); want rotated: Vault holds the pair just granted", res.Outcome, res.Err)
 			}
+			t.Logf("RELIABILITY outcome | the write-back's write to output %s lands, its answer is lost | %s | the pair just granted: %v", output, res.Outcome, w.data(output)["access_token"] == "at-new")
 		})
 	}
 }
@@ -403,6 +404,7 @@ func TestAClaimFarInTheFutureIsNotHonoured(t *testing.T) {
 			if res.Outcome != tc.want {
 				t.Errorf("claim %s: outcome %s (%v), want %s", tc.name, res.Outcome, res.Err, tc.want)
 			}
+			t.Logf("RELIABILITY outcome | another process's claim %s | %s | %d token request(s)", tc.name, res.Outcome, ts.calls.Load())
 		})
 	}
 }
