@@ -41,7 +41,7 @@ func Parse(path string, data []byte) (*Config, error) {
 		return nil, errs
 	}
 	f := defaults()
-	if err := yaml.NodeToValue(doc.Body, &f, yaml.DisallowUnknownField()); err != nil {
+	if err := decode(doc.Body, &f); err != nil {
 		return nil, withField(yamlError(path, err), doc.Body)
 	}
 	c, errs := f.resolve()
@@ -176,4 +176,16 @@ func nodePos(n ast.Node) (int, int) {
 	}
 	pos := n.GetToken().Position
 	return pos.Line, pos.Column
+}
+
+// decode decodes the document into f, strictly. The YAML library can panic on hostile input (an
+// alias of a mapping where a list belongs, behind a tag: config/testdata/fuzz); that is an error
+// here, never a crash.
+func decode(body ast.Node, f *file) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("the YAML decoder could not read this document (%v): check its anchors, aliases and tags", p)
+		}
+	}()
+	return yaml.NodeToValue(body, f, yaml.DisallowUnknownField())
 }
