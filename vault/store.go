@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -92,7 +93,9 @@ func Open(ctx context.Context, cfg config.Vault) (*Store, error) {
 	if cfg.Address != "" {
 		vc.Address = cfg.Address
 	}
-	vc.MaxRetries = 2
+	if _, set := os.LookupEnv(api.EnvVaultMaxRetries); !set {
+		vc.MaxRetries = 2 // the client's own retries of a failed request; VAULT_MAX_RETRIES sets them, as for the vault CLI
+	}
 	vc.Timeout = 15 * time.Second // a stalled Vault must not hold a write-back for the default minute
 	if t, ok := vc.HttpClient.Transport.(*http.Transport); ok {
 		t.MaxIdleConnsPerHost = 64 // many rotations at once; the default (cores + 1) reconnects each time
