@@ -2,7 +2,7 @@
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: build test demo vault reliability bench clean
+.PHONY: build test demo vault reliability bench mutants clean
 
 build:
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o bin/token-rotator .
@@ -16,6 +16,9 @@ test:
 
 bench:
 	@scripts/bench
+
+mutants:
+	@scripts/mutants
 
 reliability:
 	@scripts/reliability

@@ -414,7 +414,7 @@ path "sys/internal/ui/mounts/*" { capabilities = ["read"] }`); err != nil {
 	r := &Rotator{Store: store, Tokens: &oauth.Client{}, RenewBefore: 30 * time.Minute, Clients: []config.Client{
 		{Name: "partner", Grant: config.GrantAuthorizationCode, Secret: "stora/ro-partner", Output: "stora/ro-partner", TokenURL: ts.URL + "/oauth2/token"},
 		{Name: "acme", Grant: config.GrantClientCredentials, Scope: "public.contact:read", Secret: "stora/ro-acme", Output: "apps/ro-acme", TokenURL: ts.URL + "/oauth2/token"},
-	}}
+	}, WriteDeadline: 2 * time.Second} // were the pre-flight skipped, the refused write-back ends soon
 	for _, res := range r.Pass(context.Background()) {
 		if res.Outcome != Failed || !strings.Contains(res.Err.Error(), "policy does not allow") {
 			t.Errorf("%s: outcome %s err %v, want failed on the policy", res.Client, res.Outcome, res.Err)

@@ -198,7 +198,7 @@ path "sys/internal/ui/mounts/*" { capabilities = ["read"] }`); err != nil {
 	store := openStore(t, w.vault.Addr, tok.Auth.ClientToken)
 	ts := &tokens{fn: issued("rt-new")}
 	r := w.rotator(ts, config.Client{Name: "p", Grant: config.GrantAuthorizationCode, Secret: "stora/cred", Output: "stora/cred"})
-	r.Store = store
+	r.Store, r.WriteDeadline = store, 2*time.Second // were the pre-flight skipped, the refused write-back ends soon
 	res := r.Pass(context.Background())[0]
 	if res.Outcome != Failed || ts.calls.Load() != 0 || !strings.Contains(res.Err.Error(), "does not allow patch on secret/data/stora/cred") {
 		t.Errorf("outcome %s after %d requests: %v; want failed on the metadata policy before any request", res.Outcome, ts.calls.Load(), res.Err)
