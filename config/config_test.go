@@ -169,7 +169,27 @@ func TestByteOrderMark(t *testing.T) {
 }
 
 func TestAnchorsAndAliases(t *testing.T) {
-	c, err := Parse("c.yaml", []byte("clients:\n  - &base {name: a, grant: authorization_code, secret: s}\n  - {name: b, grant: authorization_code, secret: t}\nx_unused: *base\n"))
+	// An alias holds its anchor's value, ${ENV} expanded. Both fields may be empty without an
+	// error (token_url then falls back to the top-level one), so only the values decoded show
+	// whether the aliases resolved.
+	t.Setenv("TR_TEST_TOKEN_URL", "https://auth.example/oauth2/token")
+	c, err := Parse("c.yaml", []byte(`clients:
+  - name: a
+    grant: authorization_code
+    scope: &scope "public.contact:read public.invoice:read"
+    secret: stora/a
+    token_url: &url ${TR_TEST_TOKEN_URL}
+  - {name: b, grant: authorization_code, scope: *scope, secret: stora/b, token_url: *url}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := c.Client("b"); b.Scope != "public.contact:read public.invoice:read" || b.TokenURL != "https://auth.example/oauth2/token" {
+		t.Errorf("client b: scope %q token_url %q, want the anchored values", b.Scope, b.TokenURL)
+	}
+
+	// An alias does not make an unknown key acceptable.
+	c, err = Parse("c.yaml", []byte("clients:\n  - &base {name: a, grant: authorization_code, secret: s}\n  - {name: b, grant: authorization_code, secret: t}\nx_unused: *base\n"))
 	if err == nil || !strings.Contains(err.Error(), `unknown field "x_unused"`) {
 		t.Errorf("config %v error %v", c, err)
 	}
