@@ -33,7 +33,7 @@ func TestDaemonServesMetricsAndProbes(t *testing.T) {
 		done <- run(ctx, []string{"--config", cfg, "--log-format", "json", "--metrics-address", "127.0.0.1:0"}, &out, &out)
 	}()
 	addr := waitFor(t, &out, regexp.MustCompile(`"msg":"serving /metrics[^}]*"address":"([^"]+)"`))
-	waitFor(t, &out, regexp.MustCompile(`"msg":"(pass done)"`))
+	waitFor(t, &out, regexp.MustCompile(`"msg":"(next pass)"`)) // logged after the pass has returned: /readyz is 200 by then
 	get := func(path string) (int, string) {
 		resp, err := http.Get("http://" + addr + path)
 		if err != nil {
@@ -70,6 +70,61 @@ func TestDaemonServesMetricsAndProbes(t *testing.T) {
 		t.Errorf("expiry gauge is %v away, want about 2h", left)
 	}
 	assertNoSecrets(t, m, secret, str(e.get("stora/acme"), "access_token"))
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("daemon: %v", err)
+	}
+}
+
+// TestReadyzWaitsForTheFirstPass holds the first pass's token request until /readyz has been
+// asked: it must answer 503 while the pass is in flight, and 200 once it has completed.
+func TestReadyzWaitsForTheFirstPass(t *testing.T) {
+	e := newEnv(t)
+	id, secret := e.stora.AddClient()
+	e.put("stora/acme", map[string]any{"client_id": id, "client_secret": secret})
+	cfg := e.config("  - name: acme\n    grant: client_credentials\n    scope: public.contact:read\n    secret: stora/acme\n")
+	held, release := make(chan struct{}), make(chan struct{})
+	var holdOnce, releaseOnce sync.Once
+	e.stora.Intercept = func(http.ResponseWriter, *http.Request) bool {
+		holdOnce.Do(func() { close(held); <-release })
+		return false
+	}
+	defer releaseOnce.Do(func() { close(release) }) // before the server's cleanup waits for the request
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out testenv.SyncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--config", cfg, "--log-format", "json", "--metrics-address", "127.0.0.1:0"}, &out, &out)
+	}()
+	addr := waitFor(t, &out, regexp.MustCompile(`"msg":"serving /metrics[^}]*"address":"([^"]+)"`))
+	status := func(path string) int {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	select {
+	case <-held:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the first pass sent no token request:\n%s", out.String())
+	}
+	if code := status("/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz %d while the first pass waits on the token endpoint, want 503", code)
+	}
+	if code := status("/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz %d during the first pass, want 200", code)
+	}
+	releaseOnce.Do(func() { close(release) })
+	waitFor(t, &out, regexp.MustCompile(`"msg":"(next pass)"`)) // logged after the pass has returned
+	if code := status("/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz %d after the first pass, want 200", code)
+	}
+	if e.tokenInfo(str(e.get("stora/acme"), "access_token")) != http.StatusOK {
+		t.Errorf("the first pass stored no working token")
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("daemon: %v", err)

@@ -343,6 +343,83 @@ func TestSIGTERMAtEachStep(t *testing.T) {
 	}
 }
 
+// TestSecondSIGTERMExitsAtOnce sends SIGTERM twice while a refresh request is held by the token
+// endpoint. The first only stops new work (the other clients are skipped); the second ends the
+// process at once, with exit 3 and a line on stderr saying why, before the request is answered.
+func TestSecondSIGTERMExitsAtOnce(t *testing.T) {
+	w := newProcWorld(t)
+	paths := w.seed("second", 3)
+	cfg := w.config(w.vault.Addr, paths)
+	body, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One request at a time: the third client waits for a worker, and is skipped on the first
+	// signal, which shows the process has handled it before the second is sent.
+	if err := os.WriteFile(cfg, append([]byte("concurrency: 1\n"), body...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	held, release := make(chan struct{}), make(chan struct{})
+	var holdOnce sync.Once
+	w.stora.Intercept = func(rw http.ResponseWriter, _ *http.Request) bool {
+		holdOnce.Do(func() { close(held); <-release })
+		rw.WriteHeader(http.StatusServiceUnavailable) // nothing spent: the stored token stays live
+		return true
+	}
+	defer close(release) // before the server's cleanup waits for the held request
+
+	cmd := w.command(cfg)
+	var stdout, stderr testenv.SyncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case <-held:
+	case err := <-exited:
+		t.Fatalf("exited (%v) before any token request:\n%s", err, stderr.String())
+	case <-time.After(20 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("no token request:\n%s", stderr.String())
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), `"reason":"shutting down"`); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatalf("no client skipped after the first SIGTERM:\n%s", stderr.String())
+		}
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-exited
+		t.Fatalf("still running 10s after the second SIGTERM, with its token request held:\n%s", stderr.String())
+	}
+	if code := cmd.ProcessState.ExitCode(); code != exitInterrupted {
+		t.Errorf("exit %d after a second SIGTERM, want %d:\n%s", code, exitInterrupted, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "token-rotator: second signal: exiting without waiting") {
+		t.Errorf("stderr does not say why it exited:\n%s", stderr.String())
+	}
+	newest := 0
+	for _, p := range paths {
+		rt, _ := w.data(p)["refresh_token"].(string)
+		if latest := w.issued.latest(w.ids[p]); latest != "" && rt != latest {
+			t.Errorf("%s: Vault does not hold the newest refresh token issued", p)
+		} else if !w.stora.RefreshTokenValid(rt) {
+			t.Errorf("%s: the refresh token in Vault is dead", p)
+		} else {
+			newest++
+		}
+	}
+	t.Logf("RELIABILITY sigterm | a second SIGTERM while the token request is held (3 clients, one request at a time) | exit %d at once, request unanswered; %d skipped | %d/%d secrets hold the newest pair",
+		cmd.ProcessState.ExitCode(), outcomes(stderr.String())["skipped"], newest, len(paths))
+}
+
 // TestSIGKILLAtRandomMoments kills runs at random moments, many times over, and counts refresh
 // tokens lost. A loss is only possible once the refresh request has left the process and before
 // the write-back lands: the server may rotate the token (even after the client is dead, from a

@@ -4,10 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -387,7 +393,12 @@ func TestDeletedOutputSecretIsRecreated(t *testing.T) {
 	}
 }
 
+// TestDaemonLogsInAgainWhenItsVaultTokenExpires gives the daemon AppRole tokens that outlive the
+// margin a rotation needs (3 minutes) by a few seconds and cannot be renewed past it, and counts
+// its logins through a proxy in front of Vault. Passes run every second; the job must log in again
+// each time its token comes within the margin, and not on passes while it has more to live.
 func TestDaemonLogsInAgainWhenItsVaultTokenExpires(t *testing.T) {
+	const margin, spare = 3 * time.Minute, 4 * time.Second // margin: rotate's storeTokenMargin
 	e := newEnv(t)
 	c := e.vault.Client
 	if err := c.Sys().EnableAuthWithOptions("approle", &api.EnableAuthOptions{Type: "approle"}); err != nil {
@@ -398,8 +409,9 @@ path "secret/metadata/*" { capabilities = ["read", "patch"] }
 path "sys/internal/ui/mounts/*" { capabilities = ["read"] }`); err != nil {
 		t.Fatal(err)
 	}
+	ttl := fmt.Sprintf("%ds", int((margin + spare).Seconds()))
 	if _, err := c.Logical().Write("auth/approle/role/rotator", map[string]any{
-		"token_policies": "rotator", "token_ttl": "2s", "token_max_ttl": "2s"}); err != nil {
+		"token_policies": "rotator", "token_ttl": ttl, "token_max_ttl": ttl}); err != nil {
 		t.Fatal(err)
 	}
 	roleID, err := c.Logical().Read("auth/approle/role/rotator/role-id")
@@ -414,10 +426,26 @@ path "sys/internal/ui/mounts/*" { capabilities = ["read"] }`); err != nil {
 	os.WriteFile(sidFile, []byte(sid.Data["secret_id"].(string)), 0o600)
 	t.Setenv("VAULT_TOKEN", "")
 
+	// The job reaches Vault through a proxy that notes when each login was sent.
+	target, _ := url.Parse(e.vault.Addr)
+	var mu sync.Mutex
+	var logins []time.Time
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/auth/approle/login" {
+			mu.Lock()
+			logins = append(logins, time.Now())
+			mu.Unlock()
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer front.Close()
+	loginTimes := func() []time.Time { mu.Lock(); defer mu.Unlock(); return slices.Clone(logins) }
+
 	id, secret := e.stora.AddClient()
 	e.put("stora/acme", map[string]any{"client_id": id, "client_secret": secret})
-	body := "token_url: " + e.stora.TokenURL + "\nschedule: \"@every 1s\"\nvault:\n  auth: {method: approle, role_id: " +
-		roleID.Data["role_id"].(string) + ", secret_id_file: " + sidFile + "}\nclients:\n" +
+	body := "token_url: " + e.stora.TokenURL + "\nschedule: \"@every 1s\"\nvault:\n  address: " + front.URL +
+		"\n  auth: {method: approle, role_id: " + roleID.Data["role_id"].(string) + ", secret_id_file: " + sidFile + "}\nclients:\n" +
 		"  - name: acme\n    grant: client_credentials\n    scope: public.contact:read\n    secret: stora/acme\n"
 	cfg := filepath.Join(e.dir, "daemon.yaml")
 	os.WriteFile(cfg, []byte(body), 0o600)
@@ -428,18 +456,33 @@ path "sys/internal/ui/mounts/*" { capabilities = ["read"] }`); err != nil {
 	go func() {
 		done <- run(ctx, []string{"--config", cfg, "--log-format", "json", "--metrics-address", "127.0.0.1:0"}, &out, &out)
 	}()
-	// Passes keep coming every second; wait until some run after the first token expired.
-	deadline := time.Now().Add(20 * time.Second)
-	for strings.Count(out.String(), `"msg":"access token not due"`) < 4 && time.Now().Before(deadline) {
+	// The login at start-up, then two more: each token comes within the margin after about
+	// spare, so this takes some 10 passes.
+	deadline := time.Now().Add(30 * time.Second)
+	for len(loginTimes()) < 3 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("daemon returned %v:\n%s", err, out.String())
 	}
-	if n := strings.Count(out.String(), `"msg":"access token not due"`); n < 4 || strings.Contains(out.String(), "rotation failed") {
-		t.Errorf("%d passes found the token fresh; want 4 or more and no failures:\n%s", n, out.String())
+	passes := strings.Count(out.String(), `"msg":"pass done"`)
+	at := loginTimes()
+	if len(at) < 3 || strings.Contains(out.String(), "rotation failed") {
+		t.Fatalf("%d logins in %d passes, want 3 or more and no failures:\n%s", len(at), passes, out.String())
 	}
+	// Vault gives whole seconds of TTL, so a token may look up to a second shorter-lived than it
+	// is; a pass starts up to a second after the token came within the margin.
+	var gaps []string
+	for i := 1; i < len(at); i++ {
+		gap := at[i].Sub(at[i-1])
+		gaps = append(gaps, gap.Round(10*time.Millisecond).String())
+		if gap < spare-time.Second || gap > spare+3*time.Second {
+			t.Errorf("login %d came %v after the one before, want about %v (when the token came within %v of expiry)",
+				i+1, gap.Round(10*time.Millisecond), spare, margin)
+		}
+	}
+	t.Logf("%d logins in %d passes, %s apart", len(at), passes, strings.Join(gaps, ", "))
 }
 
 func TestParseShard(t *testing.T) {

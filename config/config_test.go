@@ -79,79 +79,97 @@ func TestEnvExpansion(t *testing.T) {
 
 func TestErrors(t *testing.T) {
 	client := "clients:\n  - name: a\n    grant: client_credentials\n    scope: public.contact:read\n    secret: s\n"
-	for _, tc := range []struct {
+	cases := []struct {
 		name, yaml string
-		want       string // substring of the error, including file:line:column
+		// want is how the error starts: the file, then line:column where the error has a place
+		// in the file, then the field at fault, then (part of) the message.
+		want string
 	}{
 		{"unknown key", "renew_before: 30m\nrenew_befor: 1h\n" + client, `c.yaml:2:1: renew_befor: unknown field "renew_befor"`},
 		{"unknown nested key", client + "    outputs: x\n", `c.yaml:6:5: clients[0].outputs: unknown field "outputs"`},
 		{"bad cron", "schedule: \"61 * * * *\"\n" + client, "c.yaml:1:11: schedule: not a cron schedule"},
-		{"zone without schedule", "schedule: \"CRON_TZ=UTC\"\n" + client, "c.yaml:1:11: schedule:"},
-		{"bad duration", "renew_before: 30 minutes\n" + client, `c.yaml:1:15: renew_before: not a duration`},
-		{"negative duration", "renew_before: -5m\n" + client, "renew_before: must be positive"},
+		{"zone without schedule", "schedule: \"CRON_TZ=UTC\"\n" + client, "c.yaml:1:11: schedule: not a cron schedule"},
+		{"bad duration", "renew_before: 30 minutes\n" + client, "c.yaml:1:15: renew_before: not a duration"},
+		{"negative duration", "renew_before: -5m\n" + client, "c.yaml:1:15: renew_before: must be positive"},
 		{"renew_before shorter than the schedule gap", "schedule: \"0 * * * *\"\nrenew_before: 30m\n" + client, "c.yaml:2:15: renew_before: 30m0s is shorter than the 1h0m0s between two scheduled runs"},
-		{"weekday schedule has a weekend gap", "schedule: \"*/5 * * * 1-5\"\nrenew_before: 1h59m\n" + client, "shorter than the 48h5m0s between"},
-		{"January only", "schedule: \"* * * 1 *\"\n" + client, "renew_before: 30m0s is shorter than the"},
-		{"first half of each month", "schedule: \"* * 1-15 * *\"\n" + client, "renew_before: 30m0s is shorter than the"},
-		{"leap day", "schedule: \"0 0 29 2 *\"\n" + client, "renew_before: 30m0s is shorter than the"},
-		{"never runs", "schedule: \"0 0 30 2 *\"\n" + client, "schedule: not a cron schedule: the schedule never runs"},
-		{"@every 0s", "schedule: \"@every 0s\"\n" + client, "at least 1s"},
-		{"@every negative", "schedule: \"@every -5m\"\n" + client, "at least 1s"},
-		{"@every 1ns", "schedule: \"CRON_TZ=UTC @every 1ns\"\n" + client, "at least 1s"},
-		{"renew_before as long as the token life", "renew_before: 2h\n" + client, "renew_before: 2h0m0s is not shorter than the 2h0m0s life of an access token"},
-		{"@every gap", "schedule: \"@every 2h\"\nrenew_before: 1h\n" + client, "shorter than the 2h0m0s"},
+		{"weekday schedule has a weekend gap", "schedule: \"*/5 * * * 1-5\"\nrenew_before: 1h59m\n" + client, "c.yaml:2:15: renew_before: 1h59m0s is shorter than the 48h5m0s between"},
+		{"January only", "schedule: \"* * * 1 *\"\n" + client, "c.yaml: renew_before: 30m0s is shorter than the"},
+		{"first half of each month", "schedule: \"* * 1-15 * *\"\n" + client, "c.yaml: renew_before: 30m0s is shorter than the"},
+		{"leap day", "schedule: \"0 0 29 2 *\"\n" + client, "c.yaml: renew_before: 30m0s is shorter than the"},
+		{"never runs", "schedule: \"0 0 30 2 *\"\n" + client, "c.yaml:1:11: schedule: not a cron schedule: the schedule never runs"},
+		{"@every 0s", "schedule: \"@every 0s\"\n" + client, "c.yaml:1:11: schedule: not a cron schedule: @every needs an interval of at least 1s"},
+		{"@every negative", "schedule: \"@every -5m\"\n" + client, "c.yaml:1:11: schedule: not a cron schedule: @every needs an interval of at least 1s"},
+		{"@every 1ns", "schedule: \"CRON_TZ=UTC @every 1ns\"\n" + client, "c.yaml:1:11: schedule: not a cron schedule: @every needs an interval of at least 1s"},
+		{"renew_before as long as the token life", "renew_before: 2h\n" + client, "c.yaml:1:15: renew_before: 2h0m0s is not shorter than the 2h0m0s life of an access token"},
+		{"@every gap", "schedule: \"@every 2h\"\nrenew_before: 1h\n" + client, "c.yaml:2:15: renew_before: 1h0m0s is shorter than the 2h0m0s"},
 		{"duplicate names", client + "  - {name: a, grant: authorization_code, secret: t}\n", `c.yaml:6:12: clients[1].name: duplicate client name "a"`},
-		{"bad name", "clients:\n  - {name: Acme Corp, grant: authorization_code, secret: t}\n", `clients[0].name: "Acme Corp" may hold only`},
+		{"bad name", "clients:\n  - {name: Acme Corp, grant: authorization_code, secret: t}\n", `c.yaml:2:12: clients[0].name: "Acme Corp" may hold only`},
 		{"unknown grant", "clients:\n  - name: a\n    grant: password\n    secret: s\n", `c.yaml:3:12: clients[0].grant: unknown grant "password"`},
-		{"missing grant", "clients:\n  - name: a\n    secret: s\n", `c.yaml:2:5: clients[0].grant: required`},
-		{"missing secret path", "clients:\n  - name: a\n    grant: authorization_code\n", `c.yaml:2:5: clients[0].secret: required`},
-		{"client_credentials without scope", "clients:\n  - name: a\n    grant: client_credentials\n    secret: s\n", "clients[0].scope: required"},
-		{"http token_url not loopback", "token_url: http://public-api.stora.co/oauth2/token\n" + client, "c.yaml:1:12: token_url: \"http://public-api.stora.co/oauth2/token\": http is allowed only to a loopback address"},
-		{"http client token_url not loopback", client + "    token_url: http://10.0.0.1/oauth2/token\n", "clients[0].token_url:"},
-		{"ftp token_url", "token_url: ftp://x/\n" + client, "scheme must be https"},
-		{"no clients", "renew_before: 30m\n", "clients: at least one client is required"},
+		{"missing grant", "clients:\n  - name: a\n    secret: s\n", "c.yaml:2:5: clients[0].grant: required"},
+		{"missing secret path", "clients:\n  - name: a\n    grant: authorization_code\n", "c.yaml:2:5: clients[0].secret: required"},
+		{"client_credentials without scope", "clients:\n  - name: a\n    grant: client_credentials\n    secret: s\n", "c.yaml:2:5: clients[0].scope: required"},
+		{"http token_url not loopback", "token_url: http://public-api.stora.co/oauth2/token\n" + client, `c.yaml:1:12: token_url: "http://public-api.stora.co/oauth2/token": http is allowed only to a loopback address`},
+		{"http client token_url not loopback", client + "    token_url: http://10.0.0.1/oauth2/token\n", "c.yaml:6:16: clients[0].token_url:"},
+		{"ftp token_url", "token_url: ftp://x/\n" + client, `c.yaml:1:12: token_url: "ftp://x/": scheme must be https`},
+		{"no clients", "renew_before: 30m\n", "c.yaml: clients: at least one client is required"},
 		{"unknown auth method", "vault:\n  auth: {method: userpass}\n" + client, `c.yaml:2:18: vault.auth.method: unknown auth method "userpass"`},
-		{"kubernetes without role", "vault:\n  auth: {method: kubernetes}\n" + client, "vault.auth.role: required"},
-		{"approle without secret_id_file", "vault:\n  auth: {method: approle, role_id: r}\n" + client, "vault.auth.secret_id_file: required"},
+		{"kubernetes without role", "vault:\n  auth: {method: kubernetes}\n" + client, "c.yaml:2:10: vault.auth.role: required"},
+		{"approle without secret_id_file", "vault:\n  auth: {method: approle, role_id: r}\n" + client, "c.yaml:2:10: vault.auth.secret_id_file: required"},
 		{"unset environment variable", "vault:\n  address: ${TR_TEST_SURELY_UNSET}\n" + client, "c.yaml:2:12: vault.address: environment variable TR_TEST_SURELY_UNSET is not set"},
 		{"wrong type", "renew_before: [1, 2]\n" + client, "c.yaml:1:15: renew_before: want a string, not a list"},
 		{"list for a string", "token_url: [1]\n" + client, "c.yaml:1:12: token_url: want a string, not a list"},
-		{"string for a section", "vault: yes\n" + client, "c.yaml:1:8: vault: "},
-		{"clients not a list", "clients: acme\n", "c.yaml:1:10: clients:"},
+		{"string for a section", "vault: yes\n" + client, "c.yaml:1:8: vault: want a mapping"},
+		{"clients not a list", "clients: acme\n", "c.yaml:1:10: clients: want a list"},
 		{"mapping for a name", "clients:\n  - name: {a: b}\n    grant: authorization_code\n    secret: s\n", "c.yaml:2:12: clients[0].name: want a string, not a mapping"},
-		{"number for a name", "clients:\n  - {name: 42, grant: authorization_code, secret: s}\n", "clients[0].name: want a string (put it in quotes), not a number"},
-		{"boolean for a path", "clients:\n  - {name: a, grant: authorization_code, secret: true}\n", "clients[0].secret: want a string (put it in quotes), not true or false"},
+		{"number for a name", "clients:\n  - {name: 42, grant: authorization_code, secret: s}\n", "c.yaml:2:12: clients[0].name: want a string (put it in quotes), not a number"},
+		{"boolean for a path", "clients:\n  - {name: a, grant: authorization_code, secret: true}\n", "c.yaml:2:50: clients[0].secret: want a string (put it in quotes), not true or false"},
 		{"quoted number for a count", "concurrency: '4'\n" + client, "c.yaml:1:14: concurrency: want a whole number, not a string"},
-		{"fraction for a count", "concurrency: 4.9\n" + client, "concurrency: want a whole number, not a number"},
-		{"concurrency out of range", "concurrency: 0\n" + client, "concurrency: 0 is out of range 1..256"},
-		{"rate limit NaN", "rate_limit: {per_second: .nan}\n" + client, "rate_limit.per_second: want a number, not infinity or NaN"},
-		{"rate limit string", "rate_limit: {per_second: '10'}\n" + client, "rate_limit.per_second: want a number, not a string"},
-		{"rate limit too small to send anything", "rate_limit: {per_second: 0.0000001}\n" + client, "rate_limit.per_second: 1e-07 is out of range"},
-		{"pass_deadline 1ns", "pass_deadline: 1ns\n" + client, "pass_deadline: not a duration of at least 1s"},
+		{"fraction for a count", "concurrency: 4.9\n" + client, "c.yaml:1:14: concurrency: want a whole number, not a number"},
+		{"concurrency out of range", "concurrency: 0\n" + client, "c.yaml:1:14: concurrency: 0 is out of range 1..256"},
+		{"rate limit NaN", "rate_limit: {per_second: .nan}\n" + client, "c.yaml:1:26: rate_limit.per_second: want a number, not infinity or NaN"},
+		{"rate limit string", "rate_limit: {per_second: '10'}\n" + client, "c.yaml:1:26: rate_limit.per_second: want a number, not a string"},
+		{"rate limit too small to send anything", "rate_limit: {per_second: 0.0000001}\n" + client, "c.yaml:1:26: rate_limit.per_second: 1e-07 is out of range"},
+		{"pass_deadline 1ns", "pass_deadline: 1ns\n" + client, "c.yaml:1:16: pass_deadline: not a duration of at least 1s"},
 		{"two clients, one output", client + "  - {name: b, grant: client_credentials, scope: public.contact:read, secret: t, output: s}\n", `c.yaml:6:89: clients[1].output: "s" is also a's secret (clients[0].secret)`},
-		{"output_prefix over its own connections", "clients:\n  - {name: p, grant: authorization_code, secret: stora/p, connections: apps/p/conns, output_prefix: apps/p}\n", `clients[0].output_prefix: "apps/p" contains connections "apps/p/conns"`},
-		{"output_prefix over the credentials", "clients:\n  - {name: p, grant: authorization_code, secret: p/partner, connections: p/partner/conns, output_prefix: p}\n", "clients[0].output_prefix:"},
+		{"output_prefix over its own connections", "clients:\n  - {name: p, grant: authorization_code, secret: stora/p, connections: apps/p/conns, output_prefix: apps/p}\n", `c.yaml:2:101: clients[0].output_prefix: "apps/p" contains connections "apps/p/conns"`},
+		{"output_prefix over the credentials", "clients:\n  - {name: p, grant: authorization_code, secret: p/partner, connections: p/partner/conns, output_prefix: p}\n", "c.yaml:2:106: clients[0].output_prefix:"},
 		{"empty file", "", "c.yaml: the file is empty"},
 		{"only a comment", "# nothing\n", "c.yaml: the file is empty"},
 		{"two documents", client + "---\n" + client, "c.yaml:7:1: more than one YAML document"},
 		{"a list at the top", "- a\n- b\n", "c.yaml:1:1: the top level must be a mapping"},
-		{"syntax error", "clients: [\n", "c.yaml:"},
-	} {
+		{"syntax error", "clients: [\n", "c.yaml:1:10: "},
+	}
+	var placed, placedOnly, fieldOnly, fileOnly []string // case names by what their error names
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse("c.yaml", []byte(tc.yaml))
 			if err == nil {
 				t.Fatalf("no error, want %q", tc.want)
 			}
-			if !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("error\n  %v\nwant it to contain\n  %s", err, tc.want)
+			if !strings.HasPrefix(err.Error(), tc.want) {
+				t.Errorf("error\n  %v\nwant it to start\n  %s", err, tc.want)
 			}
 			var ce *Error
 			var ces Errors
-			if !errors.As(err, &ce) && !errors.As(err, &ces) {
-				t.Errorf("error is %T, want *Error or Errors", err)
+			if errors.As(err, &ces) && len(ces) > 0 {
+				ce = ces[0]
+			} else if !errors.As(err, &ce) {
+				t.Fatalf("error is %T, want *Error or Errors", err)
+			}
+			switch {
+			case ce.Line > 0 && ce.Field != "":
+				placed = append(placed, tc.name)
+			case ce.Line > 0:
+				placedOnly = append(placedOnly, tc.name)
+			case ce.Field != "":
+				fieldOnly = append(fieldOnly, tc.name)
+			default:
+				fileOnly = append(fileOnly, tc.name)
 			}
 		})
 	}
+	t.Logf("RELIABILITY rejected | malformed configuration (`config.TestErrors`) | %d | an error that starts with file:line:column and the field at fault (%d); file:line:column alone, no one field being at fault (%d: %s); the file and the field, that field not being in the file (%d: %s); the file alone (%d: %s). The job exits 2 on it: asserted for one case (`TestMalformedConfigExits2NamingLine`)",
+		len(cases), len(placed), len(placedOnly), strings.Join(placedOnly, ", "), len(fieldOnly), strings.Join(fieldOnly, ", "), len(fileOnly), strings.Join(fileOnly, ", "))
 }
 
 func TestSeveralErrorsReportedTogether(t *testing.T) {
@@ -169,7 +187,27 @@ func TestByteOrderMark(t *testing.T) {
 }
 
 func TestAnchorsAndAliases(t *testing.T) {
-	c, err := Parse("c.yaml", []byte("clients:\n  - &base {name: a, grant: authorization_code, secret: s}\n  - {name: b, grant: authorization_code, secret: t}\nx_unused: *base\n"))
+	// An alias holds its anchor's value, ${ENV} expanded. Both fields may be empty without an
+	// error (token_url then falls back to the top-level one), so only the values decoded show
+	// whether the aliases resolved.
+	t.Setenv("TR_TEST_TOKEN_URL", "https://auth.example/oauth2/token")
+	c, err := Parse("c.yaml", []byte(`clients:
+  - name: a
+    grant: authorization_code
+    scope: &scope "public.contact:read public.invoice:read"
+    secret: stora/a
+    token_url: &url ${TR_TEST_TOKEN_URL}
+  - {name: b, grant: authorization_code, scope: *scope, secret: stora/b, token_url: *url}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := c.Client("b"); b.Scope != "public.contact:read public.invoice:read" || b.TokenURL != "https://auth.example/oauth2/token" {
+		t.Errorf("client b: scope %q token_url %q, want the anchored values", b.Scope, b.TokenURL)
+	}
+
+	// An alias does not make an unknown key acceptable.
+	c, err = Parse("c.yaml", []byte("clients:\n  - &base {name: a, grant: authorization_code, secret: s}\n  - {name: b, grant: authorization_code, secret: t}\nx_unused: *base\n"))
 	if err == nil || !strings.Contains(err.Error(), `unknown field "x_unused"`) {
 		t.Errorf("config %v error %v", c, err)
 	}

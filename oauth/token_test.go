@@ -59,15 +59,17 @@ func TestParseTokenNormalises(t *testing.T) {
 
 func TestParseTokenRejectsBlankTokens(t *testing.T) {
 	life := Lifetimes{Default: 2 * time.Hour, Max: 24 * time.Hour}
-	for _, body := range []string{
-		`{"access_token":"   ","token_type":"Bearer","expires_in":60}`,
-		`{"access_token":"","token_type":"Bearer","expires_in":60}`,
-		`{"access_token":"a\nb","token_type":"Bearer","expires_in":60}`,
-		`{"access_token":"ok","token_type":"Bearer","expires_in":60,"refresh_token":"r\u0000"}`,
+	for _, tc := range []struct{ name, body string }{ // scripts/reliability counts these
+		{"blank access token", `{"access_token":"   ","token_type":"Bearer","expires_in":60}`},
+		{"empty access token", `{"access_token":"","token_type":"Bearer","expires_in":60}`},
+		{"newline in the access token", `{"access_token":"a\nb","token_type":"Bearer","expires_in":60}`},
+		{"NUL in the refresh token", `{"access_token":"ok","token_type":"Bearer","expires_in":60,"refresh_token":"r\u0000"}`},
 	} {
-		if _, err := parseToken([]byte(body), sent, life); err == nil {
-			t.Errorf("%s: accepted", body)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := parseToken([]byte(tc.body), sent, life); err == nil {
+				t.Errorf("%s: accepted", tc.body)
+			}
+		})
 	}
 	tok, err := parseToken([]byte(`{"access_token":"ok","token_type":"Bearer","expires_in":60,"refresh_token":"  "}`), sent, life)
 	if err != nil || tok.RefreshToken != "" {

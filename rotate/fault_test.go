@@ -89,18 +89,23 @@ func (f *faultWorld) assertStoredPairWorks(t *testing.T, c config.Client, old st
 func TestTokenEndpointTransientFaultsAreRetried(t *testing.T) {
 	t.Parallel()
 	f := newFaultWorld(t, true)
+	// Without a Retry-After the wait is the job's own backoff: two of them, from GrantBackoff with
+	// the backoff library's defaults (±50% jitter, ×1.5 each time), are at least
+	// 50%·GrantBackoff + 50%·1.5·GrantBackoff. Retries sent back to back take a few milliseconds.
+	backoff := f.rotator().GrantBackoff
+	ownBackoff := backoff/2 + backoff*3/4
 	for _, tc := range []struct {
 		name    string
 		respond func(w http.ResponseWriter)
 		minWait time.Duration
 		cc      bool // a client_credentials client: a 5xx cannot have spent anything
 	}{
-		{"500", func(w http.ResponseWriter) { w.WriteHeader(500) }, 0, true},
+		{"500", func(w http.ResponseWriter) { w.WriteHeader(500) }, ownBackoff, true},
 		{"503 HTML", func(w http.ResponseWriter) {
 			w.Header().Set("Content-Type", "text/html")
 			w.WriteHeader(503)
 			fmt.Fprint(w, "<html>maintenance</html>")
-		}, 0, true},
+		}, ownBackoff, true},
 		{"429 Retry-After: 1", func(w http.ResponseWriter) {
 			w.Header().Set("Retry-After", "1")
 			w.WriteHeader(429)

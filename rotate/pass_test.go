@@ -132,11 +132,16 @@ func TestBadSecretsFailBeforeAnyTokenRequest(t *testing.T) {
 		{Name: "empty", Grant: config.GrantAuthorizationCode, Secret: "stora/empty", Output: "stora/empty"},
 	}
 	res := w.rotator(ts, clients...).Pass(context.Background())
+	if len(res) != len(clients) {
+		t.Fatalf("%d results for %d clients", len(res), len(clients))
+	}
 	want := []string{"secret/stora/none", "client_id", "authorize the client first"}
-	for i, r := range res {
-		if r.Outcome != Failed || !strings.Contains(r.Err.Error(), want[i]) {
-			t.Errorf("%s: outcome %s err %v, want failed mentioning %q", r.Client, r.Outcome, r.Err, want[i])
-		}
+	for i, r := range res { // scripts/reliability counts these
+		t.Run(r.Client, func(t *testing.T) {
+			if r.Outcome != Failed || r.Err == nil || !strings.Contains(r.Err.Error(), want[i]) {
+				t.Errorf("outcome %s err %v, want failed mentioning %q", r.Outcome, r.Err, want[i])
+			}
+		})
 	}
 	if n := ts.calls.Load(); n != 0 {
 		t.Errorf("%d token requests, want 0", n)
