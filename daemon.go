@@ -35,11 +35,14 @@ func daemon(ctx context.Context, pass func(context.Context) []rotate.Result, cfg
 		}
 		next := cfg.Cron.Next(time.Now())
 		for _, e := range c.Entries() { // extra passes that have run: never again
-			if e.Next.IsZero() && !e.Prev.IsZero() {
+			if e.Next.IsZero() {
 				c.Remove(e.ID)
 			}
 		}
 		if at, ok := afterReusedExpiry(results, next); ok && extra.add(at) {
+			if soon := time.Now().Add(time.Second); at.Before(soon) {
+				at = soon // the instant passed during the pass: at once
+			}
 			c.Schedule(onceAt(at), job)
 			logger.Info("extra pass when a reused access token expires", "at", at.UTC(), "next_scheduled", next.UTC())
 		}

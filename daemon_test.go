@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"sync/atomic"
@@ -66,6 +67,28 @@ func TestNoExtraPassWithoutReuse(t *testing.T) {
 	} {
 		if _, got := afterReusedExpiry(tc.results, next); got != tc.want {
 			t.Errorf("%s: extra pass %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestDaemonExitsAsItsLastPass: after SIGTERM the daemon's exit code is that of its last pass.
+func TestDaemonExitsAsItsLastPass(t *testing.T) {
+	cfg := &config.Config{Schedule: "0 0 1 1 *"}
+	var err error
+	if cfg.Cron, err = cron.ParseStandard(cfg.Schedule); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		outcome rotate.Outcome
+		want    error
+	}{{rotate.Failed, errClientsFailed}, {rotate.Rotated, nil}} {
+		ctx, cancel := context.WithCancel(context.Background())
+		pass := func(context.Context) []rotate.Result {
+			defer cancel() // SIGTERM after the first pass
+			return []rotate.Result{{Client: "cc", Outcome: tc.outcome, Err: errors.New("x")}}
+		}
+		if got := daemon(ctx, pass, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); !errors.Is(got, tc.want) || (tc.want == nil && got != nil) {
+			t.Errorf("last pass %s: daemon returned %v, want %v", tc.outcome, got, tc.want)
 		}
 	}
 }

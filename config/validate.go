@@ -155,6 +155,9 @@ func (f *file) resolve() (*Config, Errors) {
 	return c, errs
 }
 
+// userinfo is the user:password@ part of a URL that may not parse, kept out of messages.
+var userinfo = regexp.MustCompile(`//[^/?#]*@`)
+
 // CheckURL is the rule every endpoint URL follows: https, or http only to a loopback host.
 func CheckURL(s string) error { return checkTokenURL(s) }
 
@@ -162,7 +165,7 @@ func CheckURL(s string) error { return checkTokenURL(s) }
 func checkTokenURL(s string) error {
 	u, err := url.Parse(s)
 	if err != nil || u.Host == "" {
-		return fmt.Errorf("%q is not an absolute URL", s)
+		return fmt.Errorf("%q is not an absolute URL", userinfo.ReplaceAllString(s, "//xxxxx@"))
 	}
 	shown := u.Redacted() // a password in the URL stays out of the message
 	switch u.Scheme {

@@ -121,7 +121,8 @@ func (e *Error) clean(values ...string) {
 			continue
 		}
 		quoted, _ := json.Marshal(v)
-		forms = append(forms, v, string(quoted[1:len(quoted)-1]), url.QueryEscape(v), url.PathEscape(v), html.EscapeString(v))
+		forms = append(forms, v, string(quoted[1:len(quoted)-1]), url.QueryEscape(v), url.PathEscape(v),
+			html.EscapeString(v), namedEntities.Replace(v), hexEntities.Replace(v))
 	}
 	// The longest forms first, so that no form leaves a piece of a longer one.
 	sort.Slice(forms, func(i, j int) bool { return len(forms[i]) > len(forms[j]) })
@@ -138,6 +139,13 @@ func (e *Error) clean(values ...string) {
 	e.Reason = Redact(e.Reason, 300) // the job's own words, quoting server text already redacted
 	e.ContentType = cleanContentType(e.ContentType)
 }
+
+// namedEntities and hexEntities escape HTML as servers other than Go's do (Rails and PHP: &quot;
+// and &#39;; Python: &quot; and &#x27;), so that an echo in an HTML error page is found too.
+var (
+	namedEntities = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;", "'", "&#39;")
+	hexEntities   = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;", "'", "&#x27;")
+)
 
 // errorCode is the shape of the error codes RFC 6749 §5.2 and the IANA OAuth Extensions Error
 // registry define: lower-case words joined by underscores, at most 64 bytes. No word reaches the 16

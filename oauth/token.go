@@ -109,14 +109,19 @@ func parseToken(body []byte, sent time.Time, life Lifetimes) (*Token, error) {
 
 // successSnippet is what an error may quote of a 2xx body: a body that is a JSON object is a token
 // response, whatever is wrong with it, and may hold a working access token in any alphabet, so only
-// its member names are quoted; any other body (an HTML page from a proxy) is quoted, to be redacted.
+// its member names are quoted, and a body that starts as JSON but does not parse is not quoted at
+// all; any other body (an HTML page from a proxy) is quoted, to be redacted.
 func successSnippet(body []byte) string {
+	trimmed := bytes.TrimSpace(bytes.TrimPrefix(bytes.TrimSpace(body), []byte("\uFEFF")))
 	var members map[string]json.RawMessage
-	if json.Unmarshal(bytes.TrimPrefix(bytes.TrimSpace(body), []byte("\uFEFF")), &members) != nil || members == nil {
-		return string(body)
+	if json.Unmarshal(trimmed, &members) == nil && members != nil {
+		return "a JSON object with members " + strings.Join(slices.Sorted(maps.Keys(members)), ", ")
 	}
-	names := slices.Sorted(maps.Keys(members))
-	return "a JSON object with members " + strings.Join(names, ", ")
+	if bytes.HasPrefix(trimmed, []byte("{")) || bytes.HasPrefix(trimmed, []byte("[")) {
+		// Broken JSON is still most likely a token response: not a byte of it is quoted.
+		return fmt.Sprintf("%d bytes of JSON that do not parse", len(body))
+	}
+	return string(body)
 }
 
 // newRefreshToken returns the response's refresh_token when it can be stored even though the rest

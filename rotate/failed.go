@@ -30,7 +30,7 @@ func (r *Rotator) failedGrant(ctx context.Context, a *attempt, g grantResult) {
 	if spends(req) && r.Store.KVVersion() == 2 {
 		var gone bool
 		if version, gone = r.release(ctx, t.secret, a.secret, a.who); gone {
-			a.res = Result{Client: t.name, Outcome: Deleted, Grant: a.res.Grant, Gone: true}
+			a.res = Result{Client: t.name, Outcome: Deleted, Grant: a.res.Grant, Gone: t.shared != ""}
 			a.why = "secret deleted during its rotation: left deleted"
 			return
 		}

@@ -19,9 +19,9 @@ import (
 //     to bring it back;
 //   - a configured client's secret (not a connection) is never gone: it must exist.
 //
-// Vault records a version's deletion time when delete_version_after schedules it, at the write;
-// someone's delete records the moment of the delete. A deletion time exactly the setting after
-// the version's creation is the setting's doing.
+// Vault records a version's deletion time when delete_version_after schedules it, at the write,
+// to the nanosecond; someone's delete records the moment of the delete (vault.DeletedError's
+// ByRetention tells them apart, even after the setting was removed).
 
 // vanished sorts out a failed read of t's credential secret: gone when it is an offboarded
 // connection; lost, an error for the operator, when Vault's own retention deleted it. Neither
@@ -34,15 +34,13 @@ func (r *Rotator) vanished(ctx context.Context, t target, err error) (gone bool,
 	if !errors.As(err, &deleted) {
 		return true, nil // its metadata is gone too: only someone deleting it does that
 	}
-	for _, after := range r.deleteVersionAfter(ctx, t.secret) {
-		if deleted.ByRetention(after) {
-			m, _ := r.mountSettings(ctx)
-			mount := m.Mount
-			return false, fmt.Errorf("version %d of %s, the only copy of the refresh token, was deleted by Vault's delete_version_after (%v), not by an operator: bring it back with `vault kv undelete -mount=%s -versions=%d %s`, then turn the setting off (token-rotator validate names it)",
-				deleted.Version, t.secret, after, mount, deleted.Version, t.secret)
-		}
+	after, ok := deleted.ByRetention(r.deleteVersionAfter(ctx, t.secret)...)
+	if !ok {
+		return true, nil
 	}
-	return true, nil
+	m, _ := r.mountSettings(ctx)
+	return false, fmt.Errorf("version %d of %s, the only copy of the refresh token, was deleted by Vault's delete_version_after (%v), not by an operator: bring it back with `vault kv undelete -mount=%s -versions=%d %s`, then turn the setting off (token-rotator validate names it)",
+		deleted.Version, t.secret, after, m.Mount, deleted.Version, t.secret)
 }
 
 // deleteVersionAfter returns the delete_version_after settings that apply to the secret at path:

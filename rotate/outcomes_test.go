@@ -408,3 +408,19 @@ func TestAClaimFarInTheFutureIsNotHonoured(t *testing.T) {
 		})
 	}
 }
+
+func TestReusedTokenWithAWrongExpiryIsPutRight(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.put("stora/cc", map[string]any{"client_id": "id", "client_secret": "s"})
+	w.put("apps/cc", map[string]any{"access_token": "at-same", "token_type": "Bearer", "expires_at": "2099-01-01T00:00:00Z"})
+	expires := time.Now().Add(40 * time.Minute).UTC().Truncate(time.Second)
+	ts := &tokens{fn: func(context.Context, oauth.Request) (*oauth.Token, error) {
+		return &oauth.Token{AccessToken: "at-same", TokenType: "Bearer", ExpiresAt: expires}, nil // handed back
+	}}
+	c := config.Client{Name: "cc", Grant: config.GrantClientCredentials, Scope: "s", Secret: "stora/cc", Output: "apps/cc"}
+	res := w.rotator(ts, c).Pass(context.Background())[0]
+	if res.Outcome != Reused || w.data("apps/cc")["expires_at"] != expires.Format(time.RFC3339) || !res.ExpiresAt.Equal(expires) {
+		t.Errorf("outcome %s, expires_at in Vault %v, result's %v; want reused, with the server's expiry %v stored", res.Outcome, w.data("apps/cc")["expires_at"], res.ExpiresAt, expires)
+	}
+}

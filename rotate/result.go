@@ -51,8 +51,9 @@ type Result struct {
 	// ExpiresAt is the UTC expiry of the access token in Vault after the pass, when known: the new
 	// one after a rotation, the stored one otherwise (also after a failure).
 	ExpiresAt time.Time
-	// Gone is set when the target's credential secret is deleted (a connection found deleted, or
-	// deleted during its rotation): Vault holds no token for it.
+	// Gone is set when the target is a connection whose credential secret is deleted (found
+	// deleted, or deleted during its rotation): an operator offboarded it. A configured client is
+	// never gone; its deleted secret fails the next pass.
 	Gone bool
 	// Err says why the client failed; nil unless Outcome is a failure. It holds no secret.
 	Err error

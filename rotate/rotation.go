@@ -169,7 +169,7 @@ func (r *Rotator) claimFor(ctx context.Context, a *attempt) bool {
 		a.res.Outcome, a.why = ClaimedElsewhere, "another process claimed it first"
 		return true
 	case errors.Is(err, errGone):
-		a.res, a.why = Result{Client: a.t.name, Outcome: Skipped, Gone: true}, "secret deleted"
+		a.res, a.why = Result{Client: a.t.name, Outcome: Skipped, Gone: a.t.shared != ""}, "secret deleted"
 		return true
 	case err != nil:
 		if a.skipOrFail(ctx, StatusRetrying, fmt.Errorf("claim %s: %w", a.t.secret, err)); a.res.Outcome == Failed {
@@ -243,7 +243,7 @@ func (r *Rotator) endedElsewhere(ctx context.Context, a *attempt, landed stored)
 	a.res.Err, a.res.Status = nil, ""
 	switch {
 	case landed.credentials == landedGone:
-		a.res.Outcome, a.res.ExpiresAt, a.res.Gone = Deleted, time.Time{}, true
+		a.res.Outcome, a.res.ExpiresAt, a.res.Gone = Deleted, time.Time{}, a.t.shared != "" // a configured client stays
 		a.why = "secret deleted during its rotation: left deleted, what the server granted not stored"
 	case landed.credentials == landedTheirs:
 		a.res.Outcome, a.res.ExpiresAt = RotatedElsewhere, r.outputExpiry(ctx, a.t.output)

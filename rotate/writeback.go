@@ -182,6 +182,7 @@ func (r *Rotator) update(ctx context.Context, path string, base *vault.Secret, e
 	b.MaxInterval = 10 * time.Second
 	b.MaxElapsedTime = 0 // ctx's deadline ends the retries
 	b.Reset()
+	last := false // the attempt squeezed in before the deadline was made
 	for attempt := 1; ; attempt++ {
 		changes := map[string]any{}
 		change(base.Data, changes)
@@ -217,12 +218,12 @@ func (r *Rotator) update(ctx context.Context, path string, base *vault.Secret, e
 			}
 			err = rerr
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || last {
 			return fmt.Errorf("after %d attempts: %w", attempt, err)
 		}
 		wait := b.NextBackOff()
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
-			wait = max(time.Until(dl)-time.Second, 0) // one last attempt before the deadline
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait+time.Second {
+			wait, last = max(time.Until(dl)-time.Second, 0), true // one last attempt before the deadline
 		}
 		r.logger().Warn("write-back failed; retrying", "path", path, "attempt", attempt, "error", err.Error())
 		if !sleep(ctx, wait) {

@@ -36,14 +36,25 @@ type DeletedError struct {
 	CreatedTime, DeletionTime time.Time
 }
 
-// ByRetention reports whether the version was deleted by a delete_version_after of d rather than
-// by someone: Vault set its deletion time d after its creation, when it was written.
-func (e *DeletedError) ByRetention(d time.Duration) bool {
-	if d <= 0 || e.CreatedTime.IsZero() || e.DeletionTime.IsZero() {
-		return false
+// ByRetention reports whether the version was deleted by a delete_version_after rather than by
+// someone, and after how long. Vault sets a version's deletion time when it writes the version, to
+// its creation time plus the setting, to the nanosecond; someone's delete records the moment it
+// happened. So a deletion a whole number of seconds after creation, or exactly one of settings
+// after it, is the setting's doing, even once the setting has been removed or changed since.
+func (e *DeletedError) ByRetention(settings ...time.Duration) (time.Duration, bool) {
+	if e.CreatedTime.IsZero() || e.DeletionTime.IsZero() {
+		return 0, false
 	}
-	gap := e.DeletionTime.Sub(e.CreatedTime) - d
-	return gap > -time.Second && gap < time.Second
+	gap := e.DeletionTime.Sub(e.CreatedTime)
+	if gap > 0 && gap%time.Second == 0 {
+		return gap, true
+	}
+	for _, d := range settings {
+		if d > 0 && gap-d > -time.Second && gap-d < time.Second {
+			return d, true
+		}
+	}
+	return 0, false
 }
 
 func (e *DeletedError) Error() string {
