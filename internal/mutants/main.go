@@ -124,7 +124,7 @@ func test(dir string, m mutation, timeout time.Duration) (verdict, detail string
 	case ctx.Err() != nil:
 		return "killed", "tests timed out after " + timeout.String()
 	case err != nil:
-		return "killed", "by " + firstLine(out, "--- FAIL")
+		return "killed", "by " + strings.TrimSuffix(strings.TrimPrefix(firstLine(out, "--- FAIL: "), "--- FAIL: "), ":")
 	case !bytes.Contains(out, []byte("ok ")):
 		return "STALE", "no test ran"
 	case bytes.Contains(out, []byte("[no tests to run]")):
