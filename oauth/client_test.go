@@ -243,6 +243,7 @@ func TestRetryAfter(t *testing.T) {
 		{"Retry-After HTTP date", http.Header{"Retry-After": {now.Add(90 * time.Second).Format(http.TimeFormat)}}, 90 * time.Second},
 		{"Stora RateLimit-Reset epoch seconds", http.Header{"Ratelimit-Reset": {fmt.Sprint(now.Add(3 * time.Second).Unix())}, "Ratelimit-Limit": {"10"}}, 3 * time.Second},
 		{"draft RateLimit-Reset delta seconds", http.Header{"Ratelimit-Reset": {"4"}}, 4 * time.Second},
+		{"RateLimit-Reset of exactly 10^9 is an instant (in 2001), not 31 years", http.Header{"Ratelimit-Reset": {"1000000000"}}, 0},
 		{"reset in the past", http.Header{"Ratelimit-Reset": {fmt.Sprint(now.Add(-time.Minute).Unix())}}, 0},
 		{"absurd wait capped", http.Header{"Retry-After": {"999999"}}, 10 * time.Minute},
 		{"garbage", http.Header{"Retry-After": {"soon"}}, 0},

@@ -23,6 +23,8 @@ func TestExpiry(t *testing.T) {
 		{"the contract's literal refresh example, now in the past", `1740242460`, sent.Add(2 * time.Hour), false},
 		{"absurdly large", `999999999999`, sent.Add(2 * time.Hour), false},
 		{"25 hours is over the cap", `90000`, sent.Add(2 * time.Hour), false},
+		{"Unix time exactly at the cap is the expiry", fmt.Sprint(sent.Add(24 * time.Hour).Unix()), sent.Add(24 * time.Hour), false},
+		{"Unix time a second past the cap is not believed", fmt.Sprint(sent.Add(24*time.Hour + time.Second).Unix()), sent.Add(2 * time.Hour), false},
 		{"zero is already expired", `0`, time.Time{}, true},
 		{"negative", `-5`, time.Time{}, true},
 		{"not a number", `"soon"`, time.Time{}, true},
