@@ -292,3 +292,32 @@ func TestEchoedSecretsAreRemovedInEveryForm(t *testing.T) {
 		}
 	}
 }
+
+// TestUserAgent: the User-Agent the job sets (token-rotator/<version>) is the one the token
+// endpoint sees, and a Client without one leaves Go's default in place rather than sending none.
+func TestUserAgent(t *testing.T) {
+	for _, tc := range []struct{ name, set, want string }{
+		{"set", "token-rotator/1.2.3", "token-rotator/1.2.3"},
+		{"unset", "", "Go-http-client/1.1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := &endpoint{status: 200, contentType: "application/json", body: `{"access_token":"at","token_type":"Bearer"}`}
+			c := client()
+			c.UserAgent = tc.set
+			if _, err := c.Token(context.Background(), e.start(t), refresh); err != nil {
+				t.Fatal(err)
+			}
+			if got := e.gotHeader.Get("User-Agent"); got != tc.want {
+				t.Errorf("User-Agent %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestDefaultHTTPClientTimesOut: a Client without an HTTP client of its own still gives up on a
+// token endpoint that never answers, after the documented 30 seconds, instead of hanging a pass.
+func TestDefaultHTTPClientTimesOut(t *testing.T) {
+	if got := (&Client{}).httpClient().Timeout; got != 30*time.Second {
+		t.Errorf("default timeout %v, want 30s", got)
+	}
+}
