@@ -321,3 +321,33 @@ func TestDefaultHTTPClientTimesOut(t *testing.T) {
 		t.Errorf("default timeout %v, want 30s", got)
 	}
 }
+
+// TestRedactionEdges pins where the removal of echoed values starts and what order it goes in: a
+// value of 4 characters is removed, one of 3 is left (it would shred the message), and a value
+// that contains another (a client_id that begins the secret) is removed whole, leaving no tail.
+func TestRedactionEdges(t *testing.T) {
+	for _, tc := range []struct {
+		name, description string
+		req               Request
+		gone, kept        string
+	}{
+		{"4-character secret removed", "bad secret Zq9! for client cid",
+			Request{GrantType: GrantClientCredentials, ClientID: "cid", ClientSecret: "Zq9!"}, "Zq9!", "client cid"},
+		{"secret that starts with the client_id removed whole", "bad secret acme-s3cr3t!",
+			Request{GrantType: GrantClientCredentials, ClientID: "acme", ClientSecret: "acme-s3cr3t!"}, "s3cr3t", "bad secret [redacted]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := &endpoint{status: 401, contentType: "application/json", body: `{"error":"invalid_client","error_description":"` + tc.description + `"}`}
+			_, err := client().Token(context.Background(), e.start(t), tc.req)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if strings.Contains(err.Error(), tc.gone) {
+				t.Errorf("error %q keeps %q", err, tc.gone)
+			}
+			if !strings.Contains(err.Error(), tc.kept) {
+				t.Errorf("error %q lost %q", err, tc.kept)
+			}
+		})
+	}
+}
