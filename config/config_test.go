@@ -88,6 +88,7 @@ func TestErrors(t *testing.T) {
 		{"bad cron", "schedule: \"61 * * * *\"\n" + client, "c.yaml:1:11: schedule: not a cron schedule"},
 		{"zone without schedule", "schedule: \"CRON_TZ=UTC\"\n" + client, "c.yaml:1:11: schedule:"},
 		{"bad duration", "renew_before: 30 minutes\n" + client, `c.yaml:1:15: renew_before: not a duration`},
+		{"zero duration", "renew_before: 0s\n" + client, "renew_before: must be positive"},
 		{"negative duration", "renew_before: -5m\n" + client, "renew_before: must be positive"},
 		{"renew_before shorter than the schedule gap", "schedule: \"0 * * * *\"\nrenew_before: 30m\n" + client, "c.yaml:2:15: renew_before: 30m0s is shorter than the 1h0m0s between two scheduled runs"},
 		{"weekday schedule has a weekend gap", "schedule: \"*/5 * * * 1-5\"\nrenew_before: 1h59m\n" + client, "shorter than the 48h5m0s between"},
@@ -112,6 +113,7 @@ func TestErrors(t *testing.T) {
 		{"no clients", "renew_before: 30m\n", "clients: at least one client is required"},
 		{"unknown auth method", "vault:\n  auth: {method: userpass}\n" + client, `c.yaml:2:18: vault.auth.method: unknown auth method "userpass"`},
 		{"kubernetes without role", "vault:\n  auth: {method: kubernetes}\n" + client, "vault.auth.role: required"},
+		{"approle without role_id", "vault:\n  auth: {method: approle, secret_id_file: /run/secret_id}\n" + client, "vault.auth.role_id: required"},
 		{"approle without secret_id_file", "vault:\n  auth: {method: approle, role_id: r}\n" + client, "vault.auth.secret_id_file: required"},
 		{"unset environment variable", "vault:\n  address: ${TR_TEST_SURELY_UNSET}\n" + client, "c.yaml:2:12: vault.address: environment variable TR_TEST_SURELY_UNSET is not set"},
 		{"wrong type", "renew_before: [1, 2]\n" + client, "c.yaml:1:15: renew_before: want a string, not a list"},
@@ -127,6 +129,9 @@ func TestErrors(t *testing.T) {
 		{"rate limit NaN", "rate_limit: {per_second: .nan}\n" + client, "rate_limit.per_second: want a number, not infinity or NaN"},
 		{"rate limit string", "rate_limit: {per_second: '10'}\n" + client, "rate_limit.per_second: want a number, not a string"},
 		{"rate limit too small to send anything", "rate_limit: {per_second: 0.0000001}\n" + client, "rate_limit.per_second: 1e-07 is out of range"},
+		{"rate limit over a million a second", "rate_limit: {per_second: 1000001}\n" + client, "rate_limit.per_second: 1.000001e+06 is out of range"},
+		{"per-minute limit under one", "rate_limit: {per_minute: 0.5}\n" + client, "rate_limit.per_minute: 0.5 is out of range"},
+		{"per-minute limit over 60 million", "rate_limit: {per_minute: 60000001}\n" + client, "rate_limit.per_minute: 6.0000001e+07 is out of range"},
 		{"pass_deadline 1ns", "pass_deadline: 1ns\n" + client, "pass_deadline: not a duration of at least 1s"},
 		{"two clients, one output", client + "  - {name: b, grant: client_credentials, scope: public.contact:read, secret: t, output: s}\n", `c.yaml:6:89: clients[1].output: "s" is also a's secret (clients[0].secret)`},
 		{"output_prefix over its own connections", "clients:\n  - {name: p, grant: authorization_code, secret: stora/p, connections: apps/p/conns, output_prefix: apps/p}\n", `clients[0].output_prefix: "apps/p" contains connections "apps/p/conns"`},
@@ -211,5 +216,30 @@ func TestURLPasswordStaysOutOfErrors(t *testing.T) {
 	_, err := Parse("c.yaml", []byte("token_url: http://user:s3cr3t-pass@example.com/oauth2/token\nvault:\n  kv_mount: secret\nclients:\n  - name: a\n    grant: client_credentials\n    scope: x\n    secret: a\n"))
 	if err == nil || strings.Contains(err.Error(), "s3cr3t-pass") {
 		t.Errorf("error %v holds the URL's password", err)
+	}
+}
+
+// TestEdgesOfTheRangesAccepted: every documented bound is inclusive, and the loopback exception to
+// https covers IP addresses as well as localhost, so each of these files loads.
+func TestEdgesOfTheRangesAccepted(t *testing.T) {
+	client := "clients:\n  - {name: a, grant: authorization_code, secret: s}\n"
+	for _, tc := range []struct{ name, yaml string }{
+		{"per_second 1/60", "rate_limit: {per_second: 0.016666666666666666}\n"},
+		{"per_second a million", "rate_limit: {per_second: 1000000}\n"},
+		{"per_minute off", "rate_limit: {per_minute: 0}\n"},
+		{"per_minute 1", "rate_limit: {per_minute: 1}\n"},
+		{"per_minute 60 million", "rate_limit: {per_minute: 60000000}\n"},
+		{"pass_deadline 1s", "pass_deadline: 1s\n"},
+		{"@every 1s", "schedule: \"@every 1s\"\n"},
+		{"runs at :00 and :45 every other hour, 75m apart at most", "schedule: \"0,45 */2 * * *\"\nrenew_before: 90m\n"},
+		{"http to 127.0.0.1", "token_url: http://127.0.0.1:8080/oauth2/token\n"},
+		{"http to ::1", "token_url: http://[::1]:8080/oauth2/token\n"},
+		{"approle with both", "vault:\n  auth: {method: approle, role_id: r, secret_id_file: /run/secret_id}\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := Parse("c.yaml", []byte(tc.yaml+client)); err != nil {
+				t.Error(err)
+			}
+		})
 	}
 }
