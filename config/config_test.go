@@ -2,6 +2,8 @@ package config
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -84,6 +86,9 @@ func TestErrors(t *testing.T) {
 		want       string // substring of the error, including file:line:column
 	}{
 		{"unknown key", "renew_before: 30m\nrenew_befor: 1h\n" + client, `c.yaml:2:1: renew_befor: unknown field "renew_befor"`},
+		{"unknown key in a flow mapping", "clients:\n  - {name: a, grant: authorization_code, secret: s, bogus: 1}\n", `c.yaml:2:53: clients[0].bogus: unknown field "bogus"`},
+		{"empty client", "clients: [{}]\n", "c.yaml:1:11: clients[0].name: required"},
+		{"empty mapping for a string", "token_url: {}\n" + client, "c.yaml:1:12: token_url: want a string, not a mapping"},
 		{"unknown nested key", client + "    outputs: x\n", `c.yaml:6:5: clients[0].outputs: unknown field "outputs"`},
 		{"bad cron", "schedule: \"61 * * * *\"\n" + client, "c.yaml:1:11: schedule: not a cron schedule"},
 		{"zone without schedule", "schedule: \"CRON_TZ=UTC\"\n" + client, "c.yaml:1:11: schedule:"},
@@ -241,5 +246,19 @@ func TestEdgesOfTheRangesAccepted(t *testing.T) {
 				t.Error(err)
 			}
 		})
+	}
+}
+
+func TestLoadReadsTheFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(valid), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.File != path || len(c.Clients) != 2 {
+		t.Errorf("loaded %q with %d clients, want %q with 2", c.File, len(c.Clients), path)
 	}
 }
