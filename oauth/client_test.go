@@ -191,6 +191,16 @@ func TestTokenBodyCapped(t *testing.T) {
 	}
 }
 
+func TestTokenBodyAtTheCapIsRead(t *testing.T) {
+	body := `{"access_token":"at","token_type":"Bearer","expires_in":7200}`
+	e := &endpoint{status: 200, contentType: "application/json", body: body}
+	c := client()
+	c.MaxBody = int64(len(body))
+	if _, err := c.Token(context.Background(), e.start(t), refresh); err != nil {
+		t.Fatalf("a body of exactly MaxBody bytes: %v", err)
+	}
+}
+
 func TestTokenTimeout(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {

@@ -109,6 +109,8 @@ func TestTokenResponses(t *testing.T) {
 		{"500 JSON", 500, "application/json", `{"message":"boom ` + marker + `"}`, want{inError: "HTTP 500", temporary: true}},
 		{"502 HTML", 502, "text/html", `<html>Bad Gateway</html>`, want{inError: "Bad Gateway", temporary: true}},
 		{"503 plain", 503, "text/plain", `unavailable`, want{inError: "unavailable", temporary: true}},
+		{"300 multiple choices is a redirect too", 300, "text/html", `choose`, want{inError: "redirect not followed"}},
+		{"400 HTML is not a redirect", 400, "text/html", `<h1>Bad Request</h1>`, want{inError: `HTTP 400 (content type "text/html")`}},
 		{"301 redirect", 301, "text/html", `moved`, want{inError: "redirect not followed"}},
 		{"307 redirect", 307, "", ``, want{inError: "redirect not followed"}},
 		{"oversized 200", 200, "application/json", `{"access_token":"` + strings.Repeat("a", 70<<10) + `","token_type":"Bearer"}`, want{inError: "longer than"}},

@@ -22,6 +22,8 @@ func TestExpiry(t *testing.T) {
 		{"Unix time where a duration belongs (the contract's refresh example)", fmt.Sprint(sent.Add(2 * time.Hour).Unix()), sent.Add(2 * time.Hour), false},
 		{"the contract's literal refresh example, now in the past", `1740242460`, sent.Add(2 * time.Hour), false},
 		{"absurdly large", `999999999999`, sent.Add(2 * time.Hour), false},
+		{"one second is a lifetime", `1`, sent.Add(time.Second), false},
+		{"exactly the 24-hour cap is a duration", `86400`, sent.Add(24 * time.Hour), false},
 		{"25 hours is over the cap", `90000`, sent.Add(2 * time.Hour), false},
 		{"Unix time exactly at the cap is the expiry", fmt.Sprint(sent.Add(24 * time.Hour).Unix()), sent.Add(24 * time.Hour), false},
 		{"Unix time a second past the cap is not believed", fmt.Sprint(sent.Add(24*time.Hour + time.Second).Unix()), sent.Add(2 * time.Hour), false},
