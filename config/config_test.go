@@ -2,6 +2,8 @@ package config
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -86,11 +88,15 @@ func TestErrors(t *testing.T) {
 		want string
 	}{
 		{"unknown key", "renew_before: 30m\nrenew_befor: 1h\n" + client, `c.yaml:2:1: renew_befor: unknown field "renew_befor"`},
+		{"unknown key in a flow mapping", "clients:\n  - {name: a, grant: authorization_code, secret: s, bogus: 1}\n", `c.yaml:2:53: clients[0].bogus: unknown field "bogus"`},
+		{"empty client", "clients: [{}]\n", "c.yaml:1:11: clients[0].name: required"},
+		{"empty mapping for a string", "token_url: {}\n" + client, "c.yaml:1:12: token_url: want a string, not a mapping"},
 		{"unknown nested key", client + "    outputs: x\n", `c.yaml:6:5: clients[0].outputs: unknown field "outputs"`},
 		{"bad cron", "schedule: \"61 * * * *\"\n" + client, "c.yaml:1:11: schedule: not a cron schedule"},
 		{"zone without schedule", "schedule: \"CRON_TZ=UTC\"\n" + client, "c.yaml:1:11: schedule: not a cron schedule"},
 		{"bad duration", "renew_before: 30 minutes\n" + client, "c.yaml:1:15: renew_before: not a duration"},
 		{"negative duration", "renew_before: -5m\n" + client, "c.yaml:1:15: renew_before: must be positive"},
+		{"zero duration", "renew_before: 0s\n" + client, "c.yaml:1:15: renew_before: must be positive"},
 		{"renew_before shorter than the schedule gap", "schedule: \"0 * * * *\"\nrenew_before: 30m\n" + client, "c.yaml:2:15: renew_before: 30m0s is shorter than the 1h0m0s between two scheduled runs"},
 		{"weekday schedule has a weekend gap", "schedule: \"*/5 * * * 1-5\"\nrenew_before: 1h59m\n" + client, "c.yaml:2:15: renew_before: 1h59m0s is shorter than the 48h5m0s between"},
 		{"January only", "schedule: \"* * * 1 *\"\n" + client, "c.yaml: renew_before: 30m0s is shorter than the"},
@@ -115,7 +121,10 @@ func TestErrors(t *testing.T) {
 		{"unknown auth method", "vault:\n  auth: {method: userpass}\n" + client, `c.yaml:2:18: vault.auth.method: unknown auth method "userpass"`},
 		{"kubernetes without role", "vault:\n  auth: {method: kubernetes}\n" + client, "c.yaml:2:10: vault.auth.role: required"},
 		{"approle without secret_id_file", "vault:\n  auth: {method: approle, role_id: r}\n" + client, "c.yaml:2:10: vault.auth.secret_id_file: required"},
+		{"http authorize_url not loopback", "authorize_url: http://example.com/oauth2/authorize\n" + client, `c.yaml:1:16: authorize_url: "http://example.com/oauth2/authorize": http is allowed only to a loopback address`},
+		{"approle without role_id", "vault:\n  auth: {method: approle, secret_id_file: /run/secret_id}\n" + client, "c.yaml:2:10: vault.auth.role_id: required"},
 		{"unset environment variable", "vault:\n  address: ${TR_TEST_SURELY_UNSET}\n" + client, "c.yaml:2:12: vault.address: environment variable TR_TEST_SURELY_UNSET is not set"},
+		// An alias is type-checked by the decoder, which places the error at the anchored value.
 		{"wrong type", "renew_before: [1, 2]\n" + client, "c.yaml:1:15: renew_before: want a string, not a list"},
 		{"list for a string", "token_url: [1]\n" + client, "c.yaml:1:12: token_url: want a string, not a list"},
 		{"string for a section", "vault: yes\n" + client, "c.yaml:1:8: vault: want a mapping"},
@@ -133,6 +142,11 @@ func TestErrors(t *testing.T) {
 		{"two clients, one output", client + "  - {name: b, grant: client_credentials, scope: public.contact:read, secret: t, output: s}\n", `c.yaml:6:89: clients[1].output: "s" is also a's secret (clients[0].secret)`},
 		{"output_prefix over its own connections", "clients:\n  - {name: p, grant: authorization_code, secret: stora/p, connections: apps/p/conns, output_prefix: apps/p}\n", `c.yaml:2:101: clients[0].output_prefix: "apps/p" contains connections "apps/p/conns"`},
 		{"output_prefix over the credentials", "clients:\n  - {name: p, grant: authorization_code, secret: p/partner, connections: p/partner/conns, output_prefix: p}\n", "c.yaml:2:106: clients[0].output_prefix:"},
+		{"concurrency over 256", "concurrency: 257\n" + client, "c.yaml:1:14: concurrency: 257 is out of range 1..256"},
+		{"rate limit over a million a second", "rate_limit: {per_second: 1000001}\n" + client, "c.yaml:1:26: rate_limit.per_second: 1.000001e+06 is out of range"},
+		{"per-minute limit under one", "rate_limit: {per_minute: 0.5}\n" + client, "c.yaml:1:26: rate_limit.per_minute: 0.5 is out of range"},
+		{"per-minute limit over 60 million", "rate_limit: {per_minute: 60000001}\n" + client, "c.yaml:1:26: rate_limit.per_minute: 6.0000001e+07 is out of range"},
+		{"output_prefix over the credentials, connections elsewhere", "clients:\n  - {name: p, grant: authorization_code, secret: apps/p/cred, connections: conns/p, output_prefix: apps/p}\n", `c.yaml:2:100: clients[0].output_prefix: "apps/p" would put access tokens over the client's credentials "apps/p/cred"`},
 		{"empty file", "", "c.yaml: the file is empty"},
 		{"only a comment", "# nothing\n", "c.yaml: the file is empty"},
 		{"two documents", client + "---\n" + client, "c.yaml:7:1: more than one YAML document"},
@@ -249,5 +263,47 @@ func TestURLPasswordStaysOutOfErrors(t *testing.T) {
 	_, err := Parse("c.yaml", []byte("token_url: http://user:s3cr3t-pass@example.com/oauth2/token\nvault:\n  kv_mount: secret\nclients:\n  - name: a\n    grant: client_credentials\n    scope: x\n    secret: a\n"))
 	if err == nil || strings.Contains(err.Error(), "s3cr3t-pass") {
 		t.Errorf("error %v holds the URL's password", err)
+	}
+}
+
+// TestEdgesOfTheRangesAccepted: every documented bound is inclusive, and the loopback exception to
+// https covers IP addresses as well as localhost, so each of these files loads.
+func TestEdgesOfTheRangesAccepted(t *testing.T) {
+	client := "clients:\n  - {name: a, grant: authorization_code, secret: s}\n"
+	for _, tc := range []struct{ name, yaml string }{
+		{"per_second 1/60", "rate_limit: {per_second: 0.016666666666666666}\n"},
+		{"per_second a million", "rate_limit: {per_second: 1000000}\n"},
+		{"per_minute off", "rate_limit: {per_minute: 0}\n"},
+		{"per_minute 1", "rate_limit: {per_minute: 1}\n"},
+		{"per_minute 60 million", "rate_limit: {per_minute: 60000000}\n"},
+		{"concurrency 1", "concurrency: 1\n"},
+		{"concurrency 256", "concurrency: 256\n"},
+		{"https authorize_url of its own", "authorize_url: https://auth.example.com/oauth2/authorize\n"},
+		{"pass_deadline 1s", "pass_deadline: 1s\n"},
+		{"@every 1s", "schedule: \"@every 1s\"\n"},
+		{"runs at :00 and :45 every other hour, 75m apart at most", "schedule: \"0,45 */2 * * *\"\nrenew_before: 90m\n"},
+		{"http to 127.0.0.1", "token_url: http://127.0.0.1:8080/oauth2/token\n"},
+		{"http to ::1", "token_url: http://[::1]:8080/oauth2/token\n"},
+		{"approle with both", "vault:\n  auth: {method: approle, role_id: r, secret_id_file: /run/secret_id}\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := Parse("c.yaml", []byte(tc.yaml+client)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+func TestLoadReadsTheFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(valid), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.File != path || len(c.Clients) != 2 {
+		t.Errorf("loaded %q with %d clients, want %q with 2", c.File, len(c.Clients), path)
 	}
 }

@@ -191,6 +191,16 @@ func TestTokenBodyCapped(t *testing.T) {
 	}
 }
 
+func TestTokenBodyAtTheCapIsRead(t *testing.T) {
+	body := `{"access_token":"at","token_type":"Bearer","expires_in":7200}`
+	e := &endpoint{status: 200, contentType: "application/json", body: body}
+	c := client()
+	c.MaxBody = int64(len(body))
+	if _, err := c.Token(context.Background(), e.start(t), refresh); err != nil {
+		t.Fatalf("a body of exactly MaxBody bytes: %v", err)
+	}
+}
+
 func TestTokenTimeout(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -243,6 +253,7 @@ func TestRetryAfter(t *testing.T) {
 		{"Retry-After HTTP date", http.Header{"Retry-After": {now.Add(90 * time.Second).Format(http.TimeFormat)}}, 90 * time.Second},
 		{"Stora RateLimit-Reset epoch seconds", http.Header{"Ratelimit-Reset": {fmt.Sprint(now.Add(3 * time.Second).Unix())}, "Ratelimit-Limit": {"10"}}, 3 * time.Second},
 		{"draft RateLimit-Reset delta seconds", http.Header{"Ratelimit-Reset": {"4"}}, 4 * time.Second},
+		{"RateLimit-Reset of exactly 10^9 is an instant (in 2001), not 31 years", http.Header{"Ratelimit-Reset": {"1000000000"}}, 0},
 		{"reset in the past", http.Header{"Ratelimit-Reset": {fmt.Sprint(now.Add(-time.Minute).Unix())}}, 0},
 		{"absurd wait capped", http.Header{"Retry-After": {"999999"}}, 10 * time.Minute},
 		{"garbage", http.Header{"Retry-After": {"soon"}}, 0},
@@ -289,5 +300,64 @@ func TestEchoedSecretsAreRemovedInEveryForm(t *testing.T) {
 				t.Errorf("%s: error %q keeps %q", tc.name, err, piece)
 			}
 		}
+	}
+}
+
+// TestUserAgent: the User-Agent the job sets (token-rotator/<version>) is the one the token
+// endpoint sees, and a Client without one leaves Go's default in place rather than sending none.
+func TestUserAgent(t *testing.T) {
+	for _, tc := range []struct{ name, set, want string }{
+		{"set", "token-rotator/1.2.3", "token-rotator/1.2.3"},
+		{"unset", "", "Go-http-client/1.1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := &endpoint{status: 200, contentType: "application/json", body: `{"access_token":"at","token_type":"Bearer"}`}
+			c := client()
+			c.UserAgent = tc.set
+			if _, err := c.Token(context.Background(), e.start(t), refresh); err != nil {
+				t.Fatal(err)
+			}
+			if got := e.gotHeader.Get("User-Agent"); got != tc.want {
+				t.Errorf("User-Agent %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestDefaultHTTPClientTimesOut: a Client without an HTTP client of its own still gives up on a
+// token endpoint that never answers, after the documented 30 seconds, instead of hanging a pass.
+func TestDefaultHTTPClientTimesOut(t *testing.T) {
+	if got := (&Client{}).httpClient().Timeout; got != 30*time.Second {
+		t.Errorf("default timeout %v, want 30s", got)
+	}
+}
+
+// TestRedactionEdges pins where the removal of echoed values starts and what order it goes in: a
+// value of 4 characters is removed, one of 3 is left (it would shred the message), and a value
+// that contains another (a client_id that begins the secret) is removed whole, leaving no tail.
+func TestRedactionEdges(t *testing.T) {
+	for _, tc := range []struct {
+		name, description string
+		req               Request
+		gone, kept        string
+	}{
+		{"4-character secret removed", "bad secret Zq9! for client cid",
+			Request{GrantType: GrantClientCredentials, ClientID: "cid", ClientSecret: "Zq9!"}, "Zq9!", "client cid"},
+		{"secret that starts with the client_id removed whole", "bad secret acme-s3cr3t!",
+			Request{GrantType: GrantClientCredentials, ClientID: "acme", ClientSecret: "acme-s3cr3t!"}, "s3cr3t", "bad secret [redacted]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := &endpoint{status: 401, contentType: "application/json", body: `{"error":"invalid_client","error_description":"` + tc.description + `"}`}
+			_, err := client().Token(context.Background(), e.start(t), tc.req)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if strings.Contains(err.Error(), tc.gone) {
+				t.Errorf("error %q keeps %q", err, tc.gone)
+			}
+			if !strings.Contains(err.Error(), tc.kept) {
+				t.Errorf("error %q lost %q", err, tc.kept)
+			}
+		})
 	}
 }

@@ -25,6 +25,8 @@ func TestDue(t *testing.T) {
 		{"29m left", map[string]any{"access_token": "x", "expires_at": at(29 * time.Minute)}, true},
 		{"expired", map[string]any{"access_token": "x", "expires_at": at(-time.Minute)}, true},
 		{"far future is not trusted", map[string]any{"access_token": "x", "expires_at": "2099-01-01T00:00:00+05:00"}, true},
+		{"exactly renew_before left is not yet due", map[string]any{"access_token": "x", "expires_at": at(30 * time.Minute)}, false},
+		{"exactly 24h left is still believed", map[string]any{"access_token": "x", "expires_at": at(24 * time.Hour)}, false},
 		{"31m left", map[string]any{"access_token": "x", "expires_at": at(31 * time.Minute)}, false},
 		{"offset zone read right", map[string]any{"access_token": "x", "expires_at": now.Add(time.Hour).In(time.FixedZone("x", 3600*5)).Format(time.RFC3339)}, false},
 	} {
