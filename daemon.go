@@ -27,6 +27,7 @@ func daemon(ctx context.Context, pass func(context.Context) []rotate.Result, cfg
 	c := cron.New(cron.WithLogger(cl), cron.WithLocation(time.UTC))
 	extra := &extraPasses{}
 	var job cron.Job
+	var scheduled cron.EntryID // the schedule's own entry: its next time is zero until c starts
 	job = cron.NewChain(cron.Recover(cl), cron.SkipIfStillRunning(cl)).Then(cron.FuncJob(func() {
 		results := pass(ctx)
 		lastFailed.Store(rotate.AnyFailed(results))
@@ -35,7 +36,7 @@ func daemon(ctx context.Context, pass func(context.Context) []rotate.Result, cfg
 		}
 		next := cfg.Cron.Next(time.Now())
 		for _, e := range c.Entries() { // extra passes that have run: never again
-			if e.Next.IsZero() {
+			if e.ID != scheduled && e.Next.IsZero() {
 				c.Remove(e.ID)
 			}
 		}
@@ -48,7 +49,7 @@ func daemon(ctx context.Context, pass func(context.Context) []rotate.Result, cfg
 		}
 		logger.Info("next pass", "at", next.UTC(), "schedule", cfg.Schedule)
 	}))
-	c.Schedule(cfg.Cron, job)
+	scheduled = c.Schedule(cfg.Cron, job)
 	logger.Info("daemon started", "schedule", cfg.Schedule)
 	job.Run()
 	c.Start()

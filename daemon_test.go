@@ -92,3 +92,29 @@ func TestDaemonExitsAsItsLastPass(t *testing.T) {
 		}
 	}
 }
+
+// TestDaemonRunsOnItsSchedule: after the first pass, passes keep coming on the schedule.
+func TestDaemonRunsOnItsSchedule(t *testing.T) {
+	cfg := &config.Config{Schedule: "@every 1s"}
+	var err error
+	if cfg.Cron, err = cron.ParseStandard(cfg.Schedule); err != nil {
+		t.Fatal(err)
+	}
+	var passes atomic.Int32
+	ctx, cancel := context.WithCancel(context.Background())
+	pass := func(context.Context) []rotate.Result {
+		if passes.Add(1) == 3 {
+			cancel()
+		}
+		return []rotate.Result{{Client: "cc", Outcome: rotate.Reused, ExpiresAt: time.Now().Add(time.Hour)}}
+	}
+	done := make(chan error, 1)
+	go func() { done <- daemon(ctx, pass, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		cancel()
+		<-done
+		t.Errorf("%d passes in 10 s on a 1 s schedule, want 3", passes.Load())
+	}
+}
