@@ -28,7 +28,9 @@ func daemon(ctx context.Context, pass func(context.Context) []rotate.Result, cfg
 	extra := &extraPasses{}
 	var job cron.Job
 	var scheduled cron.EntryID // the schedule's own entry: its next time is zero until c starts
-	job = cron.NewChain(cron.Recover(cl), cron.SkipIfStillRunning(cl)).Then(cron.FuncJob(func() {
+	// Recover inside SkipIfStillRunning: robfig/cron's skip wrapper releases its slot only when the
+	// job returns, so a panic recovered outside it would leave every later pass skipped.
+	job = cron.NewChain(cron.SkipIfStillRunning(cl), cron.Recover(cl)).Then(cron.FuncJob(func() {
 		results := pass(ctx)
 		lastFailed.Store(rotate.AnyFailed(results))
 		if ctx.Err() != nil {

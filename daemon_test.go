@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"log/slog"
 	"sync/atomic"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"token-rotator/config"
+	"token-rotator/internal/testenv"
 	"token-rotator/rotate"
 )
 
@@ -116,5 +118,51 @@ func TestDaemonRunsOnItsSchedule(t *testing.T) {
 		cancel()
 		<-done
 		t.Errorf("%d passes in 10 s on a 1 s schedule, want 3", passes.Load())
+	}
+}
+
+// TestDaemonSkipsOverlapsAndSurvivesAPanic: a pass still running when the next is due makes that
+// one skip, and a pass that panics is recovered, logged, and followed by the next.
+func TestDaemonSkipsOverlapsAndSurvivesAPanic(t *testing.T) {
+	cfg := &config.Config{Schedule: "@every 1s"}
+	var err error
+	if cfg.Cron, err = cron.ParseStandard(cfg.Schedule); err != nil {
+		t.Fatal(err)
+	}
+	var passes, running, most atomic.Int32
+	ctx, cancel := context.WithCancel(context.Background())
+	pass := func(context.Context) []rotate.Result {
+		n := passes.Add(1)
+		now := running.Add(1)
+		defer running.Add(-1)
+		for m := most.Load(); now > m && !most.CompareAndSwap(m, now); m = most.Load() {
+		}
+		switch n {
+		case 2:
+			panic("a pass that panics")
+		case 3:
+			time.Sleep(2500 * time.Millisecond) // two scheduled runs fall due meanwhile
+		case 5:
+			cancel()
+		}
+		return nil
+	}
+	var logs testenv.SyncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- daemon(ctx, pass, cfg, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		cancel()
+		<-done
+		t.Fatalf("%d passes in 20 s: the daemon stopped scheduling after a panic or an overlap\n%s", passes.Load(), logs.String())
+	}
+	if most.Load() != 1 {
+		t.Errorf("%d passes ran at once, want 1", most.Load())
+	}
+	if !strings.Contains(logs.String(), "panic") || !strings.Contains(logs.String(), "skip") {
+		t.Errorf("the daemon's log names no recovered panic or skipped run:\n%s", logs.String())
 	}
 }

@@ -27,6 +27,9 @@ func TestBudgetFiguresInTheDocuments(t *testing.T) {
 	if ShutdownWait != 10*time.Minute+30*time.Second {
 		t.Errorf("ShutdownWait is %v; README.md and deploy/*.yaml say 10.5 minutes", ShutdownWait)
 	}
+	if DefaultClaimTTL != 15*time.Minute || RequestTimeout != 30*time.Second {
+		t.Errorf("README.md says: a claim lapses after 15 minutes; a token request times out after 30 s")
+	}
 	if DefaultWriteDeadline != 8*time.Minute || MaxSpentWait != 30*time.Second || DefaultGrantRetry != 2*time.Minute {
 		t.Errorf("README.md says: write-back 8 minutes, the retry after a spend within 30 seconds, retries within 2 minutes of the claim")
 	}

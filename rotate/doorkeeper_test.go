@@ -243,8 +243,8 @@ func TestRefusedCodeKeepsTheClientWaiting(t *testing.T) {
 	if res[0].Outcome != Failed || res[0].Status != StatusReauthorizationRequired || !AnyFailed(res) {
 		t.Errorf("refused code: %s/%s (%v); want failed/reauthorization_required", res[0].Outcome, res[0].Status, res[0].Err)
 	}
-	if cred := d.data("stora/partner"); cred["code"] != nil || cred["code_verifier"] != nil {
-		t.Errorf("the refused code or its verifier was left in the secret")
+	if cred := d.data("stora/partner"); cred["code"] != nil || cred["code_verifier"] != nil || cred["redirect_uri"] != "https://partner.example/callback" {
+		t.Errorf("the refused code or its verifier was left in the secret, or redirect_uri (%v) was not kept for the next code", cred["redirect_uri"])
 	}
 	requests, refusal := d.server.TokenRequests(t), res[0]
 	// The next passes keep the client waiting (and --once exiting 1), spending nothing.

@@ -389,12 +389,14 @@ func TestAClaimFarInTheFutureIsNotHonoured(t *testing.T) {
 	w := newWorld(t)
 	far := `{"holder":"otherhost/1/abc","target":"p","expires":"2099-01-01T00:00:00Z"}`
 	near := `{"holder":"otherhost/1/abc","target":"p","expires":"` + time.Now().Add(10*time.Minute).UTC().Format(time.RFC3339) + `"}`
+	lapsed := `{"holder":"otherhost/1/abc","target":"p","expires":"` + time.Now().Add(-time.Minute).UTC().Format(time.RFC3339) + `"}`
 	for _, tc := range []struct {
 		name, claim string
 		want        Outcome
 	}{
 		{"expiring 2099", far, Rotated},
 		{"expiring in 10 minutes", near, ClaimedElsewhere},
+		{"lapsed a minute ago (left by a killed run)", lapsed, Rotated},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := "stora/" + strings.ReplaceAll(tc.name, " ", "-")
@@ -422,5 +424,59 @@ func TestReusedTokenWithAWrongExpiryIsPutRight(t *testing.T) {
 	res := w.rotator(ts, c).Pass(context.Background())[0]
 	if res.Outcome != Reused || w.data("apps/cc")["expires_at"] != expires.Format(time.RFC3339) || !res.ExpiresAt.Equal(expires) {
 		t.Errorf("outcome %s, expires_at in Vault %v, result's %v; want reused, with the server's expiry %v stored", res.Outcome, w.data("apps/cc")["expires_at"], res.ExpiresAt, expires)
+	}
+}
+
+func TestInvalidGrantAfterAnotherProcessRotatedIsRotatedElsewhere(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.put("stora/cred", map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "rt-old"})
+	ts := &tokens{fn: func(ctx context.Context, r oauth.Request) (*oauth.Token, error) {
+		// Another process (its claim lapsed) spent rt-old first and stored its pair.
+		w.put("stora/cred", map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "rt-theirs"})
+		return nil, &oauth.Error{Status: 400, Code: oauth.ErrInvalidGrant}
+	}}
+	c := config.Client{Name: "p", Grant: config.GrantAuthorizationCode, Secret: "stora/cred", Output: "apps/out"}
+	res := w.rotator(ts, c).Pass(context.Background())
+	if res[0].Outcome != RotatedElsewhere || AnyFailed(res) {
+		t.Errorf("outcome %s/%s (%v), want rotated_elsewhere, not a failure", res[0].Outcome, res[0].Status, res[0].Err)
+	}
+	m, err := w.vault.Client.KVv2("secret").GetMetadata(context.Background(), "stora/cred")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.data("stora/cred")["refresh_token"] != "rt-theirs" || m.CustomMetadata[metaRefused] != nil {
+		t.Errorf("refresh token %v, refused fingerprint %v: want theirs kept and nothing marked refused", w.data("stora/cred")["refresh_token"], m.CustomMetadata[metaRefused])
+	}
+}
+
+func TestAnImplausibleNewerOutputIsOverwritten(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.put("stora/cred", map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "rt-old"})
+	ts := &tokens{fn: func(ctx context.Context, r oauth.Request) (*oauth.Token, error) {
+		w.put("apps/out", map[string]any{"access_token": "at-2099", "token_type": "Bearer", "expires_at": "2099-01-01T00:00:00Z"})
+		return issued("rt-new")(ctx, r)
+	}}
+	c := config.Client{Name: "p", Grant: config.GrantAuthorizationCode, Secret: "stora/cred", Output: "apps/out"}
+	if res := w.rotator(ts, c).Pass(context.Background())[0]; res.Outcome != Rotated || w.data("apps/out")["access_token"] != "at-new" {
+		t.Errorf("outcome %s, output %v: an output written meanwhile expiring in 2099 is no newer pair", res.Outcome, w.data("apps/out")["access_token"])
+	}
+}
+
+func TestTransientRetriesStopAtTheBudget(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.put("stora/cc", map[string]any{"client_id": "id", "client_secret": "s"})
+	ts := &tokens{fn: func(context.Context, oauth.Request) (*oauth.Token, error) {
+		return nil, &oauth.Error{Status: 503}
+	}}
+	c := config.Client{Name: "cc", Grant: config.GrantClientCredentials, Scope: "s", Secret: "stora/cc", Output: "apps/cc"}
+	r := w.rotator(ts, c)
+	r.GrantRetry, r.GrantBackoff = time.Second, 100*time.Millisecond
+	start := time.Now()
+	res := r.Pass(context.Background())[0]
+	if took := time.Since(start); res.Outcome != Failed || took > 2*time.Second || ts.calls.Load() < 2 {
+		t.Errorf("outcome %s after %v and %d requests; want failed after retries within the 1 s budget", res.Outcome, took, ts.calls.Load())
 	}
 }

@@ -3,6 +3,8 @@ package rotate
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -203,4 +205,47 @@ path "sys/internal/ui/mounts/*" { capabilities = ["read"] }`); err != nil {
 	if res.Outcome != Failed || ts.calls.Load() != 0 || !strings.Contains(res.Err.Error(), "does not allow patch on secret/data/stora/cred") {
 		t.Errorf("outcome %s after %d requests: %v; want failed on the metadata policy before any request", res.Outcome, ts.calls.Load(), res.Err)
 	}
+}
+
+func TestShortVaultTokenIsRenewedOrReadAgain(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.put("stora/short", map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "rt"})
+	c := []config.Client{{Name: "p", Grant: config.GrantAuthorizationCode, Secret: "stora/short", Output: "stora/short"}}
+	short := func(renewable bool) string {
+		tok, err := w.vault.Client.Auth().Token().Create(&api.TokenCreateRequest{TTL: "60s", Renewable: &renewable, Policies: []string{"root"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok.Auth.ClientToken
+	}
+	t.Run("renewable", func(t *testing.T) {
+		ts := &tokens{fn: issued("rt-renewed")}
+		r := &Rotator{Store: openStore(t, w.vault.Addr, short(true)), Tokens: ts, RenewBefore: 30 * time.Minute, Clients: c, Force: true}
+		if res := r.Pass(context.Background())[0]; res.Outcome != Rotated || ts.calls.Load() != 1 {
+			t.Errorf("a renewable 60 s Vault token: %s after %d requests (%v), want rotated", res.Outcome, ts.calls.Load(), res.Err)
+		}
+	})
+	t.Run("token_file read again", func(t *testing.T) {
+		file := filepath.Join(t.TempDir(), "vault-token")
+		if err := os.WriteFile(file, []byte(short(false)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		store, err := vault.Open(context.Background(), config.Vault{Address: w.vault.Addr, KVMount: "secret", Auth: config.Auth{Method: config.AuthToken, TokenFile: file}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(file, []byte(w.vault.Token), 0o600); err != nil { // Vault Agent refreshed the sink
+			t.Fatal(err)
+		}
+		ts := &tokens{fn: func(ctx context.Context, r oauth.Request) (*oauth.Token, error) {
+			tok, err := issued("rt-reread")(ctx, r)
+			tok.AccessToken = "at-after-reread"
+			return tok, err
+		}}
+		r := &Rotator{Store: store, Tokens: ts, RenewBefore: 30 * time.Minute, Clients: c, Force: true}
+		if res := r.Pass(context.Background())[0]; res.Outcome != Rotated || ts.calls.Load() != 1 {
+			t.Errorf("a short token, token_file rewritten: %s after %d requests (%v), want rotated", res.Outcome, ts.calls.Load(), res.Err)
+		}
+	})
 }
