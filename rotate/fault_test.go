@@ -225,11 +225,14 @@ func TestTokenEndpointStallAndCutConnection(t *testing.T) {
 	})
 	t.Run("refresh: two stalls, no third request", func(t *testing.T) {
 		f := newFaultWorld(t, true)
-		c, _ := f.partnerSecret(t, "stall2")
+		c, old := f.partnerSecret(t, "stall2")
 		f.storaProxy.SetNext(faultproxy.Stall, 2)
 		res := f.rotator(c).Pass(context.Background())[0]
 		if res.Outcome != Failed || res.Status != StatusRetrying || f.storaProxy.Connections() != 2 {
 			t.Fatalf("outcome %s status %s over %d connections (%v); want failed, retrying, 2", res.Outcome, res.Status, f.storaProxy.Connections(), res.Err)
+		}
+		if rt := f.data(c.Secret)["refresh_token"]; rt != old || !f.stora.RefreshTokenValid(old) {
+			t.Errorf("after two stalls: refresh token in Vault changed (%v) or no longer works at the server (%v)", rt != old, !f.stora.RefreshTokenValid(old))
 		}
 		t.Logf("RELIABILITY fault | token endpoint stalls past the timeout on a refresh, twice | no third request; status retrying, refresh token untouched (the server never saw it) | stored pair still works")
 	})

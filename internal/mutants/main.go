@@ -1,7 +1,8 @@
 // Command mutants breaks the product on purpose, one named mutation at a time, and runs the tests
 // that must notice: each mutation is a small edit applied to a copy of the tree, and it is killed
 // when the tests named for it fail. A mutation that survives (the tests still pass) is a promise no
-// test holds; one that does not apply or does not compile is a stale list. Either fails the run.
+// test holds; one that does not apply or does not compile is a stale list; one whose tests hang
+// past -timeout was not noticed in time. Each fails the run.
 // It prints one line per mutation and "N killed, M survived". `make mutants` runs it; so does
 // `make test`.
 //
@@ -47,7 +48,7 @@ func run(workers int, only string, timeout time.Duration) int {
 	jobs := make(chan mutation)
 	type result struct {
 		m       mutation
-		verdict string // killed, SURVIVED, STALE
+		verdict string // killed, SURVIVED, STALE, TIMEOUT
 		detail  string
 		took    time.Duration
 	}
@@ -88,11 +89,13 @@ func run(workers int, only string, timeout time.Duration) int {
 		fmt.Printf("%-8s %-40s %s (%s) %s\n", r.verdict, r.m.name, r.m.file, r.took.Round(100*time.Millisecond), r.detail)
 	}
 	fmt.Printf("%d killed, %d survived", counts["killed"], counts["SURVIVED"])
-	if counts["STALE"] > 0 {
-		fmt.Printf(", %d stale", counts["STALE"])
+	for _, v := range []string{"STALE", "TIMEOUT"} {
+		if counts[v] > 0 {
+			fmt.Printf(", %d %s", counts[v], strings.ToLower(v))
+		}
 	}
 	fmt.Println()
-	if counts["SURVIVED"] > 0 || counts["STALE"] > 0 || counts["killed"] != len(todo) {
+	if counts["killed"] != len(todo) {
 		return 1
 	}
 	return 0
@@ -117,12 +120,14 @@ func test(dir string, m mutation, timeout time.Duration) (verdict, detail string
 	cmd := exec.CommandContext(ctx, "go", append([]string{"test", "-count=1", "-run", m.tests}, strings.Fields(m.pkg)...)...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "GOFLAGS=-trimpath")
+	inOwnGroup(cmd) // a timeout stops the test binaries and the servers they started, not only go
 	out, err := cmd.CombinedOutput()
 	switch {
 	case bytes.Contains(out, []byte("[build failed]")) || bytes.Contains(out, []byte("[setup failed]")):
 		return "STALE", "does not compile: " + firstLine(out, "error")
 	case ctx.Err() != nil:
-		return "killed", "tests timed out after " + timeout.String()
+		// A hang is not an assertion failing: the list must name a test that notices in time.
+		return "TIMEOUT", "tests ran past " + timeout.String() + " without failing"
 	case err != nil:
 		return "killed", "by " + strings.TrimSuffix(strings.TrimPrefix(firstLine(out, "--- FAIL: "), "--- FAIL: "), ":")
 	case !bytes.Contains(out, []byte("ok ")):
