@@ -153,6 +153,19 @@ func TestOncePushesToAPushgateway(t *testing.T) {
 	if len(pushed) != 1 || !strings.HasPrefix(pushed[0], "PUT /metrics/job/token_rotator") || !strings.Contains(pushed[0], "token_rotator_rotations_total") {
 		t.Errorf("pushed %d times: %.200q", len(pushed), pushed)
 	}
+	mu.Unlock()
+	// A shard pushes to a group of its own, so that shards do not overwrite each other's counts;
+	// a dry run pushes nothing.
+	if code, out := e.run("--config", cfg, "--once", "--shard", "1/2", "--pushgateway", pg.URL); code != 0 {
+		t.Fatalf("sharded run: exit %d:\n%s", code, out)
+	}
+	if code, out := e.run("--config", cfg, "--dry-run", "--pushgateway", pg.URL); code != 0 {
+		t.Fatalf("dry run: exit %d:\n%s", code, out)
+	}
+	mu.Lock()
+	if len(pushed) != 2 || !strings.Contains(strings.SplitN(pushed[1], " ", 3)[1], "1_of_2") {
+		t.Errorf("after a sharded run and a dry run: pushed %d times, the second to %.120q; want 2, the second to the shard's group", len(pushed), pushed[len(pushed)-1])
+	}
 }
 
 func TestStatusAndValidate(t *testing.T) {

@@ -54,6 +54,10 @@ func TestDefaults(t *testing.T) {
 		c.Vault.KVMount != "secret" || c.Vault.Auth.Method != AuthToken {
 		t.Errorf("defaults %+v", c)
 	}
+	// README's configuration table states these defaults too.
+	if c.Concurrency != 4 || c.RateLimit != (RateLimit{PerSecond: 10, PerMinute: 60}) || c.PassDeadline != 10*time.Minute {
+		t.Errorf("concurrency %d, rate_limit %+v, pass_deadline %v; README says 4, 10/s and 60/min, 10m", c.Concurrency, c.RateLimit, c.PassDeadline)
+	}
 }
 
 func TestScheduleZone(t *testing.T) {

@@ -53,3 +53,25 @@ func TestHTMLEscapedEchoIsRedacted(t *testing.T) {
 		t.Errorf("error text %v holds the HTML-escaped client secret", err)
 	}
 }
+
+// TestDefaultBodyCapAndTemporaryStatuses holds README's figures: a body over 64 KiB is refused
+// unread, and 5xx, 429 and 408 are the statuses worth a retry.
+func TestDefaultBodyCapAndTemporaryStatuses(t *testing.T) {
+	for _, n := range []int{64 << 10, 64<<10 + 1} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(http.StatusBadGateway)
+			w.Write([]byte(strings.Repeat("x", n)))
+		}))
+		_, err := (&Client{}).Token(context.Background(), srv.URL, Request{GrantType: GrantClientCredentials, ClientID: "client-id", ClientSecret: "client-secret"})
+		srv.Close()
+		if capped := err != nil && strings.Contains(err.Error(), "body longer than 65536 bytes"); capped != (n > 64<<10) {
+			t.Errorf("a %d-byte body: %v; want refused as too long only above 64 KiB", n, err)
+		}
+	}
+	for status, want := range map[int]bool{408: true, 429: true, 500: true, 503: true, 400: false, 401: false, 404: false} {
+		if got := (&Error{Status: status}).Temporary(); got != want {
+			t.Errorf("HTTP %d: Temporary() = %v, want %v", status, got, want)
+		}
+	}
+}
