@@ -54,11 +54,7 @@ func TestWhatAppsHoldAfterARotation(t *testing.T) {
 		t.Run("client_credentials, "+mode, func(t *testing.T) {
 			t.Parallel()
 			d := newDoorkeeperWorld(t, testenv.DoorkeeperOptions{RevokeImmediately: immediate})
-			d.put("stora/cc", map[string]any{"client_id": d.id, "client_secret": d.secret})
-			c := config.Client{Name: "cc", Grant: config.GrantClientCredentials, Scope: "public.contact:read", Secret: "stora/cc", Output: "apps/cc", TokenURL: d.server.Endpoint()}
-			r := d.rotator(c)
-			r.Force = true
-			r.Pass(context.Background())
+			r := d.clientCredentials(t)
 			before := str(d.data("apps/cc"), keyAccessToken)
 			if res := r.Pass(context.Background())[0]; res.Outcome != Rotated {
 				t.Fatalf("rotation: %s (%v)", res.Outcome, res.Err)
@@ -73,11 +69,7 @@ func TestWhatAppsHoldAfterARotation(t *testing.T) {
 	t.Run("client_credentials, reuse_access_token", func(t *testing.T) {
 		t.Parallel()
 		d := newDoorkeeperWorld(t, testenv.DoorkeeperOptions{ReuseAccessToken: true})
-		d.put("stora/cc", map[string]any{"client_id": d.id, "client_secret": d.secret})
-		c := config.Client{Name: "cc", Grant: config.GrantClientCredentials, Scope: "public.contact:read", Secret: "stora/cc", Output: "apps/cc", TokenURL: d.server.Endpoint()}
-		r := d.rotator(c)
-		r.Force = true
-		r.Pass(context.Background())
+		r := d.clientCredentials(t)
 		before := str(d.data("apps/cc"), keyAccessToken)
 		res := r.Pass(context.Background())[0]
 		if res.Outcome != Reused || str(d.data("apps/cc"), keyAccessToken) != before || d.server.TokenInfo(t, before) != 200 {
@@ -88,4 +80,17 @@ func TestWhatAppsHoldAfterARotation(t *testing.T) {
 		}
 		t.Logf("RELIABILITY apps | client_credentials, reuse_access_token | the server hands back the same token (outcome reused); nothing new until it expires")
 	})
+}
+
+// clientCredentials stores a client_credentials client writing to apps/cc and returns a forced
+// Rotator for it, after a first pass has stored a token there.
+func (d *doorkeeperWorld) clientCredentials(t *testing.T) *Rotator {
+	d.put("stora/cc", map[string]any{"client_id": d.id, "client_secret": d.secret})
+	c := config.Client{Name: "cc", Grant: config.GrantClientCredentials, Scope: "public.contact:read", Secret: "stora/cc", Output: "apps/cc", TokenURL: d.server.Endpoint()}
+	r := d.rotator(c)
+	r.Force = true
+	if res := r.Pass(context.Background())[0]; res.Outcome != Rotated {
+		t.Fatalf("first pass: %s (%v)", res.Outcome, res.Err)
+	}
+	return r
 }

@@ -17,14 +17,25 @@ func due(now time.Time, output map[string]any, renewBefore time.Duration) (isDue
 	if at, _ := stringField(output, keyAccessToken); at == "" {
 		return true, time.Time{}, "no access token stored"
 	}
-	s, _ := stringField(output, keyExpiresAt)
-	exp, err := time.Parse(time.RFC3339, s)
-	if err != nil {
-		return true, time.Time{}, "stored expires_at missing or not RFC 3339"
-	}
+	exp, plausible := storedExpiry(output, now)
 	left := exp.Sub(now)
-	if left > maxLifetime {
+	switch {
+	case exp.IsZero():
+		return true, time.Time{}, "stored expires_at missing or not RFC 3339"
+	case !plausible:
 		return true, time.Time{}, fmt.Sprintf("stored expires_at %s away is implausible", left.Round(time.Hour))
 	}
-	return left < renewBefore, exp.UTC(), fmt.Sprintf("%s left", left.Round(time.Second))
+	return left < renewBefore, exp, fmt.Sprintf("%s left", left.Round(time.Second))
+}
+
+// storedExpiry reads a secret's expires_at; plausible is false when it is missing, unreadable, or
+// further away than any access token lives (a hand edit, a migration, a clock gone wrong): such an
+// expiry never makes a stored token look newer than one just granted.
+func storedExpiry(d map[string]any, now time.Time) (exp time.Time, plausible bool) {
+	s, _ := stringField(d, keyExpiresAt)
+	exp, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return exp.UTC(), exp.Sub(now) <= maxLifetime
 }

@@ -34,7 +34,10 @@ func (r *Rotator) vanished(ctx context.Context, t target, err error) (gone bool,
 	if !errors.As(err, &deleted) {
 		return true, nil // its metadata is gone too: only someone deleting it does that
 	}
-	after, ok := deleted.ByRetention(r.deleteVersionAfter(ctx, t.secret)...)
+	after, ok := deleted.ByRetention() // the deletion time alone tells, most often: no request
+	if !ok {
+		after, ok = deleted.ByRetention(r.deleteVersionAfter(ctx, t.secret)...)
+	}
 	if !ok {
 		return true, nil
 	}

@@ -141,18 +141,6 @@ func landingOf(out stored, err error, spent bool) (stored, error) {
 	return out, err
 }
 
-// storedExpiry reads a secret's expires_at; plausible is false when it is missing, unreadable, or
-// further away than any access token lives (a hand edit, a migration, a clock gone wrong): such an
-// expiry never makes a stored token look newer than one just granted.
-func storedExpiry(d map[string]any, now time.Time) (exp time.Time, plausible bool) {
-	s, _ := stringField(d, keyExpiresAt)
-	exp, err := time.Parse(time.RFC3339, s)
-	if err != nil {
-		return time.Time{}, false
-	}
-	return exp.UTC(), exp.Sub(now) <= maxLifetime
-}
-
 func absDuration(d time.Duration) time.Duration {
 	if d < 0 {
 		return -d
