@@ -62,20 +62,22 @@ func TestReadsKVv2AndKVv1(t *testing.T) {
 	}
 }
 
-// TestCachesTheToken: while the token is young and far from its expiry, Token asks Vault nothing.
+// TestCachesTheToken: while the token is younger than MaxAge and far from its expiry, Token asks
+// Vault nothing, however much longer than MinReadInterval the calls go on.
 func TestCachesTheToken(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	at, _ := w.pair()
 	w.store("apps/acme", at, time.Now().Add(2*time.Hour))
-	s, n := w.source(Options{Path: "apps/acme"})
+	s, n := w.source(Options{Path: "apps/acme", MinReadInterval: time.Millisecond})
 	for range 100 {
 		if token(t, s) != at {
 			t.Fatal("wrong token")
 		}
+		time.Sleep(2 * time.Millisecond)
 	}
 	if got := n.reads("apps/acme"); got != 1 {
-		t.Errorf("100 Token calls read Vault %d times, want 1", got)
+		t.Errorf("100 Token calls over 200 ms read Vault %d times, want 1", got)
 	}
 	t.Logf("100 Token calls: %d Vault read", n.reads("apps/acme"))
 }
@@ -163,6 +165,9 @@ func TestErrorsNameThePathNeverTheToken(t *testing.T) {
 		}, ErrDeleted, "destroyed"},
 		{"no access_token", func(p string) {
 			putKV(t, w.vault.Client, "secret", 2, p, map[string]any{"token_type": "Bearer", "refresh_token": at})
+		}, ErrNoAccessToken, "no access_token"},
+		{"empty access_token", func(p string) {
+			putKV(t, w.vault.Client, "secret", 2, p, map[string]any{"access_token": "", "expires_at": time.Now().Add(time.Hour).Format(time.RFC3339)})
 		}, ErrNoAccessToken, "no access_token"},
 		{"access_token not a string", func(p string) {
 			putKV(t, w.vault.Client, "secret", 2, p, map[string]any{"access_token": map[string]any{"value": at}})

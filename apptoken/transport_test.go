@@ -1,7 +1,6 @@
 package apptoken
 
 import (
-	"bytes"
 	"io"
 	"net/http"
 	"strings"
@@ -31,7 +30,10 @@ func TestRetriesOnceWithTheNewTokenReplayingTheBody(t *testing.T) {
 	t.Parallel()
 	w, s, n, _, next := rotated(t, Options{})
 	w.store("apps/acme", next, time.Now().Add(2*time.Hour))
-	req, _ := http.NewRequest(http.MethodPost, w.api.URL, bytes.NewReader([]byte(`{"name":"Ada"}`)))
+	// A body net/http cannot rewind by itself, replayable only through the GetBody the app sets.
+	const body = `{"name":"Ada"}`
+	req, _ := http.NewRequest(http.MethodPost, w.api.URL, struct{ io.Reader }{strings.NewReader(body)})
+	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(body)), nil }
 	resp, err := s.Client(nil).Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -41,7 +43,7 @@ func TestRetriesOnceWithTheNewTokenReplayingTheBody(t *testing.T) {
 		t.Errorf("POST after a rotation: HTTP %d, want 200", resp.StatusCode)
 	}
 	seen := w.api.requests()
-	if len(seen) != 2 || seen[0].Status != 401 || seen[1].Status != 200 || seen[0].Body != `{"name":"Ada"}` || seen[1].Body != seen[0].Body {
+	if len(seen) != 2 || seen[0].Status != 401 || seen[1].Status != 200 || seen[0].Body != body || seen[1].Body != seen[0].Body {
 		t.Errorf("the API saw %+v, want the body twice: 401, then 200", seen)
 	}
 	if got := n.reads("apps/acme"); got != 2 {

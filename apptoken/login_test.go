@@ -1,0 +1,176 @@
+package apptoken
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+)
+
+const appPolicy = `path "secret/data/apps/acme" { capabilities = ["read"] }`
+
+// approle enables the approle auth method with a role "app" (the app's policy, tokens living
+// ttl) and returns Open's Login for it.
+func (w *world) approle(ttl string) *Login {
+	w.t.Helper()
+	c := w.vault.Client
+	if err := c.Sys().PutPolicy("app", appPolicy); err != nil {
+		w.t.Fatal(err)
+	}
+	if err := c.Sys().EnableAuthWithOptions("approle", &api.EnableAuthOptions{Type: "approle"}); err != nil {
+		w.t.Fatal(err)
+	}
+	if _, err := c.Logical().Write("auth/approle/role/app", map[string]any{
+		"token_policies": "app", "token_ttl": ttl, "token_max_ttl": ttl}); err != nil {
+		w.t.Fatal(err)
+	}
+	r, err := c.Logical().Read("auth/approle/role/app/role-id")
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	sid, err := c.Logical().Write("auth/approle/role/app/secret-id", nil)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	file := filepath.Join(w.t.TempDir(), "secret-id")
+	if err := os.WriteFile(file, []byte(sid.Data["secret_id"].(string)), 0o600); err != nil {
+		w.t.Fatal(err)
+	}
+	return &Login{Method: MethodAppRole, RoleID: r.Data["role_id"].(string), SecretIDFile: file}
+}
+
+// appToken is a Vault token with the app's policy.
+func (w *world) appToken(ttl string) string {
+	w.t.Helper()
+	if err := w.vault.Client.Sys().PutPolicy("app", appPolicy); err != nil {
+		w.t.Fatal(err)
+	}
+	s, err := w.vault.Client.Auth().Token().Create(&api.TokenCreateRequest{Policies: []string{"app"}, TTL: ttl, NoDefaultPolicy: true})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return s.Auth.ClientToken
+}
+
+// rotateInVault writes a new token to apps/acme, as the job's next rotation would, and checks
+// that s gives it once MaxAge has passed: which it cannot without a Vault token that works.
+func (w *world) rotateInVault(s *Source, rt string) string {
+	w.t.Helper()
+	next, rt2 := w.refresh(rt)
+	w.store("apps/acme", next, time.Now().Add(2*time.Hour))
+	time.Sleep(150 * time.Millisecond) // MaxAge 100 ms
+	tok, err := s.Token()
+	if err != nil {
+		w.t.Fatalf("after the Vault token was refused: %v", err)
+	}
+	if tok.AccessToken != next {
+		w.t.Fatal("after the Vault token was refused: still the old access token (no new login?)")
+	}
+	return rt2
+}
+
+var fast = Options{Path: "apps/acme", MaxAge: 100 * time.Millisecond, MinReadInterval: 10 * time.Millisecond}
+
+// TestOpenLogsInAgainWhenVaultRefusesTheToken: a Source made by Open with approle keeps reading
+// when its Vault token is revoked, and when it expires (a 2-second token, as a Kubernetes role
+// gives 1-hour ones): it logs in again, as token-rotator does.
+func TestOpenLogsInAgainWhenVaultRefusesTheToken(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, ttl string
+		refuse    func(w *world)
+	}{
+		{"revoked", "1h", func(w *world) {
+			if _, err := w.vault.Client.Logical().Write("sys/leases/revoke-prefix/auth/approle/login", nil); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"expired", "2s", func(*world) { time.Sleep(2500 * time.Millisecond) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t)
+			at, rt := w.pair()
+			w.store("apps/acme", at, time.Now().Add(2*time.Hour))
+			opts := fast
+			opts.Address, opts.Login = w.vault.Addr, w.approle(tc.ttl)
+			s, err := Open(context.Background(), opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if token(t, s) != at {
+				t.Fatal("wrong token")
+			}
+			tc.refuse(w)
+			w.rotateInVault(s, rt)
+		})
+	}
+}
+
+// TestOpenReadsTheTokenFileAgain: with method token and a token file (a Vault Agent sink), a
+// refused Vault token is replaced by what the file holds now.
+func TestOpenReadsTheTokenFileAgain(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	at, rt := w.pair()
+	w.store("apps/acme", at, time.Now().Add(2*time.Hour))
+	file := filepath.Join(t.TempDir(), "vault-token")
+	first := w.appToken("1h")
+	if err := os.WriteFile(file, []byte(first+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts := fast
+	opts.Address, opts.Login = w.vault.Addr, &Login{Method: MethodToken, TokenFile: file}
+	s, err := Open(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token(t, s)
+	if err := w.vault.Client.Auth().Token().RevokeTree(first); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, []byte(w.appToken("1h")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w.rotateInVault(s, rt)
+}
+
+// TestCallersClientIsTheCallersToKeep: a Source from New never logs in; once Vault refuses the
+// client's token, reads fail with Vault's 403, naming the path (a cached token that has not
+// expired is still given meanwhile).
+func TestCallersClientIsTheCallersToKeep(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	at, _ := w.pair()
+	w.store("apps/acme", at, time.Now().Add(2*time.Hour))
+	vt := w.appToken("1h")
+	c, _ := w.client(vt)
+	opts := fast
+	s, err := New(c, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cold, err := New(c, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token(t, s)
+	if err := w.vault.Client.Auth().Token().RevokeTree(vt); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(150 * time.Millisecond)
+	if token(t, s) != at {
+		t.Error("Vault refused the client's token: want the cached token while it lasts")
+	}
+	_, err = cold.Token()
+	if err == nil || !strings.Contains(err.Error(), "secret/apps/acme") || !strings.Contains(err.Error(), "403") {
+		t.Errorf("no cached token, client's token revoked: error %v, want Vault's 403 naming secret/apps/acme", err)
+	}
+	if c.Token() != vt {
+		t.Error("the caller's client was logged in again")
+	}
+}
