@@ -63,8 +63,8 @@ type Options struct {
 	// request's context bounds it too. Default 10 seconds.
 	WaitForNew time.Duration
 	// MinReadInterval: the least time between two reads of the secret, except while waiting
-	// after a 401. After reads Vault failed while the cached token still works, the pause doubles
-	// from it up to MaxAge. Default 1 second.
+	// after a 401; it wins over a shorter MaxAge. After reads Vault failed while the cached token
+	// still works, the pause doubles from it up to MaxAge. Default 1 second, or MaxAge if shorter.
 	MinReadInterval time.Duration
 
 	// Login and Address are for Open: how it logs in to Vault (token-rotator's vault.auth
@@ -159,7 +159,7 @@ func newSource(ctx context.Context, c *api.Client, auth config.Auth, opts Option
 	opts.ReadBefore = orDefault(opts.ReadBefore, DefaultReadBefore)
 	opts.MaxAge = orDefault(opts.MaxAge, DefaultMaxAge)
 	opts.WaitForNew = orDefault(opts.WaitForNew, DefaultWaitForNew)
-	opts.MinReadInterval = orDefault(opts.MinReadInterval, DefaultMinReadInterval)
+	opts.MinReadInterval = orDefault(opts.MinReadInterval, min(DefaultMinReadInterval, opts.MaxAge))
 	store, err := vault.NewStore(ctx, c, auth, opts.Mount, opts.KVVersion)
 	if err != nil {
 		return nil, fmt.Errorf("apptoken: %w", err)
