@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"token-rotator/internal/testenv"
 )
 
 const appPolicy = `path "secret/data/apps/acme" { capabilities = ["read"] }`
@@ -75,21 +77,32 @@ func (w *world) rotateInVault(s *Source, rt string) string {
 
 var fast = Options{Path: "apps/acme", MaxAge: 100 * time.Millisecond, MinReadInterval: 10 * time.Millisecond}
 
-// TestOpenLogsInAgainWhenVaultRefusesTheToken: a Source made by Open with approle keeps reading
-// when its Vault token is revoked, and when it expires (a 2-second token, as a Kubernetes role
-// gives 1-hour ones): it logs in again, as token-rotator does.
+// TestOpenLogsInAgainWhenVaultRefusesTheToken: a Source made by Open keeps reading when its
+// Vault token is revoked, and when it expires (a 2-second token; Kubernetes roles give 1-hour
+// ones): it logs in again, as token-rotator does. With kubernetes it reads the service account
+// token file again, which the kubelet rewrites.
 func TestOpenLogsInAgainWhenVaultRefusesTheToken(t *testing.T) {
 	t.Parallel()
+	revoke := func(w *world, prefix string) {
+		if _, err := w.vault.Client.Logical().Write("sys/leases/revoke-prefix/"+prefix, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, tc := range []struct {
-		name, ttl string
-		refuse    func(w *world)
+		name string
+		// setup returns Open's Login, and what makes Vault refuse the token it gives
+		setup func(w *world) (*Login, func())
 	}{
-		{"revoked", "1h", func(w *world) {
-			if _, err := w.vault.Client.Logical().Write("sys/leases/revoke-prefix/auth/approle/login", nil); err != nil {
-				t.Fatal(err)
-			}
+		{"approle, revoked", func(w *world) (*Login, func()) {
+			return w.approle("1h"), func() { revoke(w, "auth/approle/login") }
 		}},
-		{"expired", "2s", func(*world) { time.Sleep(2500 * time.Millisecond) }},
+		{"approle, expired", func(w *world) (*Login, func()) {
+			return w.approle("2s"), func() { time.Sleep(2500 * time.Millisecond) }
+		}},
+		{"kubernetes, revoked", func(w *world) (*Login, func()) {
+			login, kubelet := w.kubernetes()
+			return login, func() { revoke(w, "auth/kubernetes/login"); kubelet() }
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -97,7 +110,8 @@ func TestOpenLogsInAgainWhenVaultRefusesTheToken(t *testing.T) {
 			at, rt := w.pair()
 			w.store("apps/acme", at, time.Now().Add(2*time.Hour))
 			opts := fast
-			opts.Address, opts.Login = w.vault.Addr, w.approle(tc.ttl)
+			login, refuse := tc.setup(w)
+			opts.Address, opts.Login = w.vault.Addr, login
 			s, err := Open(context.Background(), opts)
 			if err != nil {
 				t.Fatal(err)
@@ -105,10 +119,46 @@ func TestOpenLogsInAgainWhenVaultRefusesTheToken(t *testing.T) {
 			if token(t, s) != at {
 				t.Fatal("wrong token")
 			}
-			tc.refuse(w)
+			refuse()
 			w.rotateInVault(s, rt)
 		})
 	}
+}
+
+// kubernetes enables the kubernetes auth method against a fake TokenReview API, with a role
+// "acme" for the service account apps/acme (the app's policy, 1-hour tokens). It returns Open's
+// Login, with a service account token file, and the kubelet's rotation of that file: the old
+// JWT revoked, a new one written.
+func (w *world) kubernetes() (*Login, func()) {
+	w.t.Helper()
+	k8s := testenv.StartKubeAPI(w.t)
+	c := w.vault.Client
+	if err := c.Sys().PutPolicy("app", appPolicy); err != nil {
+		w.t.Fatal(err)
+	}
+	if err := c.Sys().EnableAuthWithOptions("kubernetes", &api.EnableAuthOptions{Type: "kubernetes"}); err != nil {
+		w.t.Fatal(err)
+	}
+	if _, err := c.Logical().Write("auth/kubernetes/config", map[string]any{
+		"kubernetes_host": k8s.URL, "kubernetes_ca_cert": k8s.CACertPEM, "disable_local_ca_jwt": true}); err != nil {
+		w.t.Fatal(err)
+	}
+	if _, err := c.Logical().Write("auth/kubernetes/role/acme", map[string]any{
+		"bound_service_account_names": "acme", "bound_service_account_namespaces": "apps",
+		"audience": "vault", "token_policies": "app", "token_ttl": "1h"}); err != nil {
+		w.t.Fatal(err)
+	}
+	file := filepath.Join(w.t.TempDir(), "token")
+	jwt := ""
+	kubelet := func() {
+		k8s.Revoke(jwt)
+		jwt = k8s.Issue(w.t, testenv.ServiceAccount{Namespace: "apps", Name: "acme"}, testenv.TokenOptions{Audiences: []string{"vault"}})
+		if err := os.WriteFile(file, []byte(jwt), 0o600); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+	kubelet()
+	return &Login{Method: MethodKubernetes, Role: "acme", JWTFile: file}, kubelet
 }
 
 // TestOpenReadsTheTokenFileAgain: with method token and a token file (a Vault Agent sink), a

@@ -1,12 +1,15 @@
 package apptoken
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/oauth2"
 )
 
 // rotated is a world where the Source cached a token that the token server has since ended (a
@@ -213,4 +216,25 @@ func TestRequestContextBoundsTheWait(t *testing.T) {
 		t.Errorf("a request with a 500 ms timeout took %v (WaitForNew is 10 s)", took)
 	}
 	t.Logf("client timeout 500 ms: returned after %v (%v)", took.Round(time.Millisecond), err)
+}
+
+// TestOAuth2ClientLosesThe401Rule: oauth2.NewClient over the Source (or over
+// oauth2.ReuseTokenSource) sends the cached token and returns the 401 of a rotation; the
+// Source's own Client, on the same Source, sends the request again and succeeds.
+func TestOAuth2ClientLosesThe401Rule(t *testing.T) {
+	t.Parallel()
+	w, s, _, _, next := rotated(t, Options{})
+	w.store("apps/acme", next, time.Now().Add(2*time.Hour))
+	ctx := context.Background()
+	for name, c := range map[string]*http.Client{
+		"oauth2.NewClient":                   oauth2.NewClient(ctx, s),
+		"oauth2.NewClient(ReuseTokenSource)": oauth2.NewClient(ctx, oauth2.ReuseTokenSource(nil, s)),
+	} {
+		if got := get(t, c, w.api.URL); got != http.StatusUnauthorized {
+			t.Errorf("%s after a rotation: HTTP %d, want the 401", name, got)
+		}
+	}
+	if got := get(t, s.Client(nil), w.api.URL); got != http.StatusOK {
+		t.Errorf("Source.Client after a rotation: HTTP %d, want 200", got)
+	}
 }
