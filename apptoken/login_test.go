@@ -224,3 +224,38 @@ func TestCallersClientIsTheCallersToKeep(t *testing.T) {
 		t.Error("the caller's client was logged in again")
 	}
 }
+
+// TestOpenWithVaultTokenOnly: with no Login, Open logs in with VAULT_TOKEN (and VAULT_ADDR) from
+// the environment; once Vault refuses that token nothing can replace it: a Source holding a token
+// keeps giving it while it lasts, and one holding none fails with Vault's 403, naming the path.
+func TestOpenWithVaultTokenOnly(t *testing.T) {
+	w := newWorld(t)
+	at, _ := w.pair()
+	w.store("apps/acme", at, time.Now().Add(2*time.Hour))
+	vt := w.appToken("1h")
+	t.Setenv("VAULT_ADDR", w.vault.Addr)
+	t.Setenv("VAULT_TOKEN", vt)
+	warm, err := Open(context.Background(), fast)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cold, err := Open(context.Background(), fast)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token(t, warm) != at {
+		t.Fatal("wrong token")
+	}
+	if err := w.vault.Client.Auth().Token().RevokeTree(vt); err != nil {
+		t.Fatal(err)
+	}
+	w.store("apps/acme", "another", time.Now().Add(2*time.Hour))
+	time.Sleep(150 * time.Millisecond)
+	if tok, err := warm.Token(); err != nil || tok.AccessToken != at {
+		t.Errorf("VAULT_TOKEN revoked: %v; want the cached token while it lasts", err)
+	}
+	_, err = cold.Token()
+	if err == nil || !strings.Contains(err.Error(), "secret/apps/acme") || !strings.Contains(err.Error(), "403") {
+		t.Errorf("VAULT_TOKEN revoked, no cached token: error %v, want Vault's 403 naming secret/apps/acme", err)
+	}
+}

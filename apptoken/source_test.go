@@ -62,6 +62,20 @@ func TestReadsKVv2AndKVv1(t *testing.T) {
 	}
 }
 
+// TestDefaults: the defaults README gives, and that a short MaxAge shortens MinReadInterval.
+func TestDefaults(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	s, _ := w.source(Options{Path: "apps/acme"})
+	want := Options{Mount: "secret", Path: "apps/acme", ReadBefore: time.Minute, MaxAge: time.Minute, WaitForNew: 10 * time.Second, MinReadInterval: time.Second}
+	if s.opts != want {
+		t.Errorf("defaults %+v, want %+v", s.opts, want)
+	}
+	if s, _ := w.source(Options{Path: "apps/acme", MaxAge: 300 * time.Millisecond}); s.opts.MinReadInterval != 300*time.Millisecond {
+		t.Errorf("MaxAge 300 ms: MinReadInterval %v, want 300ms", s.opts.MinReadInterval)
+	}
+}
+
 // TestCachesTheToken: while the token is younger than MaxAge and far from its expiry, Token asks
 // Vault nothing, however much longer than MinReadInterval the calls go on.
 func TestCachesTheToken(t *testing.T) {

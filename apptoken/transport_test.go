@@ -1,6 +1,7 @@
 package apptoken
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -28,32 +29,46 @@ func rotated(t *testing.T, opts Options) (w *world, s *Source, n *counter, old, 
 
 // TestRetriesOnceWithTheNewTokenReplayingTheBody: a POST refused with the old token is sent again
 // with the token now in Vault, its body replayed through GetBody, after one Vault read; the
-// caller's request is left as it was.
+// caller's request is left as it was. Bodies: one http.NewRequest gives GetBody for, and one net/http
+// cannot rewind by itself, replayable only through a GetBody the app sets.
 func TestRetriesOnceWithTheNewTokenReplayingTheBody(t *testing.T) {
 	t.Parallel()
-	w, s, n, _, next := rotated(t, Options{})
-	w.store("apps/acme", next, time.Now().Add(2*time.Hour))
-	// A body net/http cannot rewind by itself, replayable only through the GetBody the app sets.
 	const body = `{"name":"Ada"}`
-	req, _ := http.NewRequest(http.MethodPost, w.api.URL, struct{ io.Reader }{strings.NewReader(body)})
-	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(body)), nil }
-	resp, err := s.Client(nil).Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Errorf("POST after a rotation: HTTP %d, want 200", resp.StatusCode)
-	}
-	seen := w.api.requests()
-	if len(seen) != 2 || seen[0].Status != 401 || seen[1].Status != 200 || seen[0].Body != body || seen[1].Body != seen[0].Body {
-		t.Errorf("the API saw %+v, want the body twice: 401, then 200", seen)
-	}
-	if got := n.reads("apps/acme"); got != 2 {
-		t.Errorf("Vault reads: %d, want 2 (the first, one after the 401)", got)
-	}
-	if req.Header.Get("Authorization") != "" {
-		t.Error("the caller's request was changed")
+	for name, newRequest := range map[string]func(url string) *http.Request{
+		"bytes.Reader": func(url string) *http.Request {
+			req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader([]byte(body)))
+			return req
+		},
+		"own GetBody": func(url string) *http.Request {
+			req, _ := http.NewRequest(http.MethodPost, url, struct{ io.Reader }{strings.NewReader(body)})
+			req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(body)), nil }
+			return req
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			w, s, n, _, next := rotated(t, Options{})
+			w.store("apps/acme", next, time.Now().Add(2*time.Hour))
+			req := newRequest(w.api.URL)
+			resp, err := s.Client(nil).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("POST after a rotation: HTTP %d, want 200", resp.StatusCode)
+			}
+			seen := w.api.requests()
+			if len(seen) != 2 || seen[0].Status != 401 || seen[1].Status != 200 || seen[0].Body != body || seen[1].Body != body {
+				t.Errorf("the API saw %+v, want the body twice: 401, then 200", seen)
+			}
+			if got := n.reads("apps/acme"); got != 2 {
+				t.Errorf("Vault reads: %d, want 2 (the first, one after the 401)", got)
+			}
+			if req.Header.Get("Authorization") != "" {
+				t.Error("the caller's request was changed")
+			}
+		})
 	}
 }
 
