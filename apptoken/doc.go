@@ -16,9 +16,13 @@
 // rotation fails.
 //
 //	src, err := apptoken.Open(ctx, apptoken.Options{Path: "apps/acme"}) // VAULT_ADDR, VAULT_TOKEN
-//	if err != nil { ... }
+//	if err != nil {
+//		return err
+//	}
 //	stora := src.Client(&http.Client{Timeout: 30 * time.Second})
-//	resp, err := stora.Get("https://api.stora.co/api/v1/contacts")
+//	resp, err := stora.Get("https://api.stora.co/...")
 //
-// No error, log or String output of this package contains a token.
+// Open logs in to Vault as token-rotator does (token, kubernetes, approle) and logs in again when
+// Vault refuses its token; New takes a client the caller keeps logged in. KV v1 and v2 mounts
+// both work. No error or String output of this package contains a token.
 package apptoken
