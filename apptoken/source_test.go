@@ -103,14 +103,14 @@ func TestSeesANewVersionAfterMaxAge(t *testing.T) {
 	w := newWorld(t)
 	at, rt := w.pair()
 	w.store("apps/acme", at, time.Now().Add(2*time.Hour))
-	s, n := w.source(Options{Path: "apps/acme", MaxAge: 300 * time.Millisecond, MinReadInterval: 10 * time.Millisecond})
+	s, n := w.source(Options{Path: "apps/acme", MaxAge: time.Second, MinReadInterval: 10 * time.Millisecond})
 	token(t, s)
 	at2, _ := w.refresh(rt)
 	w.store("apps/acme", at2, time.Now().Add(2*time.Hour))
 	if token(t, s) != at {
 		t.Error("before MaxAge: want the cached token")
 	}
-	time.Sleep(350 * time.Millisecond)
+	time.Sleep(1100 * time.Millisecond)
 	if token(t, s) != at2 {
 		t.Error("after MaxAge: want the new version's token")
 	}
@@ -237,13 +237,13 @@ func TestNoExpiryMeansMaxAge(t *testing.T) {
 	w := newWorld(t)
 	at, _ := w.pair()
 	putKV(t, w.vault.Client, "secret", 2, "apps/acme", map[string]any{"access_token": at})
-	s, n := w.source(Options{Path: "apps/acme", MaxAge: 200 * time.Millisecond, MinReadInterval: 10 * time.Millisecond})
+	s, n := w.source(Options{Path: "apps/acme", MaxAge: 500 * time.Millisecond, MinReadInterval: 10 * time.Millisecond})
 	tok, err := s.Token()
 	if err != nil || tok.AccessToken != at || !tok.Expiry.IsZero() {
 		t.Fatalf("token %v (zero expiry %v), want the token with no expiry", err, tok != nil && tok.Expiry.IsZero())
 	}
 	token(t, s)
-	time.Sleep(250 * time.Millisecond)
+	time.Sleep(600 * time.Millisecond)
 	token(t, s)
 	if got := n.reads("apps/acme"); got != 2 {
 		t.Errorf("Vault reads: %d, want 2 (one, then one after MaxAge)", got)
