@@ -230,7 +230,8 @@ const renderSlack = 3 * time.Second
 // table). After each rotation the test polls the file every 10 ms and asserts:
 //   - the file holds the new token, exactly (no newline), within the interval plus renderSlack;
 //     it prints the lag (min/median/max) from the moment the job's write returned;
-//   - until then it held the old token, exactly: never a partial or empty file;
+//   - until then it held the old token, exactly: never a partial or empty file; the new one is
+//     a new file (replaced, not rewritten in place);
 //   - the old token is refused (401) by the token endpoint while the file still holds it, and the
 //     new one is accepted: what an app reading the file sees in that window;
 //   - the file's mode is 0440.
@@ -375,6 +376,10 @@ func TestVaultAgentRendersRotatedToken(t *testing.T) {
 		// Rotate at a different point of the agent's cycle each time.
 		time.Sleep(testRenderInterval * time.Duration(i) / rotations)
 		old := readDest()
+		before, err := os.Stat(dest)
+		if err != nil {
+			t.Fatal(err)
+		}
 		next := rotateNow()
 		written := time.Now()
 		if readDest() == old {
@@ -387,6 +392,9 @@ func TestVaultAgentRendersRotatedToken(t *testing.T) {
 		}
 		waitFor(old, next, testRenderInterval+renderSlack+30*time.Second)
 		lags = append(lags, time.Since(written))
+		if after, err := os.Stat(dest); err != nil || os.SameFile(before, after) {
+			t.Errorf("rotation %d: the agent rewrote the file in place (%v): a reader could see it half-written", i+1, err)
+		}
 		if code := srv.TokenInfo(t, next); code != 200 {
 			t.Errorf("rotation %d: the token the file now holds: HTTP %d, want 200", i+1, code)
 		}
@@ -394,8 +402,8 @@ func TestVaultAgentRendersRotatedToken(t *testing.T) {
 	}
 	slices.Sort(lags)
 	minLag, median, maxLag := lags[0], lags[len(lags)/2], lags[len(lags)-1]
-	t.Logf("FIGURE vault agent lag | static_secret_render_interval %s | %d rotations: min %s, median %s, max %s (from the job's write to the new token in the file)",
-		testRenderInterval, rotations, minLag.Round(time.Millisecond), median.Round(time.Millisecond), maxLag.Round(time.Millisecond))
+	t.Logf("FIGURE vault agent lag | static_secret_render_interval %s | %d rotations: min %s, median %s, max %s (from the job's write to the new token in the file); the old token, refused with 401, still in the file right after %d of them",
+		testRenderInterval, rotations, minLag.Round(time.Millisecond), median.Round(time.Millisecond), maxLag.Round(time.Millisecond), refusedSeen)
 	if maxLag > testRenderInterval+renderSlack {
 		t.Errorf("lag %s: over the interval %s plus %s", maxLag, testRenderInterval, renderSlack)
 	}
@@ -412,8 +420,10 @@ func TestVaultAgentRendersRotatedToken(t *testing.T) {
 	gap := span / time.Duration(len(reads)-1)
 	t.Logf("FIGURE vault agent reads | %d reads of secret/data/%s in %s: one every %s (%.2f × the interval); other requests: %v",
 		len(reads), agentOutput, span.Round(time.Millisecond), gap.Round(time.Millisecond), gap.Seconds()/testRenderInterval.Seconds(), others)
-	if f := gap.Seconds() / testRenderInterval.Seconds(); f < 0.8 || f > 1.0 {
-		t.Errorf("the agent read the secret every %.2f × the interval, want 0.85-0.95", f)
+	// consul-template waits 85-95% of the interval between reads; the read itself adds a little,
+	// more on a loaded machine.
+	if f := gap.Seconds() / testRenderInterval.Seconds(); f < 0.8 || f > 1.1 {
+		t.Errorf("the agent read the secret every %.2f × the interval, want 0.85-0.95 (0.8-1.1 allowed)", f)
 	}
 	for p, n := range others {
 		if n > 1 {
