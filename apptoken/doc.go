@@ -20,7 +20,7 @@
 //		return err
 //	}
 //	stora := src.Client(&http.Client{Timeout: 30 * time.Second})
-//	resp, err := stora.Get("https://api.stora.co/...")
+//	resp, err := stora.Get("https://public-api.stora.co/...")
 //
 // Open logs in to Vault as token-rotator does (token, kubernetes, approle) and logs in again when
 // Vault refuses its token; New takes a client the caller keeps logged in. KV v1 and v2 mounts

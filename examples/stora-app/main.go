@@ -3,7 +3,7 @@
 // the -auth method), sends GET -url with the token, and prints the response status. A 401 from
 // the API is handled by the Transport: Vault is read again and the request sent once more.
 //
-//	VAULT_ADDR=http://127.0.0.1:8200 VAULT_TOKEN=... stora-app -path apps/acme -url https://api.stora.co/api/v1/contacts
+//	VAULT_ADDR=http://127.0.0.1:8200 VAULT_TOKEN=... stora-app -path apps/acme -url https://public-api.stora.co/api/v1/contacts
 package main
 
 import (
@@ -39,6 +39,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&login.Method, "auth", "token", "Vault auth method: token, kubernetes or approle")
 	fs.StringVar(&login.TokenFile, "token-file", "", "token: file holding the Vault token (default VAULT_TOKEN)")
 	fs.StringVar(&login.Role, "role", "", "kubernetes: Vault role")
+	fs.StringVar(&login.JWTFile, "jwt-file", "", "kubernetes: service account token for audience vault (default the automounted one)")
 	fs.StringVar(&login.Mount, "auth-mount", "", "kubernetes, approle: auth mount (default the method's name)")
 	fs.StringVar(&login.RoleID, "role-id", "", "approle: role ID")
 	fs.StringVar(&login.SecretIDFile, "secret-id-file", "", "approle: file holding the secret ID")

@@ -1,0 +1,56 @@
+package deploy
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"token-rotator/apptoken"
+	"token-rotator/internal/testenv"
+)
+
+// readmeAppLogin is the Kubernetes login README's Go snippet shows an app: setup.sh's apps role
+// and the projected token for audience vault that deploy/vault-agent/deployment.yaml mounts.
+const readmeAppLogin = `Login: &apptoken.Login{Method: apptoken.MethodKubernetes, Role: "token-rotator-apps", JWTFile: "/var/run/secrets/vault/token"}`
+
+// TestREADMEAppLogin runs README's Kubernetes login for apps against a Vault set up by setup.sh:
+// the default apps' service account (stora-client in default) with a token for audience vault
+// reads apps/acme through package apptoken, and the same account's token for the API server's
+// audience (the automounted one) is refused.
+func TestREADMEAppLogin(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), readmeAppLogin) {
+		t.Fatalf("README's Go snippet no longer shows %s", readmeAppLogin)
+	}
+	v := testenv.StartVault(t)
+	k8s := testenv.StartKubeAPI(t)
+	runSetup(t, v, "KUBERNETES_HOST="+k8s.URL, "KUBERNETES_CA_CERT="+writeFile(t, "ca.crt", k8s.CACertPEM))
+	ctx := context.Background()
+	expires := time.Now().Add(2 * time.Hour).UTC().Truncate(time.Second)
+	if _, err := v.Client.KVv2("secret").Put(ctx, "apps/acme", map[string]any{
+		"access_token": "app-token", "token_type": "Bearer", "expires_at": expires.Format(time.RFC3339)}); err != nil {
+		t.Fatal(err)
+	}
+	sa := testenv.ServiceAccount{Namespace: "default", Name: "stora-client"}
+	open := func(audiences []string) (*apptoken.Source, error) {
+		jwt := writeFile(t, "token", k8s.Issue(t, sa, testenv.TokenOptions{Audiences: audiences, TTL: time.Hour}))
+		return apptoken.Open(ctx, apptoken.Options{Address: v.Addr, Path: "apps/acme",
+			Login: &apptoken.Login{Method: apptoken.MethodKubernetes, Role: "token-rotator-apps", JWTFile: jwt}})
+	}
+	src, err := open([]string{"vault"})
+	if err != nil {
+		t.Fatalf("README's login: %v", err)
+	}
+	tok, err := src.Token()
+	if err != nil || tok.AccessToken != "app-token" || !tok.Expiry.Equal(expires) {
+		t.Fatalf("README's login: got the stored token %v (%v); want it, expiring at %v", tok != nil && tok.AccessToken == "app-token" && tok.Expiry.Equal(expires), err, expires)
+	}
+	if _, err := open(nil); err == nil || !strings.Contains(err.Error(), "audience") {
+		t.Errorf("a token for the API server's audience: %v; want Vault's refusal naming the audience", err)
+	}
+}
