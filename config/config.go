@@ -84,6 +84,22 @@ type Auth struct {
 	SecretIDFile string
 }
 
+// WithDefaults returns a with the defaults of its method filled in: method token when none is
+// given; the auth mount (kubernetes, approle: the method's name) and the service account token
+// file (kubernetes: /var/run/secrets/kubernetes.io/serviceaccount/token) when empty.
+func (a Auth) WithDefaults() Auth {
+	switch a.Method {
+	case "":
+		a.Method = AuthToken
+	case AuthKubernetes:
+		a.Mount = defaultString(a.Mount, "kubernetes")
+		a.JWTFile = defaultString(a.JWTFile, "/var/run/secrets/kubernetes.io/serviceaccount/token")
+	case AuthAppRole:
+		a.Mount = defaultString(a.Mount, "approle")
+	}
+	return a
+}
+
 // Client is one OAuth 2 client whose access token the job keeps fresh.
 type Client struct {
 	// Name is unique among clients, of [a-z0-9-_.].

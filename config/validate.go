@@ -77,8 +77,6 @@ func (f *file) resolve() (*Config, Errors) {
 		if a.Role == "" {
 			bad("vault.auth.role", "required for the kubernetes auth method")
 		}
-		a.Mount = defaultString(a.Mount, "kubernetes")
-		a.JWTFile = defaultString(a.JWTFile, "/var/run/secrets/kubernetes.io/serviceaccount/token")
 	case AuthAppRole:
 		if a.RoleID == "" {
 			bad("vault.auth.role_id", "required for the approle auth method")
@@ -86,10 +84,10 @@ func (f *file) resolve() (*Config, Errors) {
 		if a.SecretIDFile == "" {
 			bad("vault.auth.secret_id_file", "required for the approle auth method")
 		}
-		a.Mount = defaultString(a.Mount, "approle")
 	default:
 		bad("vault.auth.method", "unknown auth method %q (want token, kubernetes or approle)", a.Method)
 	}
+	*a = a.WithDefaults()
 
 	if len(f.Clients) == 0 {
 		bad("clients", "at least one client is required")

@@ -95,8 +95,20 @@ type Store struct {
 
 // Open makes a Vault client from the environment (VAULT_ADDR, VAULT_CACERT, VAULT_TOKEN and the
 // rest, as the vault CLI reads them) overlaid with cfg, logs in, and detects the KV version of
-// cfg.KVMount.
+// cfg.KVMount: Connect, then NewStore.
 func Open(ctx context.Context, cfg config.Vault) (*Store, error) {
+	c, err := Connect(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return NewStore(ctx, c, cfg.Auth, cfg.KVMount, 0)
+}
+
+// Connect makes a Vault client from the environment (VAULT_ADDR, VAULT_CACERT, VAULT_TOKEN and
+// the rest, as the vault CLI reads them) overlaid with cfg.Address, and logs it in with cfg.Auth
+// (its method's defaults filled in). The client makes up to 2 retries of a request that failed
+// (VAULT_MAX_RETRIES sets them) and gives up on one after 15 s. Errors never contain a token.
+func Connect(ctx context.Context, cfg config.Vault) (*api.Client, error) {
 	vc := api.DefaultConfig()
 	if vc.Error != nil {
 		return nil, fmt.Errorf("vault client config: %w", vc.Error)
@@ -115,12 +127,30 @@ func Open(ctx context.Context, cfg config.Vault) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vault client: %w", err)
 	}
-	if err := login(ctx, c, cfg.Auth); err != nil {
+	if err := login(ctx, c, cfg.Auth.WithDefaults()); err != nil {
 		return nil, err
 	}
-	s := &Store{client: c, auth: cfg.Auth, mount: cfg.KVMount}
-	if s.version, err = kvVersion(ctx, c, cfg.KVMount); err != nil {
-		return nil, err
+	return c, nil
+}
+
+// NewStore returns a store on the KV mount of the given version (1 or 2; 0 detects it, one
+// request) that uses c, which must be logged in. auth is how the store logs in again when Vault
+// refuses c's token (see EnsureToken); with the zero Auth it never does, and keeping c's token
+// valid is the caller's job.
+func NewStore(ctx context.Context, c *api.Client, auth config.Auth, mount string, version int) (*Store, error) {
+	s := &Store{client: c, auth: auth, mount: mount, version: version}
+	if auth.Method != "" {
+		s.auth = auth.WithDefaults()
+	}
+	switch version {
+	case 0:
+		var err error
+		if s.version, err = kvVersion(ctx, c, mount); err != nil {
+			return nil, err
+		}
+	case 1, 2:
+	default:
+		return nil, fmt.Errorf("vault mount %s: KV version %d: want 1 or 2", mount, version)
 	}
 	return s, nil
 }

@@ -63,6 +63,9 @@ func (s *Store) EnsureToken(ctx context.Context, min time.Duration) error {
 // relogin logs in again with the configured method. The caller holds s.mu. invalid says whether
 // Vault refused the current token outright.
 func (s *Store) relogin(ctx context.Context, invalid bool) error {
+	if s.auth.Method == "" {
+		return errors.New("vault token is no longer valid or expires soon, and the store was given a client without a way to log in")
+	}
 	if s.auth.Method == config.AuthToken && s.auth.TokenFile == "" {
 		if invalid {
 			return errors.New("vault token is no longer valid and VAULT_TOKEN cannot be renewed: use token_file or a login method")

@@ -1,0 +1,55 @@
+package apptoken
+
+import (
+	"errors"
+	"time"
+)
+
+// The states of the output secret in which it gives no token to use. A Source returns them in an
+// *Error naming the secret's path; match them with errors.Is.
+var (
+	// ErrNotFound: no secret at the path (token-rotator has not written it yet, or the path is
+	// wrong), or its latest version is deleted or destroyed (then ErrDeleted matches too).
+	ErrNotFound = errors.New("no secret at this path (has token-rotator written it yet?)")
+	// ErrDeleted: the latest version of the KV v2 secret is deleted or destroyed.
+	ErrDeleted = errors.New("the latest version of the secret is deleted or destroyed")
+	// ErrNoAccessToken: the secret has no access_token key, an empty one, or one that is not a
+	// string.
+	ErrNoAccessToken = errors.New("the secret holds no access_token")
+	// ErrExpired: the token in the secret expired (expires_at is past) and token-rotator has not
+	// written the next one.
+	ErrExpired = errors.New("the access token expired and was not yet replaced: is token-rotator running?")
+)
+
+// Error is a secret that gives no token to use. Its text names the path (and for ErrExpired the
+// expiry), never a value from the secret.
+type Error struct {
+	// Path is the secret's mount and path, e.g. "secret/apps/acme".
+	Path string
+	// Version is the KV v2 version read, when known; 0 on KV v1.
+	Version int
+	// ExpiresAt is the token's expires_at, for ErrExpired.
+	ExpiresAt time.Time
+	// Err is ErrNotFound, ErrDeleted, ErrNoAccessToken or ErrExpired.
+	Err error
+
+	detail string // what is wrong with a key, in words that hold no value
+}
+
+func (e *Error) Error() string {
+	msg := "apptoken: " + e.Path + ": " + e.Err.Error()
+	switch {
+	case e.Err == ErrExpired:
+		msg = "apptoken: " + e.Path + ": the access token expired at " + e.ExpiresAt.UTC().Format(time.RFC3339) +
+			" and was not yet replaced: is token-rotator running?"
+	case e.detail != "":
+		msg += " (" + e.detail + ")"
+	}
+	return msg
+}
+
+// Unwrap returns Err.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Is makes an ErrDeleted error match ErrNotFound too.
+func (e *Error) Is(target error) bool { return target == ErrNotFound && e.Err == ErrDeleted }

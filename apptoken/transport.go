@@ -1,0 +1,93 @@
+package apptoken
+
+import (
+	"io"
+	"net/http"
+)
+
+// Transport returns an http.RoundTripper that sends each request through base (nil means
+// http.DefaultTransport) with "Authorization: Bearer <access_token>" from s, and applies the 401
+// rule: when the API answers 401, it reads Vault again (waiting up to WaitForNew, and no longer
+// than the request's context, for a token other than the one refused; one read at a time for all
+// such requests) and, when Vault holds another token, sends the request once more with it. A
+// request is sent again only when its body can be replayed: no body, http.NoBody, or GetBody set
+// (http.NewRequest sets it for a *bytes.Buffer, *bytes.Reader or *strings.Reader); otherwise the
+// 401 is returned as it came, and the search for another token goes on for the requests that
+// follow. The second answer is returned, whatever it is.
+//
+// It never changes the caller's request: it sends clones. When s cannot give a token, RoundTrip
+// returns Token's error and sends nothing.
+func (s *Source) Transport(base http.RoundTripper) http.RoundTripper {
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	return &transport{src: s, base: base}
+}
+
+// Client returns a copy of base (nil means a zero http.Client) whose Transport is
+// s.Transport(base.Transport).
+func (s *Source) Client(base *http.Client) *http.Client {
+	c := &http.Client{}
+	if base != nil {
+		*c = *base
+	}
+	c.Transport = s.Transport(c.Transport)
+	return c
+}
+
+type transport struct {
+	src  *Source
+	base http.RoundTripper
+}
+
+func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	c, err := t.src.current(req.Context())
+	if err != nil {
+		if req.Body != nil {
+			req.Body.Close() // a RoundTripper closes the body, even on errors
+		}
+		return nil, err
+	}
+	resp, err := t.base.RoundTrip(withToken(req, c.token, req.Body))
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		return resp, err
+	}
+	if !replayable(req) {
+		t.src.startSearch(req.Context(), c.token) // for the requests that follow
+		return resp, nil
+	}
+	next := t.src.replacement(req.Context(), c.token)
+	if next == nil {
+		return resp, nil
+	}
+	body := req.Body
+	if req.GetBody != nil && body != nil && body != http.NoBody {
+		if body, err = req.GetBody(); err != nil {
+			return resp, nil // cannot replay after all: the 401 stands
+		}
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // lets the connection be reused
+	resp.Body.Close()
+	return t.base.RoundTrip(withToken(req, next.token, body))
+}
+
+// CloseIdleConnections closes the base transport's idle connections, for http.Client's method of
+// that name.
+func (t *transport) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// replayable reports whether req can be sent a second time.
+func replayable(req *http.Request) bool {
+	return req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+}
+
+// withToken is a clone of req with body and the token in its Authorization header.
+func withToken(req *http.Request, token string, body io.ReadCloser) *http.Request {
+	r := req.Clone(req.Context())
+	r.Body = body
+	r.Header.Set("Authorization", "Bearer "+token)
+	return r
+}

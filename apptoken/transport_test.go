@@ -1,0 +1,255 @@
+package apptoken
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// rotated is a world where the Source cached a token that the token server has since ended (a
+// refresh in the revoke-at-once mode), the way an app holds one right after token-rotator's
+// refresh. next is the token issued in its place, not yet in Vault.
+func rotated(t *testing.T, opts Options) (w *world, s *Source, n *counter, old, next string) {
+	w = newWorld(t)
+	old, rt := w.pair()
+	w.store("apps/acme", old, time.Now().Add(2*time.Hour))
+	opts.Path = "apps/acme"
+	s, n = w.source(opts)
+	token(t, s)
+	next, _ = w.refresh(rt)
+	return w, s, n, old, next
+}
+
+// TestRetriesOnceWithTheNewTokenReplayingTheBody: a POST refused with the old token is sent again
+// with the token now in Vault, its body replayed through GetBody, after one Vault read; the
+// caller's request is left as it was. Bodies: one http.NewRequest gives GetBody for, and one net/http
+// cannot rewind by itself, replayable only through a GetBody the app sets.
+func TestRetriesOnceWithTheNewTokenReplayingTheBody(t *testing.T) {
+	t.Parallel()
+	const body = `{"name":"Ada"}`
+	for name, newRequest := range map[string]func(url string) *http.Request{
+		"bytes.Reader": func(url string) *http.Request {
+			req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader([]byte(body)))
+			return req
+		},
+		"own GetBody": func(url string) *http.Request {
+			req, _ := http.NewRequest(http.MethodPost, url, struct{ io.Reader }{strings.NewReader(body)})
+			req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(body)), nil }
+			return req
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			w, s, n, _, next := rotated(t, Options{})
+			w.store("apps/acme", next, time.Now().Add(2*time.Hour))
+			req := newRequest(w.api.URL)
+			resp, err := s.Client(nil).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("POST after a rotation: HTTP %d, want 200", resp.StatusCode)
+			}
+			seen := w.api.requests()
+			if len(seen) != 2 || seen[0].Status != 401 || seen[1].Status != 200 || seen[0].Body != body || seen[1].Body != body {
+				t.Errorf("the API saw %+v, want the body twice: 401, then 200", seen)
+			}
+			if got := n.reads("apps/acme"); got != 2 {
+				t.Errorf("Vault reads: %d, want 2 (the first, one after the 401)", got)
+			}
+			if req.Header.Get("Authorization") != "" {
+				t.Error("the caller's request was changed")
+			}
+		})
+	}
+}
+
+// TestUnreplayableBodyReturnsThe401: a body without GetBody cannot be sent again: the 401 comes
+// back and nothing more reaches the API; the requests that follow use the new token.
+func TestUnreplayableBodyReturnsThe401(t *testing.T) {
+	t.Parallel()
+	w, s, _, _, next := rotated(t, Options{})
+	w.store("apps/acme", next, time.Now().Add(2*time.Hour))
+	client := s.Client(nil)
+	req, _ := http.NewRequest(http.MethodPost, w.api.URL, io.NopCloser(strings.NewReader("once")))
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || !strings.HasPrefix(string(body), "Unauthorized") {
+		t.Errorf("unreplayable POST: HTTP %d %q, want the 401 as it came", resp.StatusCode, body)
+	}
+	if seen := w.api.requests(); len(seen) != 1 {
+		t.Errorf("the API saw %d requests, want 1 (no retry)", len(seen))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for token(t, s) != next && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := get(t, client, w.api.URL); got != 200 || len(w.api.requests()) != 2 {
+		t.Errorf("the next request: HTTP %d after %d API requests in all, want 200 at once (2)", got, len(w.api.requests()))
+	}
+}
+
+// TestOneVaultReadForConcurrent401s: many requests refused with the same token at once cost one
+// Vault read between them, and each is sent again once.
+func TestOneVaultReadForConcurrent401s(t *testing.T) {
+	t.Parallel()
+	w, s, n, _, next := rotated(t, Options{})
+	w.store("apps/acme", next, time.Now().Add(2*time.Hour))
+	before := n.reads("apps/acme")
+	client := s.Client(nil)
+	const N = 50
+	start := make(chan struct{})
+	statuses := make(chan int, N)
+	var wg sync.WaitGroup
+	for range N {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			statuses <- get(t, client, w.api.URL)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(statuses)
+	for st := range statuses {
+		if st != 200 {
+			t.Errorf("a request ended with HTTP %d", st)
+		}
+	}
+	reads := n.reads("apps/acme") - before
+	refused := 0
+	for _, r := range w.api.requests() {
+		if r.Status == 401 {
+			refused++
+		}
+	}
+	if reads != 1 {
+		t.Errorf("%d concurrent requests, %d refused: %d Vault reads, want 1", N, refused, reads)
+	}
+	if refused == 0 || len(w.api.requests()) != N+refused {
+		t.Errorf("the API saw %d requests, %d refused; want each refused one sent again once", len(w.api.requests()), refused)
+	}
+	t.Logf("%d concurrent requests with a token ended by a rotation: %d refused, %d Vault read(s), all 200", N, refused, reads)
+}
+
+// TestWaitsForTheNewToken: a token refused while Vault still holds it (the job's write of the
+// next one is a moment late) is followed by reads of Vault until the next token is there; then the
+// request is sent again and succeeds. Every request waiting shares the reads.
+func TestWaitsForTheNewToken(t *testing.T) {
+	t.Parallel()
+	w, s, n, _, next := rotated(t, Options{})
+	before := n.reads("apps/acme")
+	time.AfterFunc(300*time.Millisecond, func() { w.store("apps/acme", next, time.Now().Add(2*time.Hour)) })
+	client := s.Client(nil)
+	began := time.Now()
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if got := get(t, client, w.api.URL); got != 200 {
+				t.Errorf("HTTP %d, want 200 once the new token is in Vault", got)
+			}
+		}()
+	}
+	wg.Wait()
+	took := time.Since(began)
+	reads := n.reads("apps/acme") - before
+	if took < 300*time.Millisecond {
+		t.Errorf("succeeded after %v, before the new token was written", took)
+	}
+	// Reads at 0, 50, 150, 350 ms: 4, or 5 if the write is late; one at a time, for all ten.
+	if reads < 3 || reads > 6 {
+		t.Errorf("10 requests waiting 300 ms: %d Vault reads, want 3 to 6", reads)
+	}
+	t.Logf("new token written 300 ms after the refusal: 10 waiting requests succeeded after %v, %d Vault reads", took.Round(time.Millisecond), reads)
+}
+
+// TestGivesUpAfterWaitForNewAndRemembers: when Vault holds the refused token past WaitForNew the
+// 401 is returned; a later refusal of the same token does not wait again and reads Vault at most
+// once per MinReadInterval; once the job writes a new token, the next request uses it.
+func TestGivesUpAfterWaitForNewAndRemembers(t *testing.T) {
+	t.Parallel()
+	w, s, n, _, next := rotated(t, Options{WaitForNew: 400 * time.Millisecond, MinReadInterval: 500 * time.Millisecond})
+	client := s.Client(nil)
+	began := time.Now()
+	if got := get(t, client, w.api.URL); got != 401 {
+		t.Fatalf("Vault never got a new token: HTTP %d, want 401", got)
+	}
+	waited := time.Since(began)
+	if waited < 400*time.Millisecond {
+		t.Errorf("gave up after %v, before WaitForNew", waited)
+	}
+	afterWait := n.reads("apps/acme")
+	began = time.Now()
+	for range 5 {
+		if got := get(t, client, w.api.URL); got != 401 {
+			t.Fatalf("HTTP %d, want 401", got)
+		}
+	}
+	if again := n.reads("apps/acme") - afterWait; again > 1 {
+		t.Errorf("5 more refusals of the remembered token: %d Vault reads, want at most 1", again)
+	}
+	t.Logf("refused token kept in Vault: the first request gave up after %v; 5 more took %v in all", waited.Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
+	w.store("apps/acme", next, time.Now().Add(2*time.Hour))
+	time.Sleep(500 * time.Millisecond)
+	sent := len(w.api.requests())
+	if got := get(t, client, w.api.URL); got != 200 || len(w.api.requests()) != sent+1 {
+		t.Errorf("after the job wrote a new token: HTTP %d in %d API requests, want 200 in 1", got, len(w.api.requests())-sent)
+	}
+}
+
+// TestRequestContextBoundsTheWait: a request whose context ends while waiting for a new token
+// gets the 401 then.
+func TestRequestContextBoundsTheWait(t *testing.T) {
+	t.Parallel()
+	w, s, _, _, _ := rotated(t, Options{})
+	client := s.Client(&http.Client{Timeout: 500 * time.Millisecond})
+	began := time.Now()
+	resp, err := client.Get(w.api.URL)
+	took := time.Since(began)
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != 401 {
+			t.Errorf("HTTP %d, want the 401 or the client's timeout", resp.StatusCode)
+		}
+	}
+	if took > 3*time.Second {
+		t.Errorf("a request with a 500 ms timeout took %v (WaitForNew is 10 s)", took)
+	}
+	t.Logf("client timeout 500 ms: returned after %v (%v)", took.Round(time.Millisecond), err)
+}
+
+// TestOAuth2ClientLosesThe401Rule: oauth2.NewClient over the Source (or over
+// oauth2.ReuseTokenSource) sends the cached token and returns the 401 of a rotation; the
+// Source's own Client, on the same Source, sends the request again and succeeds.
+func TestOAuth2ClientLosesThe401Rule(t *testing.T) {
+	t.Parallel()
+	w, s, _, _, next := rotated(t, Options{})
+	w.store("apps/acme", next, time.Now().Add(2*time.Hour))
+	ctx := context.Background()
+	for name, c := range map[string]*http.Client{
+		"oauth2.NewClient":                   oauth2.NewClient(ctx, s),
+		"oauth2.NewClient(ReuseTokenSource)": oauth2.NewClient(ctx, oauth2.ReuseTokenSource(nil, s)),
+	} {
+		if got := get(t, c, w.api.URL); got != http.StatusUnauthorized {
+			t.Errorf("%s after a rotation: HTTP %d, want the 401", name, got)
+		}
+	}
+	if got := get(t, s.Client(nil), w.api.URL); got != http.StatusOK {
+		t.Errorf("Source.Client after a rotation: HTTP %d, want 200", got)
+	}
+}

@@ -1,0 +1,198 @@
+package apptoken
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"token-rotator/internal/testenv"
+	"token-rotator/oauth"
+)
+
+// The tests run against a real Vault dev server and, for the API, a real token checker: the
+// bundled Stora-compatible server's /oauth2/token/info (401 for a revoked or unknown token), or
+// the real Doorkeeper's.
+
+// world is a real Vault, the bundled token server with one client, and an API in front of the
+// token server's info endpoint that records what it sees.
+type world struct {
+	t     *testing.T
+	vault *testenv.Vault
+	stora *testenv.Stora
+	id    string
+	sec   string
+	api   *recordingAPI
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	w := &world{t: t, vault: testenv.StartVault(t), stora: testenv.StartStora(t)}
+	w.stora.RevokeImmediately = true // a refresh ends the old access token at once
+	w.id, w.sec = w.stora.AddClient()
+	w.api = startAPI(t, w.stora.BaseURL+"/oauth2/token/info")
+	return w
+}
+
+// pair issues an access token with a refresh token, as an operator's authorization would.
+func (w *world) pair() (access, refresh string) {
+	return w.stora.IssueTokenPair(w.id, "public.contact:read")
+}
+
+// refresh does what token-rotator's refresh does at the token server, without writing to Vault:
+// the access token issued with rt stops working, and a new one is returned.
+func (w *world) refresh(rt string) (access, refresh string) {
+	w.t.Helper()
+	tok, err := (&oauth.Client{}).Token(context.Background(), w.stora.TokenURL, oauth.Request{
+		GrantType: oauth.GrantRefreshToken, ClientID: w.id, ClientSecret: w.sec, RefreshToken: rt})
+	if err != nil {
+		w.t.Fatalf("refresh: %v", err)
+	}
+	return tok.AccessToken, tok.RefreshToken
+}
+
+// store writes an output secret as token-rotator does, at secret/<path> (KV v2).
+func (w *world) store(path, access string, expiresAt time.Time) {
+	w.t.Helper()
+	putKV(w.t, w.vault.Client, "secret", 2, path, output(access, expiresAt))
+}
+
+func output(access string, expiresAt time.Time) map[string]any {
+	return map[string]any{"access_token": access, "token_type": "Bearer",
+		"expires_at": expiresAt.UTC().Format(time.RFC3339), "scope": "public.contact:read"}
+}
+
+func putKV(t *testing.T, c *api.Client, mount string, version int, path string, data map[string]any) {
+	t.Helper()
+	var err error
+	if version == 1 {
+		err = c.KVv1(mount).Put(context.Background(), path, data)
+	} else {
+		_, err = c.KVv2(mount).Put(context.Background(), path, data)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// client is a Vault client logged in with token whose requests are counted.
+func (w *world) client(token string) (*api.Client, *counter) {
+	w.t.Helper()
+	return countingClient(w.t, w.vault.Addr, token)
+}
+
+func countingClient(t *testing.T, addr, token string) (*api.Client, *counter) {
+	t.Helper()
+	cfg := api.DefaultConfig()
+	cfg.Address = addr
+	cfg.MaxRetries = 0
+	n := &counter{base: cfg.HttpClient.Transport, seen: map[string]int{}}
+	cfg.HttpClient.Transport = n
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetToken(token)
+	return c, n
+}
+
+// source is New on the world's Vault with the root token, counting Vault's requests.
+func (w *world) source(opts Options) (*Source, *counter) {
+	w.t.Helper()
+	c, n := w.client(w.vault.Token)
+	s, err := New(c, opts)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return s, n
+}
+
+// counter counts the requests a Vault client sends, by method and path.
+type counter struct {
+	base http.RoundTripper
+	mu   sync.Mutex
+	seen map[string]int // "GET /v1/secret/data/apps/acme" -> count
+}
+
+func (c *counter) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.mu.Lock()
+	c.seen[r.Method+" "+r.URL.Path]++
+	c.mu.Unlock()
+	return c.base.RoundTrip(r)
+}
+
+// reads is how many times the secret at mount/path (KV v2) was read.
+func (c *counter) reads(path string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.seen["GET /v1/secret/data/"+path]
+}
+
+// recordingAPI stands for the Stora API: it checks the bearer token at the token server's info
+// endpoint and answers with its status, recording each request's method, body and status.
+type recordingAPI struct {
+	URL  string
+	mu   sync.Mutex
+	seen []apiRequest
+}
+
+type apiRequest struct {
+	Method, Body string
+	Status       int
+}
+
+func startAPI(t *testing.T, infoURL string) *recordingAPI {
+	a := &recordingAPI{}
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		check, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, infoURL, nil)
+		check.Header.Set("Authorization", r.Header.Get("Authorization"))
+		status := http.StatusBadGateway
+		if resp, err := http.DefaultClient.Do(check); err == nil {
+			status = resp.StatusCode
+			resp.Body.Close()
+		}
+		a.mu.Lock()
+		a.seen = append(a.seen, apiRequest{r.Method, string(body), status})
+		a.mu.Unlock()
+		w.WriteHeader(status)
+		io.WriteString(w, http.StatusText(status)+strings.Repeat(".", 100))
+	}))
+	t.Cleanup(s.Close)
+	a.URL = s.URL
+	return a
+}
+
+func (a *recordingAPI) requests() []apiRequest {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]apiRequest(nil), a.seen...)
+}
+
+// get sends GET to the API through client and returns the status.
+func get(t *testing.T, client *http.Client, url string) int {
+	t.Helper()
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatalf("GET: %v", err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// token is what s gives now, failing the test on an error.
+func token(t *testing.T, s *Source) string {
+	t.Helper()
+	tok, err := s.Token()
+	if err != nil {
+		t.Fatalf("Token: %v", err)
+	}
+	return tok.AccessToken
+}
