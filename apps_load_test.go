@@ -100,17 +100,22 @@ func appsUnderRotation(t *testing.T, immediate bool, mode string) {
 		}
 	}
 	if a.failed > 0 {
-		t.Errorf("%d of %d requests through apptoken failed; want none:\n%s", a.failed, a.requests, strings.Join(a.firstFailures, "\n"))
+		// A request is sent again once. When the server takes longer than the time between two
+		// rotations to answer (a machine too loaded to run this test), the second try can meet
+		// the next rotation: say so, with the naive pods' latency, which no retry lengthens.
+		t.Errorf("%d of %d requests through apptoken failed; want none (naive pods' latency p50 / p99 / max: %s; the test needs answers well within the %v between rotations):\n%s",
+			a.failed, a.requests, b.latency(), rotateEvery, strings.Join(a.firstFailures, "\n"))
 	}
 	if b.failed == 0 {
 		t.Errorf("no request of the naive pods failed across %d rotations: the test cannot see what a rotation does to apps", job.landed)
 	}
 
 	pods := fmt.Sprintf("%d pods × %d req/s", podsPerKind, perPodPerSecond)
-	t.Logf("RELIABILITY apps-load | %s | apptoken (`Transport`, default options), %s | %d requests, **%d failed** (the test fails above 0) | %d, each sent again with the token Vault then held | none | %d | %s | %d in %v (%d job runs)",
-		mode, pods, a.requests, a.failed, a.refused, a.vaultReads, a.latency(), job.landed, loadFor, job.runs)
-	t.Logf("RELIABILITY apps-load | %s | naive: reads Vault every %v, sends what it read, %s | %d requests, **%d failed** (%.1f%%) | %d, each a failed request | %s | %d | %s | %d in %v (%d job runs)",
-		mode, naiveEvery, pods, b.requests, b.failed, 100*float64(b.failed)/float64(max(b.requests, 1)), b.unauthorized, b.longestFailing(), b.vaultReads, b.latency(), job.landed, loadFor, job.runs)
+	landed := fmt.Sprintf("%d in %.0f s (%d job runs)", job.landed, loadFor.Seconds(), job.runs)
+	t.Logf("RELIABILITY apps-load | %s | apptoken (`Transport`, default options), %s | %d requests, %d failed (the test fails above 0) | %d, each sent again with the token Vault then held | %s | %d | %s | %s",
+		mode, pods, a.requests, a.failed, a.refused, a.longestFailing(), a.vaultReads, a.latency(), landed)
+	t.Logf("RELIABILITY apps-load | %s | naive: reads Vault every %.0f s, sends what it read, %s | %d requests, %d failed (%.1f%%) | %d, each a failed request | %s | %d | %s | %s",
+		mode, naiveEvery.Seconds(), pods, b.requests, b.failed, 100*float64(b.failed)/float64(max(b.requests, 1)), b.unauthorized, b.longestFailing(), b.vaultReads, b.latency(), landed)
 }
 
 // loadWorld is a real Vault, the real Doorkeeper, a partner's client with a refresh token that
@@ -169,8 +174,9 @@ type jobFigures struct {
 	landed           int // times the access token in Vault changed after a run
 }
 
-// rotateUntil runs the job at first and every rotateEvery after, while before end, in the
-// background, and sends what it saw once its last run is over.
+// rotateUntil runs the job at first and every rotateEvery after (but never sooner than
+// rotateEvery/2 after a run ended), while before end, in the background, and sends what it saw
+// once its last run is over.
 func (w *loadWorld) rotateUntil(first, end time.Time) <-chan jobFigures {
 	done := make(chan jobFigures, 1)
 	go func() {
@@ -186,6 +192,11 @@ func (w *loadWorld) rotateUntil(first, end time.Time) <-chan jobFigures {
 			if now := w.accessToken(); now != prev && now != "" {
 				f.landed++
 				prev = now
+			}
+			// A run that overran its slot must not make the next one follow at once: two
+			// rotations in quick succession would be this test's doing, not the job's.
+			if soonest := time.Now().Add(rotateEvery / 2); at.Add(rotateEvery).Before(soonest) {
+				at = soonest.Add(-rotateEvery)
 			}
 		}
 		done <- f
