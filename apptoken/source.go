@@ -216,16 +216,18 @@ func (s *Source) current(ctx context.Context) (*cached, error) {
 	usable := c != nil && c.usable(now)
 	if now.Before(s.nextRead) || (usable && s.busy.Load()) {
 		// Too soon to ask Vault again, or another caller is asking: answer from what we have.
-		defer s.mu.Unlock()
+		lastErr := s.lastErr
 		switch {
 		case usable:
+			s.mu.Unlock()
 			return c, nil
-		case s.lastErr != nil:
-			return nil, s.lastErr
+		case lastErr != nil:
+			s.mu.Unlock()
+			return nil, lastErr
 		case c != nil:
+			s.mu.Unlock()
 			return nil, s.expired(c)
 		}
-		return nil, fmt.Errorf("apptoken: read %s: no token yet", s.path) // not reached: a read sets cur or lastErr
 	}
 	s.mu.Unlock()
 	got, err := s.read(ctx)
