@@ -122,6 +122,10 @@ var mutations = []mutation{
 	{"panic-stops-the-daemon", "README: a panic is recovered and logged, and passes go on",
 		"daemon.go", "cron.NewChain(cron.SkipIfStillRunning(cl), cron.Recover(cl))", "cron.NewChain(cron.Recover(cl), cron.SkipIfStillRunning(cl))",
 		"TestDaemonSkipsOverlapsAndSurvivesAPanic", "."},
+	// RELIABILITY.md: apps calling the API while the job rotates their token.
+	{"apptoken-drops-the-401-rule", "RELIABILITY.md: apps through apptoken see no failed request while the job rotates",
+		"apptoken/transport.go", "\tnext := t.src.replacement(req.Context(), c.token)\n", "\tnext := (*cached)(nil)\n",
+		"TestAppsUnderRotation", "."},
 	{"validate-skips-the-vault-token", "README: validate applies the pass's checks",
 		"rotate/report.go", "if err := r.Store.EnsureToken(ctx, storeTokenMargin); err != nil {\n\t\tout = append", "if err := error(nil); err != nil {\n\t\tout = append",
 		"TestValidateAppliesThePassChecks", "./rotate"},

@@ -31,6 +31,13 @@ type Doorkeeper struct {
 	TokenURL string
 	// InfoURL is BaseURL + "/oauth2/token/info".
 	InfoURL string
+	// APIURL is BaseURL + "/api/contacts", a protected resource standing in for the Stora Public
+	// API: GET with "Authorization: Bearer <access_token>" answers 200 JSON for a live token with
+	// scope public.contact:read, and Doorkeeper's 401 (WWW-Authenticate: Bearer ...,
+	// error="invalid_token") for a missing, unknown, revoked or expired one. Like InfoURL, the first
+	// use of a refreshed access token there revokes, in the revoke-on-use mode, the refresh token
+	// it replaced and the access token issued with that.
+	APIURL string
 	// Options are the options it was started with.
 	Options DoorkeeperOptions
 
@@ -166,6 +173,7 @@ func StartDoorkeeper(tb testing.TB, opts DoorkeeperOptions) *Doorkeeper {
 				d.BaseURL = m[1]
 				d.TokenURL = d.BaseURL + "/oauth2/token"
 				d.InfoURL = d.BaseURL + "/oauth2/token/info"
+				d.APIURL = d.BaseURL + "/api/contacts"
 			}
 		}
 		if d.BaseURL != "" {
@@ -257,6 +265,12 @@ func (d *Doorkeeper) RefreshTokenRevoked(tb testing.TB, refreshToken string) boo
 func (d *Doorkeeper) TokenInfo(tb testing.TB, accessToken string) int {
 	tb.Helper()
 	return tokenInfo(tb, d.InfoURL, accessToken)
+}
+
+// CallAPI calls GET APIURL with accessToken and returns the HTTP status.
+func (d *Doorkeeper) CallAPI(tb testing.TB, accessToken string) int {
+	tb.Helper()
+	return tokenInfo(tb, d.APIURL, accessToken)
 }
 
 // DoorkeeperRequest is one request the server saw at POST /oauth2/token.

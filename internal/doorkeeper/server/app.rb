@@ -20,7 +20,8 @@
 #   DOORKEEPER_PARENT_PID        exit when this process (the test) is gone.
 #
 # Routes: Doorkeeper's under /oauth2 (POST /oauth2/token, GET /oauth2/token/info, POST /oauth2/revoke,
-# POST /oauth2/introspect), plus loopback-only set-up routes under /test (see TestController).
+# POST /oauth2/introspect), a protected API resource GET /api/contacts (see ContactsController), plus
+# loopback-only set-up routes under /test (see TestController).
 
 require "logger"
 require "json"
@@ -198,6 +199,21 @@ if Doorkeeper::AccessToken.refresh_token_revoked_on_use? != (REVOKE_MODE == "on_
 end
 abort "PKCE columns missing" unless Doorkeeper::AccessGrant.pkce_supported?
 
+# ContactsController stands in for a resource of the Stora Public API: GET /api/contacts, guarded as
+# the API guards it, by an access token with scope public.contact:read (doorkeeper_authorize!). A
+# live token gets 200 {"contacts": [...]}; a missing, unknown, revoked or expired one Doorkeeper's 401
+# (empty body, WWW-Authenticate: Bearer realm="Doorkeeper", error="invalid_token"); a token without
+# the scope 403. Presenting a token goes through Doorkeeper::OAuth::Token.authenticate, as
+# /oauth2/token/info does, so in the revoke-on-use mode the first use of a refreshed access token
+# here revokes the refresh token (and the row, with the access token) it replaced.
+class ContactsController < ActionController::API
+  before_action -> { doorkeeper_authorize! "public.contact:read" }
+
+  def index
+    render json: { contacts: [{ id: "contact-1", resource_owner_id: doorkeeper_token.resource_owner_id }] }
+  end
+end
+
 # Set-up routes for tests, loopback only. JSON in, JSON out.
 #
 #   GET  /test/health                      200 {"ok":true,...}
@@ -338,6 +354,8 @@ Rails.application.routes.draw do
   use_doorkeeper scope: "oauth2" do
     skip_controllers :applications, :authorized_applications, :authorizations
   end
+
+  get "api/contacts", to: "contacts#index", format: false
 
   scope "test", controller: "test", format: false do
     get "health", action: :health
