@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -251,5 +252,110 @@ func TestOAuth2ClientLosesThe401Rule(t *testing.T) {
 	}
 	if got := get(t, s.Client(nil), w.api.URL); got != http.StatusOK {
 		t.Errorf("Source.Client after a rotation: HTTP %d, want 200", got)
+	}
+}
+
+// TestRedirectToAnotherHostGetsNoToken: http.Client follows a 302 from the API to another host
+// (localhost, where the API is 127.0.0.1) without the token, as net/http does for an
+// Authorization header the caller sets; a redirect to the API's own host still carries it.
+func TestRedirectToAnotherHostGetsNoToken(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	at, _ := w.pair()
+	w.store("apps/acme", at, time.Now().Add(2*time.Hour))
+	s, _ := w.source(Options{Path: "apps/acme"})
+
+	var mu sync.Mutex
+	got := map[string]string{} // path -> what the server saw in Authorization: token, other, none
+	saw := func(r *http.Request) {
+		h := r.Header.Get("Authorization")
+		what := map[bool]string{true: "token", false: "other"}[h == "Bearer "+at]
+		if h == "" {
+			what = "none"
+		}
+		mu.Lock()
+		got[r.Host+r.URL.Path] = what
+		mu.Unlock()
+	}
+	other := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		saw(r)
+		rw.WriteHeader(http.StatusUnauthorized) // and no retry with a token
+	}))
+	defer other.Close()
+	otherURL := strings.Replace(other.URL, "127.0.0.1", "localhost", 1)
+	api := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		saw(r)
+		switch r.URL.Path {
+		case "/away":
+			http.Redirect(rw, r, otherURL+"/landing", http.StatusFound)
+		case "/home":
+			http.Redirect(rw, r, "/landing", http.StatusFound)
+		}
+	}))
+	defer api.Close()
+	apiHost := strings.TrimPrefix(api.URL, "http://")
+	otherHost := strings.TrimPrefix(otherURL, "http://")
+
+	client := s.Client(nil)
+	if st := get(t, client, api.URL+"/away"); st != http.StatusUnauthorized {
+		t.Errorf("redirect to another host: HTTP %d, want that host's 401 as it came", st)
+	}
+	get(t, client, api.URL+"/home")
+	mu.Lock()
+	defer mu.Unlock()
+	want := map[string]string{
+		apiHost + "/away": "token", otherHost + "/landing": "none",
+		apiHost + "/home": "token", apiHost + "/landing": "token",
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s saw Authorization: %q, want %q", k, got[k], v)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("requests seen at %v, want only %v", keys(got), keys(want))
+	}
+}
+
+func keys(m map[string]string) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// TestRedirectRuleIsNetHTTPs: the hosts a redirect may carry the token to, by net/http's rule for
+// the caller's own headers: the first request's host (any port) or a subdomain of it; and none
+// when the chain of redirects cannot be followed back.
+func TestRedirectRuleIsNetHTTPs(t *testing.T) {
+	t.Parallel()
+	hop := func(from, to string) *http.Request {
+		first, _ := http.NewRequest(http.MethodGet, from, nil)
+		next, _ := http.NewRequest(http.MethodGet, to, nil)
+		next.Response = &http.Response{Request: first}
+		return next
+	}
+	for _, tc := range []struct {
+		from, to string
+		want     bool
+	}{
+		{"https://api.stora.co/a", "https://api.stora.co/b", true},
+		{"https://api.stora.co/a", "https://API.stora.co:8443/b", true},
+		{"https://api.stora.co/a", "https://eu.api.stora.co/b", true},
+		{"https://api.stora.co/a", "https://stora.co/b", false},
+		{"https://api.stora.co/a", "https://evilapi.stora.co/b", false},
+		{"https://api.stora.co/a", "https://api.stora.co.evil.example/b", false},
+		{"http://127.0.0.1:1/a", "http://localhost:1/b", false},
+		{"http://[::1]:1/a", "http://[::1]:2/b", true},
+	} {
+		if got := tokenMayGo(hop(tc.from, tc.to)); got != tc.want {
+			t.Errorf("redirect %s -> %s: token sent %v, want %v", tc.from, tc.to, got, tc.want)
+		}
+	}
+	lost, _ := http.NewRequest(http.MethodGet, "https://api.stora.co/b", nil)
+	lost.Response = &http.Response{}
+	if tokenMayGo(lost) {
+		t.Error("a redirect whose first request is unknown: token sent")
 	}
 }
