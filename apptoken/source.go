@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -179,6 +180,10 @@ func (s *Source) String() string { return "apptoken.Source(" + s.path + ")" }
 
 // GoString is String, so that %#v prints no token either.
 func (s *Source) GoString() string { return s.String() }
+
+// Format writes String for every fmt verb and flag: with no Format, verbs such as %d or %t print
+// the struct's fields, the cached token among them.
+func (s *Source) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, s.String()) }
 
 // KVVersion is the KV version of the mount read: 1 or 2.
 func (s *Source) KVVersion() int { return s.store.KVVersion() }

@@ -197,14 +197,14 @@ func TestErrorsNameThePathNeverTheToken(t *testing.T) {
 			_, err := s.Token()
 			var e *Error
 			if !errors.Is(err, tc.want) || !errors.As(err, &e) {
-				t.Fatalf("error %v, want an *Error matching %v", err, tc.want)
+				t.Fatalf("error %q, want an *Error matching %v", redact(fmt.Sprint(err), at), tc.want)
 			}
 			msg := err.Error()
 			if !strings.Contains(msg, "secret/"+path) || !strings.Contains(msg, tc.also) {
-				t.Errorf("error %q: want the path secret/%s and %q", msg, path, tc.also)
+				t.Errorf("error %q: want the path secret/%s and %q", redact(msg, at), path, tc.also)
 			}
 			if strings.Contains(msg, at) {
-				t.Errorf("error holds the token: %q", msg)
+				t.Error("error holds the token")
 			}
 			if tc.want == ErrDeleted && !errors.Is(err, ErrNotFound) {
 				t.Error("a deleted latest version must match ErrNotFound too")
@@ -212,7 +212,7 @@ func TestErrorsNameThePathNeverTheToken(t *testing.T) {
 			before := len(w.api.requests())
 			_, err = s.Client(nil).Get(w.api.URL)
 			if !errors.Is(err, tc.want) {
-				t.Errorf("Transport: error %v, want %v", err, tc.want)
+				t.Errorf("Transport: error %q, want %v", redact(fmt.Sprint(err), at), tc.want)
 			}
 			if len(w.api.requests()) != before {
 				t.Error("Transport sent a request without a token")
@@ -285,7 +285,8 @@ func TestVaultDownServesTheCachedToken(t *testing.T) {
 	}
 }
 
-// TestNeverPrintsTheToken: the Source's String, and every fmt verb on it, name the path only.
+// TestNeverPrintsTheToken: the Source's String, and every fmt verb on it, name the path only,
+// also once it remembers a refused token.
 func TestNeverPrintsTheToken(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
@@ -293,9 +294,21 @@ func TestNeverPrintsTheToken(t *testing.T) {
 	w.store("apps/acme", at, time.Now().Add(2*time.Hour))
 	s, _ := w.source(Options{Path: "apps/acme"})
 	token(t, s)
-	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q"} {
+	s.mu.Lock()
+	s.refused = at // as after a 401 that no new token followed
+	s.mu.Unlock()
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%d", "%x", "%X", "%o", "%t", "%10.3v"} {
 		if out := fmt.Sprintf(verb, s); strings.Contains(out, at) || !strings.Contains(out, "secret/apps/acme") {
-			t.Errorf("%s of a Source: %q", verb, out)
+			t.Errorf("%s of a Source: %q", verb, redact(out, at))
 		}
 	}
+}
+
+// redact is msg for a failing test's output: the token replaced by [TOKEN], so that the output
+// says whether msg held it, never the token.
+func redact(msg, token string) string {
+	if token == "" {
+		return msg
+	}
+	return strings.ReplaceAll(msg, token, "[TOKEN]")
 }
