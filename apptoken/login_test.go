@@ -259,3 +259,13 @@ func TestOpenWithVaultTokenOnly(t *testing.T) {
 		t.Errorf("VAULT_TOKEN revoked, no cached token: error %v, want Vault's 403 naming secret/apps/acme", err)
 	}
 }
+
+// TestOpenWithoutAVaultToken: with method token, no VAULT_TOKEN and no TokenFile, Open fails
+// saying what to set, in words that fit an app (not the job's config key).
+func TestOpenWithoutAVaultToken(t *testing.T) {
+	t.Setenv("VAULT_TOKEN", "")
+	_, err := Open(context.Background(), Options{Path: "apps/acme", Address: "http://127.0.0.1:1"})
+	if err == nil || !strings.Contains(err.Error(), "set VAULT_TOKEN or a token file") {
+		t.Errorf("Open with no Vault token: %v, want it to say: set VAULT_TOKEN or a token file", err)
+	}
+}
