@@ -3,6 +3,8 @@ package apptoken
 import (
 	"errors"
 	"time"
+
+	"token-rotator/vault"
 )
 
 // The states of the output secret in which it gives no token to use. A Source returns them in an
@@ -20,6 +22,12 @@ var (
 	// written the next one.
 	ErrExpired = errors.New("the access token expired and was not yet replaced: is token-rotator running?")
 )
+
+// ErrPermissionDenied matches the error of a read that Vault refused although it accepts the
+// Source's Vault token: the token's policy does not allow read on the output path. The error
+// names the path to grant, e.g. "the Vault policy must allow read on secret/data/apps/acme". A
+// Source made by Open does not log in again for it.
+var ErrPermissionDenied = vault.ErrPermissionDenied
 
 // Error is a secret that gives no token to use. Its text names the path (and for ErrExpired the
 // expiry), never a value from the secret.

@@ -129,8 +129,11 @@ func New(client *api.Client, opts Options) (*Source, error) {
 // Open logs in to Vault as opts.Login says, with a client made from the environment (VAULT_ADDR,
 // VAULT_CACERT and the rest, as the vault CLI reads them; opts.Address overrides VAULT_ADDR),
 // and returns a Source that keeps that login working: when Vault refuses its token (expired or
-// revoked), it logs in again and repeats the read, as token-rotator does. With method token and
-// no TokenFile it cannot: a VAULT_TOKEN that expires ends the Source's reads.
+// revoked), it logs in again and repeats the read, as token-rotator does. Vault answers 403 to
+// such a token and to a read its policy does not allow alike, so a 403 is followed by a lookup of
+// the token (auth/token/lookup-self, in Vault's default policy): when Vault accepts the token, the
+// read's error matches ErrPermissionDenied and no login is made. With method token and no
+// TokenFile it cannot log in again: a VAULT_TOKEN that expires ends the Source's reads.
 func Open(ctx context.Context, opts Options) (*Source, error) {
 	auth := config.Auth{Method: config.AuthToken}
 	if opts.Login != nil {
@@ -199,7 +202,8 @@ func (s *Source) Token() (*oauth2.Token, error) { return s.TokenContext(context.
 // cached token. ctx bounds the wait for the read (the read itself goes on for other callers).
 //
 // Errors: an *Error matching ErrNotFound (no secret, or its latest version deleted: ErrDeleted
-// too), ErrNoAccessToken or ErrExpired; otherwise Vault's error, naming the path. No error
+// too), ErrNoAccessToken or ErrExpired; an error matching ErrPermissionDenied when the Vault
+// token's policy does not allow the read; otherwise Vault's error, naming the path. No error
 // contains a token.
 func (s *Source) TokenContext(ctx context.Context) (*oauth2.Token, error) {
 	c, err := s.current(ctx)

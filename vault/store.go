@@ -444,12 +444,43 @@ func (s *Store) fullPaths(path string) (data, meta string) {
 	return s.mount + "/data/" + path, s.mount + "/metadata/" + path
 }
 
+// grant is the capability and API path a policy must allow for op on path, e.g. "read on
+// secret/data/apps/acme"; "" for an op it cannot say.
+func (s *Store) grant(op, path string) string {
+	data, meta := s.fullPaths(path)
+	switch op {
+	case "read":
+		return "read on " + data
+	case "write":
+		return "create and update on " + data
+	case "update":
+		if s.version == 2 {
+			return "patch on " + data
+		}
+		return "read and update on " + data
+	case "write metadata of":
+		return "patch on " + meta
+	case "list":
+		if s.version == 2 {
+			return "list on " + s.mount + "/metadata/" + path
+		}
+		return "list on " + data
+	}
+	return ""
+}
+
 func (s *Store) wrap(op, path string, err error) error {
 	if err == nil {
 		return nil
 	}
 	var re *api.ResponseError
+	var de *deniedError
 	switch {
+	case errors.As(err, &de):
+		if grant := s.grant(op, path); grant != "" {
+			return fmt.Errorf("%s %s/%s: %w: the Vault policy must allow %s", op, s.mount, path, de, grant)
+		}
+		return fmt.Errorf("%s %s/%s: %w", op, s.mount, path, de)
 	case errors.Is(err, api.ErrSecretNotFound):
 		return fmt.Errorf("%s %s/%s: %w", op, s.mount, path, ErrNotFound)
 	case errors.As(err, &re) && re.StatusCode == http.StatusBadRequest && mentions(re, "check-and-set"):
