@@ -495,9 +495,17 @@ func cleanError(err error) error {
 	var re *api.ResponseError
 	if errors.As(err, &re) {
 		var parts []string
-		for _, e := range re.Errors { // "1 error occurred:\n\t* permission denied\n\n" -> "permission denied"
-			e = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(e), "1 error occurred:"))
-			parts = append(parts, strings.Join(strings.Fields(strings.ReplaceAll(e, "\t* ", " ")), " "))
+		for _, e := range re.Errors { // "2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n" -> "permission denied, invalid token"
+			var items []string
+			for _, line := range strings.Split(e, "\n") {
+				if item, ok := strings.CutPrefix(strings.TrimSpace(line), "* "); ok {
+					items = append(items, strings.TrimSpace(item))
+				}
+			}
+			if len(items) == 0 { // a plain message
+				items = []string{strings.Join(strings.Fields(e), " ")}
+			}
+			parts = append(parts, strings.Join(items, ", "))
 		}
 		msg := strings.Join(parts, "; ")
 		if msg == "" {
