@@ -18,6 +18,10 @@ var (
 	// ErrNoAccessToken: the secret has no access_token key, an empty one, or one that is not a
 	// string.
 	ErrNoAccessToken = errors.New("the secret holds no access_token")
+	// ErrBadExpiry: the secret's expires_at is not a string holding an RFC 3339 time, as
+	// token-rotator writes it. The token is not used: its end is unknown and a Source holding it
+	// would give it for as long as Vault cannot be read.
+	ErrBadExpiry = errors.New("expires_at is not an RFC 3339 time: was the secret written by token-rotator?")
 	// ErrExpired: the token in the secret expired (expires_at is past) and token-rotator has not
 	// written the next one.
 	ErrExpired = errors.New("the access token expired and was not yet replaced: is token-rotator running?")
@@ -38,7 +42,7 @@ type Error struct {
 	Version int
 	// ExpiresAt is the token's expires_at, for ErrExpired.
 	ExpiresAt time.Time
-	// Err is ErrNotFound, ErrDeleted, ErrNoAccessToken or ErrExpired.
+	// Err is ErrNotFound, ErrDeleted, ErrNoAccessToken, ErrBadExpiry or ErrExpired.
 	Err error
 
 	detail string // what is wrong with a key, in words that hold no value

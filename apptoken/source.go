@@ -202,7 +202,7 @@ func (s *Source) Token() (*oauth2.Token, error) { return s.TokenContext(context.
 // cached token. ctx bounds the wait for the read (the read itself goes on for other callers).
 //
 // Errors: an *Error matching ErrNotFound (no secret, or its latest version deleted: ErrDeleted
-// too), ErrNoAccessToken or ErrExpired; an error matching ErrPermissionDenied when the Vault
+// too), ErrNoAccessToken, ErrBadExpiry or ErrExpired; an error matching ErrPermissionDenied when the Vault
 // token's policy does not allow the read; otherwise Vault's error, naming the path. No error
 // contains a token.
 func (s *Source) TokenContext(ctx context.Context) (*oauth2.Token, error) {
@@ -325,8 +325,15 @@ func (s *Source) parse(sec *vault.Secret, now time.Time) (*cached, error) {
 		return nil, &Error{Path: s.path, Version: sec.Version, Err: ErrNoAccessToken, detail: fmt.Sprintf("access_token is a %s, not a string", jsonKind(v))}
 	}
 	c := &cached{token: tok, version: sec.Version, readAt: now}
-	if e, ok := sec.Data["expires_at"].(string); ok {
-		c.expiry, _ = time.Parse(time.RFC3339, e) // unreadable: unknown, as when absent
+	if e, present := sec.Data["expires_at"]; present && e != nil { // absent: unknown, used until MaxAge
+		str, ok := e.(string)
+		if !ok {
+			return nil, &Error{Path: s.path, Version: sec.Version, Err: ErrBadExpiry, detail: "it is a " + jsonKind(e) + ", not a string"}
+		}
+		var err error
+		if c.expiry, err = time.Parse(time.RFC3339, str); err != nil {
+			return nil, &Error{Path: s.path, Version: sec.Version, Err: ErrBadExpiry}
+		}
 	}
 	if !c.usable(now) {
 		return nil, s.expired(c)

@@ -186,6 +186,12 @@ func TestErrorsNameThePathNeverTheToken(t *testing.T) {
 		{"access_token not a string", func(p string) {
 			putKV(t, w.vault.Client, "secret", 2, p, map[string]any{"access_token": map[string]any{"value": at}})
 		}, ErrNoAccessToken, "not a string"},
+		{"expires_at not RFC 3339", func(p string) {
+			putKV(t, w.vault.Client, "secret", 2, p, map[string]any{"access_token": at, "expires_at": at})
+		}, ErrBadExpiry, "expires_at is not an RFC 3339 time: was the secret written by token-rotator?"},
+		{"expires_at a number", func(p string) {
+			putKV(t, w.vault.Client, "secret", 2, p, map[string]any{"access_token": at, "expires_at": time.Now().Add(time.Hour).Unix()})
+		}, ErrBadExpiry, "(it is a number, not a string)"},
 		{"expired", func(p string) {
 			w.store(p, at, time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC))
 		}, ErrExpired, "expired at 2024-05-01T12:00:00Z and was not yet replaced: is token-rotator running?"},
