@@ -46,7 +46,10 @@ const (
 type Options struct {
 	// Mount is the KV mount; default "secret".
 	Mount string
-	// Path is the output path under the mount, e.g. "apps/acme"; required.
+	// Path is the output path under the mount, e.g. "apps/acme"; required. New and Open refuse
+	// a Path starting with the mount ("secret/apps/acme", the form token-rotator's logs print)
+	// and, on KV v2, a Path starting with "data/" or "metadata/" or a Mount ending in "/data" or
+	// "/metadata": the KV v2 API's segments, which the Source adds itself.
 	Path string
 	// KVVersion is the mount's KV version, 1 or 2; 0 detects it from the mount, one read of
 	// sys/internal/ui/mounts/<Mount>, which Vault allows a token with any capability under the
@@ -164,11 +167,33 @@ func newSource(ctx context.Context, c *api.Client, auth config.Auth, opts Option
 	opts.MaxAge = orDefault(opts.MaxAge, DefaultMaxAge)
 	opts.WaitForNew = orDefault(opts.WaitForNew, DefaultWaitForNew)
 	opts.MinReadInterval = orDefault(opts.MinReadInterval, min(DefaultMinReadInterval, opts.MaxAge))
+	if rest, ok := strings.CutPrefix(opts.Path, opts.Mount+"/"); ok {
+		return nil, fmt.Errorf("apptoken: Options.Path %q starts with the mount %q, and Path is under the mount: set Path %q", opts.Path, opts.Mount, rest)
+	}
 	store, err := vault.NewStore(ctx, c, auth, opts.Mount, opts.KVVersion)
 	if err != nil {
 		return nil, fmt.Errorf("apptoken: %w", err)
 	}
+	if store.KVVersion() == 2 {
+		if err := kv2Paths(opts.Mount, opts.Path); err != nil {
+			return nil, err
+		}
+	}
 	return &Source{store: store, path: opts.Mount + "/" + opts.Path, opts: opts}, nil
+}
+
+// kv2Paths refuses a KV v2 mount or path holding the data/ or metadata/ segment of the KV v2
+// API, which the Source adds itself: the secret read would not be the one meant.
+func kv2Paths(mount, path string) error {
+	for _, seg := range []string{"data", "metadata"} {
+		if rest, ok := strings.CutPrefix(path, seg+"/"); ok {
+			return fmt.Errorf("apptoken: Options.Path %q starts with %q, which the KV v2 API adds itself: set Path %q", path, seg+"/", rest)
+		}
+		if m, ok := strings.CutSuffix(mount, "/"+seg); ok {
+			return fmt.Errorf("apptoken: Options.Mount %q ends in %q, which the KV v2 API adds itself: set Mount %q", mount, "/"+seg, m)
+		}
+	}
+	return nil
 }
 
 func orDefault(d, def time.Duration) time.Duration {

@@ -318,3 +318,37 @@ func redact(msg, token string) string {
 	}
 	return strings.ReplaceAll(msg, token, "[TOKEN]")
 }
+
+// TestMisleadingPathsAreRefused: New refuses the forms of a mount and path that would read
+// another secret than the one meant, saying what to write instead: the path with its mount
+// (as token-rotator's logs print it), and on KV v2 the API's data/ and metadata/ segments. On KV
+// v1 a path starting with data/ is just a path.
+func TestMisleadingPathsAreRefused(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	if err := w.vault.Client.Sys().Mount("kv1", &api.MountInput{Type: "kv", Options: map[string]string{"version": "1"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		mount, path string
+		want        string
+	}{
+		{"", "secret/apps/acme", `set Path "apps/acme"`},
+		{"secret", "/secret/apps/acme", `set Path "apps/acme"`},
+		{"kv1", "kv1/apps/acme", `set Path "apps/acme"`},
+		{"secret", "data/apps/acme", `"data/", which the KV v2 API adds itself: set Path "apps/acme"`},
+		{"secret", "metadata/apps/acme", `"metadata/", which the KV v2 API adds itself: set Path "apps/acme"`},
+		{"secret/data", "apps/acme", `ends in "/data", which the KV v2 API adds itself: set Mount "secret"`},
+		{"secret/metadata/", "apps/acme", `set Mount "secret"`},
+		{"kv1", "data/apps/acme", ""},
+	} {
+		c, _ := w.client(w.vault.Token)
+		_, err := New(c, Options{Mount: tc.mount, Path: tc.path})
+		if tc.want == "" && err != nil {
+			t.Errorf("Mount %q, Path %q: %v, want no error", tc.mount, tc.path, err)
+		}
+		if tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("Mount %q, Path %q: %v, want an error saying %s", tc.mount, tc.path, err, tc.want)
+		}
+	}
+}
