@@ -53,7 +53,9 @@ type Options struct {
 	Path string
 	// KVVersion is the mount's KV version, 1 or 2; 0 detects it from the mount, one read of
 	// sys/internal/ui/mounts/<Mount>, which Vault allows a token with any capability under the
-	// mount (as the vault CLI and token-rotator do).
+	// mount (as the vault CLI and token-rotator do). Given, it is not checked until a read finds
+	// no secret or no data; then that one read of the mount tells whether KVVersion is wrong, and
+	// the error says so.
 	KVVersion int
 
 	// ReadBefore: a token with less than this left before its expires_at is read again (at most
@@ -108,6 +110,9 @@ type Source struct {
 	failures int       // reads failed in a row (Vault's fault, not the secret's)
 	wait     *wait     // the wait for a token other than a refused one, while it lasts
 	refused  string    // a token the API refused that Vault still held after WaitForNew
+
+	kvChecked bool  // Options.KVVersion, given, was compared with the mount's
+	kvErr     error // and this is what they differ by; nil when they agree
 }
 
 // cached is one token as read. Never print it.
@@ -316,9 +321,14 @@ func (s *Source) readVault(ctx context.Context) (*cached, error) {
 	} else {
 		err = s.readError(err)
 	}
+	var te *Error
+	if errors.As(err, &te) && (te.Err == ErrNotFound || te.Err == ErrNoAccessToken) && s.opts.KVVersion != 0 {
+		if m := s.kvMismatch(ctx); m != nil {
+			err = m
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var te *Error
 	switch {
 	case err == nil:
 		s.cur, s.lastErr, s.failures = c, nil, 0
@@ -337,6 +347,30 @@ func (s *Source) readVault(ctx context.Context) (*cached, error) {
 		}
 	}
 	return c, err
+}
+
+// kvMismatch tells whether Options.KVVersion, given rather than detected, is the mount's: a read
+// with the other version's API finds no secret (KV v2's on KV v1) or no data (KV v1's on KV v2).
+// It asks Vault once, after the first such read, and returns the error to give instead, or nil.
+func (s *Source) kvMismatch(ctx context.Context) error {
+	s.mu.Lock()
+	checked, mismatch := s.kvChecked, s.kvErr
+	s.mu.Unlock()
+	if checked {
+		return mismatch
+	}
+	v, err := s.store.DetectKVVersion(ctx)
+	if err != nil {
+		return nil // cannot tell: the secret's error stands; ask again after the next one
+	}
+	if v != s.opts.KVVersion {
+		mismatch = fmt.Errorf("apptoken: read %s: Options.KVVersion is %d, but mount %s is KV version %d: set KVVersion %d, or 0 to detect it",
+			s.path, s.opts.KVVersion, s.opts.Mount, v, v)
+	}
+	s.mu.Lock()
+	s.kvChecked, s.kvErr = true, mismatch
+	s.mu.Unlock()
+	return mismatch
 }
 
 // parse takes the token out of a secret as read. Errors name the path and the key, never a value.

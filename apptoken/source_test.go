@@ -352,3 +352,51 @@ func TestMisleadingPathsAreRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestKVVersionGiven: Options.KVVersion 1 or 2 spares the read of the mount that finds the
+// version; a wrong one makes reads find nothing, and then one read of the mount says which
+// version to set.
+func TestKVVersionGiven(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	if err := w.vault.Client.Sys().Mount("kv1", &api.MountInput{Type: "kv", Options: map[string]string{"version": "1"}}); err != nil {
+		t.Fatal(err)
+	}
+	at, _ := w.pair()
+	putKV(t, w.vault.Client, "kv1", 1, "apps/acme", output(at, time.Now().Add(time.Hour)))
+	w.store("apps/acme", at, time.Now().Add(time.Hour))
+	for _, tc := range []struct {
+		mount   string
+		version int
+		detects int    // reads of sys/internal/ui/mounts/<mount>
+		want    string // the error; "" for the token
+	}{
+		{"secret", 0, 1, ""},
+		{"secret", 2, 0, ""},
+		{"kv1", 1, 0, ""},
+		{"kv1", 2, 1, "apptoken: read kv1/apps/acme: Options.KVVersion is 2, but mount kv1 is KV version 1: set KVVersion 1, or 0 to detect it"},
+		{"secret", 1, 1, "Options.KVVersion is 1, but mount secret is KV version 2: set KVVersion 2"},
+	} {
+		c, n := w.client(w.vault.Token)
+		s, err := New(c, Options{Mount: tc.mount, Path: "apps/acme", KVVersion: tc.version, MinReadInterval: time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			tok, err := s.Token()
+			if tc.want == "" && (err != nil || tok.AccessToken != at) {
+				t.Errorf("%s, KVVersion %d: %v, want the token", tc.mount, tc.version, err)
+			}
+			if tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Errorf("%s, KVVersion %d: %v, want an error saying %q", tc.mount, tc.version, err, tc.want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		n.mu.Lock()
+		got := n.seen["GET /v1/sys/internal/ui/mounts/"+tc.mount]
+		n.mu.Unlock()
+		if got != tc.detects {
+			t.Errorf("%s, KVVersion %d: %d reads of the mount for New and 3 Token calls, want %d", tc.mount, tc.version, got, tc.detects)
+		}
+	}
+}

@@ -158,6 +158,12 @@ func NewStore(ctx context.Context, c *api.Client, auth config.Auth, mount string
 // KVVersion is the version of the KV secrets engine at the mount: 1 or 2.
 func (s *Store) KVVersion() int { return s.version }
 
+// DetectKVVersion asks Vault for the mount's KV version, 1 or 2, as NewStore does with version 0
+// (one request). It does not change the store's.
+func (s *Store) DetectKVVersion(ctx context.Context) (int, error) {
+	return kvVersion(ctx, s.client, s.mount)
+}
+
 // kvVersion asks Vault for the mount's KV version, as the vault CLI does.
 func kvVersion(ctx context.Context, c *api.Client, mount string) (int, error) {
 	r, err := c.Logical().ReadWithContext(ctx, "sys/internal/ui/mounts/"+mount)
