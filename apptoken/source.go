@@ -108,6 +108,7 @@ type Source struct {
 	lastErr  error     // the last read's error; nil after a good read
 	nextRead time.Time // no read before this, except while waiting after a 401
 	failures int       // reads failed in a row (Vault's fault, not the secret's)
+	gen      uint64    // reads ended so far
 	wait     *wait     // the wait for a token other than a refused one, while it lasts
 	refused  string    // a token the API refused that Vault still held after WaitForNew
 
@@ -226,15 +227,18 @@ func (s *Source) Token() (*oauth2.Token, error) { return s.TokenContext(context.
 
 // TokenContext returns the access token: AccessToken, TokenType "Bearer", Expiry from the
 // secret's expires_at (zero when the secret has none). It answers from the cache while the token
-// was read less than MaxAge ago, has more than ReadBefore left and was not refused; otherwise it
-// reads Vault, no more often than MinReadInterval. If that read fails for Vault's reasons
-// (unreachable, 5xx, permission denied) and the cached token has not expired, it returns the
-// cached token. ctx bounds the wait for the read (the read itself goes on for other callers).
+// was read less than MaxAge ago and has more than ReadBefore left. Past that, while the cached
+// token has not expired (and the API has not refused it), it still answers at once and reads
+// Vault in the background, one read at a time and no more often than MinReadInterval; the next
+// call gets what that read found. With no such token it waits for a read: if that read fails
+// for Vault's reasons (unreachable, 5xx, permission denied) and the cached token has not
+// expired, it returns the cached token. ctx bounds the wait (a read goes on for other callers);
+// an error from ctx names the path.
 //
 // Errors: an *Error matching ErrNotFound (no secret, or its latest version deleted: ErrDeleted
-// too), ErrNoAccessToken, ErrBadExpiry or ErrExpired; an error matching ErrPermissionDenied when the Vault
-// token's policy does not allow the read; otherwise Vault's error, naming the path. No error
-// contains a token.
+// too), ErrNoAccessToken, ErrBadExpiry or ErrExpired; an error matching ErrPermissionDenied when
+// the Vault token's policy does not allow the read; otherwise Vault's error, naming the path. No
+// error contains a token.
 func (s *Source) TokenContext(ctx context.Context) (*oauth2.Token, error) {
 	c, err := s.current(ctx)
 	if err != nil {
@@ -245,31 +249,41 @@ func (s *Source) TokenContext(ctx context.Context) (*oauth2.Token, error) {
 
 // current is the token to send now: the cached one, or what a read of Vault gives.
 func (s *Source) current(ctx context.Context) (*cached, error) {
-	now := time.Now()
 	s.mu.Lock()
 	c := s.cur
+	now := time.Now()
 	if c != nil && s.fresh(c, now) {
 		s.mu.Unlock()
 		return c, nil
 	}
 	usable := c != nil && c.usable(now)
-	if now.Before(s.nextRead) || (usable && s.busy.Load()) {
-		// Too soon to ask Vault again, or another caller is asking: answer from what we have.
-		lastErr := s.lastErr
+	if usable && c.token != s.refused {
+		// Due for a read, but still working: give it now and read in the background.
+		if !now.Before(s.nextRead) {
+			s.nextRead = now.Add(s.opts.MinReadInterval) // readVault sets it again when done
+			s.startRead(context.Background(), s.gen)
+		}
+		s.mu.Unlock()
+		return c, nil
+	}
+	if now.Before(s.nextRead) && !s.busy.Load() {
+		// Too soon to ask Vault again: answer from what we have.
 		switch {
-		case usable:
+		case usable: // refused, and Vault held nothing newer when last read
 			s.mu.Unlock()
 			return c, nil
-		case lastErr != nil:
+		case s.lastErr != nil:
+			err := s.lastErr
 			s.mu.Unlock()
-			return nil, lastErr
+			return nil, err
 		case c != nil:
 			s.mu.Unlock()
 			return nil, s.expired(c)
 		}
 	}
+	gen := s.gen
 	s.mu.Unlock()
-	got, err := s.read(ctx)
+	got, err := s.read(ctx, gen)
 	if err == nil {
 		return got, nil
 	}
@@ -292,16 +306,12 @@ func (s *Source) fresh(c *cached, now time.Time) bool {
 // usable reports whether c has not expired (or has no known expiry).
 func (c *cached) usable(now time.Time) bool { return c.expiry.IsZero() || now.Before(c.expiry) }
 
-// read reads the secret, joining the read in flight if there is one. A read outlives ctx, so
-// that the other callers waiting for it get its answer.
-func (s *Source) read(ctx context.Context) (*cached, error) {
-	ch := s.reads.DoChan("read", func() (any, error) {
-		s.busy.Store(true)
-		defer s.busy.Store(false)
-		return s.readVault(context.WithoutCancel(ctx))
-	})
+// read reads the secret, joining the read in flight if there is one, and waits for it. seen is
+// s.gen when the caller last looked at the cache: a read ended since then answers it. ctx bounds
+// the wait; the read outlives ctx, so that the other callers waiting for it get its answer.
+func (s *Source) read(ctx context.Context, seen uint64) (*cached, error) {
 	select {
-	case r := <-ch:
+	case r := <-s.startRead(ctx, seen):
 		if r.Err != nil {
 			return nil, r.Err
 		}
@@ -309,6 +319,27 @@ func (s *Source) read(ctx context.Context) (*cached, error) {
 	case <-ctx.Done():
 		return nil, fmt.Errorf("apptoken: read %s: %w", s.path, ctx.Err())
 	}
+}
+
+// startRead starts a read of the secret, or joins the one in flight, and returns where its
+// result will come. A read started after another ended since the caller looked (s.gen is no
+// longer seen) reads nothing and gives that one's result.
+func (s *Source) startRead(ctx context.Context, seen uint64) <-chan singleflight.Result {
+	return s.reads.DoChan("read", func() (any, error) {
+		s.mu.Lock()
+		if s.gen != seen {
+			c, err := s.cur, s.lastErr
+			s.mu.Unlock()
+			if err != nil {
+				return nil, err
+			}
+			return c, nil
+		}
+		s.mu.Unlock()
+		s.busy.Store(true)
+		defer s.busy.Store(false)
+		return s.readVault(context.WithoutCancel(ctx))
+	})
 }
 
 // readVault makes one read of the secret and records what it learnt.
@@ -329,6 +360,7 @@ func (s *Source) readVault(ctx context.Context) (*cached, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.gen++
 	switch {
 	case err == nil:
 		s.cur, s.lastErr, s.failures = c, nil, 0

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -96,8 +97,9 @@ func TestCachesTheToken(t *testing.T) {
 	t.Logf("100 Token calls: %d Vault read", n.reads("apps/acme"))
 }
 
-// TestSeesANewVersionAfterMaxAge: a token read longer than MaxAge ago is read again, and a new
-// version written meanwhile is what Token gives.
+// TestSeesANewVersionAfterMaxAge: a token read longer than MaxAge ago is read again, in the
+// background: the call that finds it stale gets it at once, and a new version written meanwhile
+// is what the calls after that read get.
 func TestSeesANewVersionAfterMaxAge(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
@@ -111,16 +113,22 @@ func TestSeesANewVersionAfterMaxAge(t *testing.T) {
 		t.Error("before MaxAge: want the cached token")
 	}
 	time.Sleep(1100 * time.Millisecond)
+	if token(t, s) != at {
+		t.Error("after MaxAge: want the cached token at once, read again in the background")
+	}
+	if got := readsDone(s, n, "apps/acme", 2); got != 2 {
+		t.Errorf("Vault reads: %d, want 2", got)
+	}
 	if token(t, s) != at2 {
-		t.Error("after MaxAge: want the new version's token")
+		t.Error("after the read: want the new version's token")
 	}
 	if got := n.reads("apps/acme"); got != 2 {
-		t.Errorf("Vault reads: %d, want 2", got)
+		t.Errorf("Vault reads: %d, want still 2", got)
 	}
 }
 
-// TestReadsAgainNearExpiry: a token with less than ReadBefore left is read again (at most once
-// per MinReadInterval) until Vault holds the next one.
+// TestReadsAgainNearExpiry: a token with less than ReadBefore left is read again in the
+// background (at most once per MinReadInterval) until Vault holds the next one.
 func TestReadsAgainNearExpiry(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
@@ -134,14 +142,18 @@ func TestReadsAgainNearExpiry(t *testing.T) {
 	}
 	time.Sleep(150 * time.Millisecond)
 	token(t, s) // Vault still holds the same one
+	readsDone(s, n, "apps/acme", 2)
 	at2, _ := w.refresh(rt)
 	w.store("apps/acme", at2, time.Now().Add(2*time.Hour))
 	time.Sleep(150 * time.Millisecond)
-	if token(t, s) != at2 {
-		t.Error("near expiry: want the next token once Vault holds it")
+	if token(t, s) != at {
+		t.Error("near expiry, due for a read: want the cached token at once")
 	}
-	if got := n.reads("apps/acme"); got != 3 {
+	if got := readsDone(s, n, "apps/acme", 3); got != 3 {
 		t.Errorf("Vault reads: %d, want 3", got)
+	}
+	if token(t, s) != at2 {
+		t.Error("near expiry: want the next token once a read found it in Vault")
 	}
 	token(t, s) // two hours left: cached again
 	if got := n.reads("apps/acme"); got != 3 {
@@ -251,7 +263,7 @@ func TestNoExpiryMeansMaxAge(t *testing.T) {
 	token(t, s)
 	time.Sleep(600 * time.Millisecond)
 	token(t, s)
-	if got := n.reads("apps/acme"); got != 2 {
+	if got := readsDone(s, n, "apps/acme", 2); got != 2 {
 		t.Errorf("Vault reads: %d, want 2 (one, then one after MaxAge)", got)
 	}
 }
@@ -398,5 +410,55 @@ func TestKVVersionGiven(t *testing.T) {
 		if got != tc.detects {
 			t.Errorf("%s, KVVersion %d: %d reads of the mount for New and 3 Token calls, want %d", tc.mount, tc.version, got, tc.detects)
 		}
+	}
+}
+
+// TestHungVaultServesTheCachedToken: with Vault hung (its process stopped with SIGSTOP: it
+// accepts connections and never answers), a Source whose token is due for a read but has not
+// expired gives it at once, through Token and through a Client with a 2-second timeout; a Source
+// with no token waits for the read as long as the caller's context allows and says which path
+// it was reading.
+func TestHungVaultServesTheCachedToken(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	at, _ := w.pair()
+	w.store("apps/acme", at, time.Now().Add(2*time.Hour))
+	s, _ := w.source(Options{Path: "apps/acme", MaxAge: 200 * time.Millisecond, MinReadInterval: 50 * time.Millisecond})
+	cold, _ := w.source(Options{Path: "apps/acme"})
+	token(t, s)
+	if err := w.vault.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.vault.Process.Signal(syscall.SIGCONT) })
+
+	client := s.Client(&http.Client{Timeout: 2 * time.Second})
+	var slowest time.Duration
+	calls := 0
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); calls++ {
+		began := time.Now()
+		tok, err := s.Token()
+		if err != nil || tok.AccessToken != at {
+			t.Fatalf("Vault hung: Token gave %v, want the cached token", err)
+		}
+		resp, err := client.Get(w.api.URL)
+		if err != nil {
+			t.Fatalf("Vault hung: request failed: %v", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("Vault hung: HTTP %d, want 200", resp.StatusCode)
+		}
+		slowest = max(slowest, time.Since(began))
+		time.Sleep(20 * time.Millisecond)
+	}
+	if slowest > time.Second {
+		t.Errorf("Vault hung: the slowest Token and request took %v, want well under 1 s", slowest)
+	}
+	t.Logf("Vault hung for 2 s: %d Token calls and requests, all with the cached token, the slowest %v", calls, slowest.Round(time.Millisecond))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := cold.TokenContext(ctx); err == nil || !strings.Contains(err.Error(), "secret/apps/acme") || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("no cached token, Vault hung, 300 ms context: %v, want the context's error naming secret/apps/acme", err)
 	}
 }

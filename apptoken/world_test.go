@@ -196,3 +196,29 @@ func token(t *testing.T, s *Source) string {
 	}
 	return tok.AccessToken
 }
+
+// readsDone waits (up to 5 s) until n has counted want reads of path (KV v2) and the read s has
+// in flight, if any, has ended, and returns the count then: for reads started in the background.
+func readsDone(s *Source, n *counter, path string, want int) int {
+	deadline := time.Now().Add(5 * time.Second)
+	for n.reads(path) < want && time.Now().Before(deadline) {
+		time.Sleep(2 * time.Millisecond)
+	}
+	for s.busy.Load() && time.Now().Before(deadline) { // set before the request, cleared once the cache holds its answer
+		time.Sleep(2 * time.Millisecond)
+	}
+	return n.reads(path)
+}
+
+// eventually gives s's token until it is want or 5 s pass, and reports whether it came.
+func eventually(t *testing.T, s *Source, want string) bool {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for token(t, s) != want {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
+}
