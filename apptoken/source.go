@@ -110,7 +110,8 @@ type Source struct {
 	failures int       // reads failed in a row (Vault's fault, not the secret's)
 	gen      uint64    // reads ended so far
 	wait     *wait     // the wait for a token other than a refused one, while it lasts
-	refused  string    // a token the API refused that Vault still held after WaitForNew
+	refused  string    // a token the API refused that Vault still held after WaitForNew: a 401
+	// for it costs at most one read per MinReadInterval and no wait; the cache serves it as any
 
 	kvChecked bool  // Options.KVVersion, given, was compared with the mount's
 	kvErr     error // and this is what they differ by; nil when they agree
@@ -297,10 +298,11 @@ func (s *Source) current(ctx context.Context) (*cached, error) {
 	return nil, err
 }
 
-// fresh reports whether c may be used without asking Vault. The caller holds s.mu.
+// fresh reports whether c may be used without asking Vault. The caller holds s.mu. A token the
+// API refused while Vault kept holding it (s.refused) may be fresh: the refusal was not a
+// rotation's, or the job is late; either way only a 401 tells, and the 401 path reads Vault.
 func (s *Source) fresh(c *cached, now time.Time) bool {
-	return c.token != s.refused && now.Sub(c.readAt) < s.opts.MaxAge &&
-		(c.expiry.IsZero() || c.expiry.Sub(now) > s.opts.ReadBefore)
+	return now.Sub(c.readAt) < s.opts.MaxAge && (c.expiry.IsZero() || c.expiry.Sub(now) > s.opts.ReadBefore)
 }
 
 // usable reports whether c has not expired (or has no known expiry).
