@@ -233,8 +233,9 @@ func (s *Source) Token() (*oauth2.Token, error) { return s.TokenContext(context.
 // Vault in the background, one read at a time and no more often than MinReadInterval; the next
 // call gets what that read found. With no such token it waits for a read: if that read fails
 // for Vault's reasons (unreachable, 5xx, permission denied) and the cached token has not
-// expired, it returns the cached token. ctx bounds the wait (a read goes on for other callers);
-// an error from ctx names the path.
+// expired, it returns the cached token. While the Transport waits for a token other than the
+// cached one, which the API refused, it waits for the outcome too. ctx bounds its waits (a read
+// goes on for other callers); an error from ctx names the path.
 //
 // Errors: an *Error matching ErrNotFound (no secret, or its latest version deleted: ErrDeleted
 // too), ErrNoAccessToken, ErrBadExpiry or ErrExpired; an error matching ErrPermissionDenied when
@@ -252,6 +253,21 @@ func (s *Source) TokenContext(ctx context.Context) (*oauth2.Token, error) {
 func (s *Source) current(ctx context.Context) (*cached, error) {
 	s.mu.Lock()
 	c := s.cur
+	if w := s.wait; c != nil && w != nil && w.refused == c.token {
+		// The API refused the cached token and the search for the next one is under way: a
+		// request sent with it now would be refused too.
+		s.mu.Unlock()
+		select {
+		case <-w.done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("apptoken: read %s: waiting for a token other than the one the API refused: %w", s.path, ctx.Err())
+		}
+		if w.found != nil {
+			return w.found, nil
+		}
+		s.mu.Lock()
+		c = s.cur
+	}
 	now := time.Now()
 	if c != nil && s.fresh(c, now) {
 		s.mu.Unlock()

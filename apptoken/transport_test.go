@@ -406,3 +406,46 @@ func TestA401ThatIsNotARotationKeepsTheCache(t *testing.T) {
 	t.Logf("a 401 that no new token followed: the first took %v; then 50 Token calls, %d Vault reads; 5 more 401s took %v",
 		waited.Round(time.Millisecond), cached, time.Since(began).Round(time.Millisecond))
 }
+
+// TestRequestsDuringAWaitAreNotSentWithTheRefusedToken: requests that start while the Transport
+// waits for a token other than the one just refused wait for it too, and are sent once with the
+// new token: of 20 requests started during a 1-second wait, the API sees none with the refused
+// token. One whose context ends first is not sent, and its error names the path.
+func TestRequestsDuringAWaitAreNotSentWithTheRefusedToken(t *testing.T) {
+	t.Parallel()
+	w, s, _, _, next := rotated(t, Options{})
+	time.AfterFunc(time.Second, func() { w.store("apps/acme", next, time.Now().Add(2*time.Hour)) })
+	client := s.Client(nil)
+	var wg sync.WaitGroup
+	send := func() {
+		defer wg.Done()
+		if st := get(t, client, w.api.URL); st != 200 {
+			t.Errorf("HTTP %d, want 200 once the new token is in Vault", st)
+		}
+	}
+	wg.Add(1)
+	go send()
+	for len(w.api.requests()) == 0 { // the first request's 401 starts the wait
+		time.Sleep(time.Millisecond)
+	}
+	for range 20 {
+		wg.Add(1)
+		go send()
+		time.Sleep(30 * time.Millisecond) // 20 over 600 ms, well inside the wait
+	}
+	short := s.Client(&http.Client{Timeout: 100 * time.Millisecond})
+	if _, err := short.Get(w.api.URL); err == nil || !strings.Contains(err.Error(), "secret/apps/acme") {
+		t.Errorf("a request with a 100 ms timeout during the wait: %v, want its timeout naming secret/apps/acme", err)
+	}
+	wg.Wait()
+	seen := w.api.requests()
+	refused := 0
+	for _, r := range seen {
+		if r.Status == 401 {
+			refused++
+		}
+	}
+	if refused != 1 || len(seen) != 22 {
+		t.Errorf("21 requests, 20 started during the wait: the API saw %d, %d of them refused; want 22 (the first twice), 1 refused", len(seen), refused)
+	}
+}
