@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -95,6 +96,33 @@ func TestCachesTheToken(t *testing.T) {
 		t.Errorf("100 Token calls over 200 ms read Vault %d times, want 1", got)
 	}
 	t.Logf("100 Token calls: %d Vault read", n.reads("apps/acme"))
+}
+
+// TestColdCallersShareOneRead: callers of a Source that holds no token yet, all at once, cost one
+// Vault read between them.
+func TestColdCallersShareOneRead(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	at, _ := w.pair()
+	w.store("apps/acme", at, time.Now().Add(2*time.Hour))
+	s, n := w.source(Options{Path: "apps/acme"})
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			if tok, err := s.Token(); err != nil || tok.AccessToken != at {
+				t.Errorf("Token: %v, want the token", err)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if got := n.reads("apps/acme"); got != 1 {
+		t.Errorf("20 callers at once, no token cached: %d Vault reads, want 1", got)
+	}
 }
 
 // TestSeesANewVersionAfterMaxAge: a token read longer than MaxAge ago is read again, in the

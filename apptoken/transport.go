@@ -14,7 +14,8 @@ import (
 // request is sent again only when its body can be replayed: no body, http.NoBody, or GetBody set
 // (http.NewRequest sets it for a *bytes.Buffer, *bytes.Reader or *strings.Reader); otherwise the
 // 401 is returned as it came, and the search for another token goes on for the requests that
-// follow. The second answer is returned, whatever it is.
+// follow, which wait for its outcome rather than go out with the refused token. The second
+// answer is returned, whatever it is.
 //
 // It never changes the caller's request: it sends clones. When s cannot give a token, RoundTrip
 // returns Token's error and sends nothing.

@@ -3,11 +3,13 @@ package apptoken
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -180,7 +182,7 @@ func TestWaitsForTheNewToken(t *testing.T) {
 }
 
 // TestGivesUpAfterWaitForNewAndRemembers: when Vault holds the refused token past WaitForNew the
-// 401 is returned; a later refusal of the same token does not wait again and reads Vault at most
+// 401 is returned, WaitForNew after it came (within a second more); a later refusal of the same token does not wait again and reads Vault at most
 // once per MinReadInterval; once the job writes a new token, the next request uses it.
 func TestGivesUpAfterWaitForNewAndRemembers(t *testing.T) {
 	t.Parallel()
@@ -191,8 +193,8 @@ func TestGivesUpAfterWaitForNewAndRemembers(t *testing.T) {
 		t.Fatalf("Vault never got a new token: HTTP %d, want 401", got)
 	}
 	waited := time.Since(began)
-	if waited < 400*time.Millisecond {
-		t.Errorf("gave up after %v, before WaitForNew", waited)
+	if waited < 400*time.Millisecond || waited > 1400*time.Millisecond {
+		t.Errorf("gave up after %v, want after WaitForNew (400 ms) and within 1 s more", waited)
 	}
 	afterWait := n.reads("apps/acme")
 	began = time.Now()
@@ -448,4 +450,122 @@ func TestRequestsDuringAWaitAreNotSentWithTheRefusedToken(t *testing.T) {
 	if refused != 1 || len(seen) != 22 {
 		t.Errorf("21 requests, 20 started during the wait: the API saw %d, %d of them refused; want 22 (the first twice), 1 refused", len(seen), refused)
 	}
+}
+
+// TestRetriesExactlyOnce: when the token Vault holds after a 401 is refused too, that second
+// answer is what the caller gets, at once: the API saw the request twice, not more.
+func TestRetriesExactlyOnce(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	old, rt := w.pair()
+	w.store("apps/acme", old, time.Now().Add(2*time.Hour))
+	s, _ := w.source(Options{Path: "apps/acme"})
+	token(t, s)
+	mid, rt2 := w.refresh(rt) // ends old
+	w.refresh(rt2)            // ends mid
+	w.store("apps/acme", mid, time.Now().Add(2*time.Hour))
+	began := time.Now()
+	if st := get(t, s.Client(nil), w.api.URL); st != http.StatusUnauthorized {
+		t.Errorf("both tokens refused: HTTP %d, want the second 401", st)
+	}
+	if took := time.Since(began); took > 5*time.Second {
+		t.Errorf("both tokens refused: the 401 came after %v, want at once (no second wait; WaitForNew is 10 s)", took)
+	}
+	if seen := w.api.requests(); len(seen) != 2 || seen[0].Status != 401 || seen[1].Status != 401 {
+		t.Errorf("the API saw %+v, want 2 requests, both refused", seen)
+	}
+}
+
+// TestStaggered401sShareOneWait: requests sent together with a token a rotation ended, whose
+// 401s come back spread over 700 ms while the job's write is a second late, share one search:
+// Vault is read on the schedule of one wait (0, 50, 150, 350, 750 ms, then 1.55 s, when the new
+// token is there), not once more for each 401.
+func TestStaggered401sShareOneWait(t *testing.T) {
+	t.Parallel()
+	w, s, n, _, next := rotated(t, Options{})
+	before := n.reads("apps/acme")
+	time.AfterFunc(time.Second, func() { w.store("apps/acme", next, time.Now().Add(2*time.Hour)) })
+	client := s.Client(nil)
+	var wg sync.WaitGroup
+	for i := range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if st := get(t, client, fmt.Sprintf("%s?delay=%dms", w.api.URL, 80*i)); st != 200 {
+				t.Errorf("HTTP %d, want 200 once the new token is in Vault", st)
+			}
+		}()
+	}
+	wg.Wait()
+	reads := n.reads("apps/acme") - before
+	refused := 0
+	for _, r := range w.api.requests() {
+		if r.Status == 401 {
+			refused++
+		}
+	}
+	if refused != 10 || reads < 5 || reads > 7 {
+		t.Errorf("10 401s spread over 720 ms: %d refused, %d Vault reads; want 10, and 5 to 7 reads (one wait's)", refused, reads)
+	}
+	t.Logf("10 401s spread over 720 ms, new token a second late: %d Vault reads", reads)
+}
+
+// TestPollSchedule: while Vault keeps holding the refused token, it is read after 50 ms, then
+// after twice as long each time up to every second: a 3-second wait reads Vault 8 times (0, 50,
+// 150, 350, 750 ms, 1.55, 2.55, 3 s); 6 to 10 allows for timing.
+func TestPollSchedule(t *testing.T) {
+	t.Parallel()
+	w, s, n, _, _ := rotated(t, Options{WaitForNew: 3 * time.Second})
+	before := n.reads("apps/acme")
+	if st := get(t, s.Client(nil), w.api.URL); st != 401 {
+		t.Fatalf("HTTP %d, want 401", st)
+	}
+	reads := n.reads("apps/acme") - before
+	if reads < 6 || reads > 10 {
+		t.Errorf("a 3-second wait with no new token: %d Vault reads, want 6 to 10", reads)
+	}
+	t.Logf("a 3-second wait with no new token: %d Vault reads", reads)
+}
+
+// TestUnreplayableBodiesDuringARotation: 4 callers sending POSTs whose bodies cannot be replayed
+// (an io.MultiReader, no GetBody), without pause, while the job's write of the next token is
+// 300 ms late: the requests in flight with the old token get its 401; those that start after the
+// first 401 wait for the new token and are not refused. So at most 4 callers see a 401.
+func TestUnreplayableBodiesDuringARotation(t *testing.T) {
+	t.Parallel()
+	w, s, _, _, next := rotated(t, Options{})
+	time.AfterFunc(300*time.Millisecond, func() { w.store("apps/acme", next, time.Now().Add(2*time.Hour)) })
+	client := s.Client(nil)
+	var refused, ok atomic.Int64
+	end := time.Now().Add(time.Second)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(end) {
+				body := io.MultiReader(strings.NewReader(`{"name":`), strings.NewReader(`"Ada"}`))
+				req, _ := http.NewRequest(http.MethodPost, w.api.URL, body)
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				resp.Body.Close()
+				switch resp.StatusCode {
+				case 200:
+					ok.Add(1)
+				case 401:
+					refused.Add(1)
+				default:
+					t.Errorf("HTTP %d", resp.StatusCode)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if refused.Load() > 4 || ok.Load() == 0 {
+		t.Errorf("4 callers without pause across a rotation: %d refused, %d succeeded; want at most 4 refused", refused.Load(), ok.Load())
+	}
+	t.Logf("4 callers with unreplayable bodies across a rotation (write 300 ms late): %d refused, %d succeeded", refused.Load(), ok.Load())
 }

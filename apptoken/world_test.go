@@ -135,7 +135,8 @@ func (c *counter) reads(path string) int {
 }
 
 // recordingAPI stands for the Stora API: it checks the bearer token at the token server's info
-// endpoint and answers with its status, recording each request's method, body and status.
+// endpoint and answers with its status, recording each request's method, body and status. With
+// ?delay=<duration> it waits that long first.
 type recordingAPI struct {
 	URL  string
 	mu   sync.Mutex
@@ -151,6 +152,9 @@ func startAPI(t *testing.T, infoURL string) *recordingAPI {
 	a := &recordingAPI{}
 	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
+		if d, err := time.ParseDuration(r.URL.Query().Get("delay")); err == nil {
+			time.Sleep(d) // ?delay=80ms: a slow answer
+		}
 		check, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, infoURL, nil)
 		check.Header.Set("Authorization", r.Header.Get("Authorization"))
 		status := http.StatusBadGateway
