@@ -275,7 +275,8 @@ func TestOpenWithoutAVaultToken(t *testing.T) {
 // TestPolicyRefusalIsNotALogin: a Source made by Open with AppRole, whose policy does not allow
 // read on the path it is given, does not log in again on each read (Vault answers 403 to a
 // revoked token and to a policy's refusal alike): 20 reads cost no login after Open's, and the
-// error names the path and the policy path to grant, on KV v2 and KV v1.
+// error names the path and the policy path to grant, on KV v2 and KV v1. Without Vault's default
+// policy the token cannot be looked up, and each refused read costs a login.
 func TestPolicyRefusalIsNotALogin(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
@@ -312,6 +313,30 @@ func TestPolicyRefusalIsNotALogin(t *testing.T) {
 			!strings.Contains(last.Error(), tc.grant) {
 			t.Errorf("error %v, want ErrPermissionDenied naming %s/%s and saying %q", last, tc.mount, tc.path, tc.grant)
 		}
+	}
+
+	// A role with token_no_default_policy gives tokens that may not look themselves up: each
+	// refused read costs a login, and the error still says what to grant.
+	if _, err := w.vault.Client.Logical().Write("auth/approle/role/app", map[string]any{"token_no_default_policy": true}); err != nil {
+		t.Fatal(err)
+	}
+	before := logins()
+	opts := fast
+	opts.Path, opts.Address, opts.Login = "apps/other", front, login
+	s, err := Open(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last error
+	for range 5 {
+		_, last = s.Token()
+		time.Sleep(15 * time.Millisecond)
+	}
+	if got := logins() - before; got != 6 {
+		t.Errorf("no default policy: %d logins for Open and 5 refused reads, want 6", got)
+	}
+	if !errors.Is(last, ErrPermissionDenied) || !strings.Contains(last.Error(), "the Vault policy must allow read on secret/data/apps/other") {
+		t.Errorf("no default policy: error %v, want ErrPermissionDenied saying what to grant", last)
 	}
 }
 
