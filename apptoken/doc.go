@@ -4,12 +4,14 @@
 // "Authorization: Bearer <access_token>".
 //
 // A Source caches the token and reads the secret again when MaxAge has passed since it was read
-// (to see a new version), when less than ReadBefore is left before its expires_at, or after the
-// API refused it. On a 401 from the API the Transport applies README's rule for apps: read the
-// secret again and retry the request once with the token now stored, if that is another one.
+// (to see a new version) or when less than ReadBefore is left before its expires_at; while the
+// token held has not expired that read runs in the background and callers get the token held at
+// once. On a 401 from the API the Transport applies README's rule for apps: read the secret
+// again and retry the request once with the token now stored, if that is another one.
 // Doorkeeper, behind the Stora API, may end a token at the moment token-rotator refreshes it, a
 // few milliseconds before the new one is in Vault, so the Transport waits up to WaitForNew for a
-// token other than the one refused. One Vault read at a time serves every request waiting.
+// token other than the one refused; requests that start meanwhile wait for it too. One Vault
+// read at a time serves every caller.
 //
 // Use Transport (or Client) for API calls. oauth2.NewClient, or wrapping the Source in
 // oauth2.ReuseTokenSource, sends the token but cannot apply the 401 rule: a request that meets a

@@ -3,6 +3,8 @@ package apptoken
 import (
 	"errors"
 	"time"
+
+	"token-rotator/vault"
 )
 
 // The states of the output secret in which it gives no token to use. A Source returns them in an
@@ -16,10 +18,20 @@ var (
 	// ErrNoAccessToken: the secret has no access_token key, an empty one, or one that is not a
 	// string.
 	ErrNoAccessToken = errors.New("the secret holds no access_token")
+	// ErrBadExpiry: the secret's expires_at is not a string holding an RFC 3339 time, as
+	// token-rotator writes it. The token is not used: its end is unknown and a Source holding it
+	// would give it for as long as Vault cannot be read.
+	ErrBadExpiry = errors.New("expires_at is not an RFC 3339 time: was the secret written by token-rotator?")
 	// ErrExpired: the token in the secret expired (expires_at is past) and token-rotator has not
 	// written the next one.
 	ErrExpired = errors.New("the access token expired and was not yet replaced: is token-rotator running?")
 )
+
+// ErrPermissionDenied matches the error of a read that Vault refused although it accepts the
+// Source's Vault token: the token's policy does not allow read on the output path. The error
+// names the path to grant, e.g. "the Vault policy must allow read on secret/data/apps/acme". A
+// Source made by Open does not log in again for it.
+var ErrPermissionDenied = vault.ErrPermissionDenied
 
 // Error is a secret that gives no token to use. Its text names the path (and for ErrExpired the
 // expiry), never a value from the secret.
@@ -30,7 +42,7 @@ type Error struct {
 	Version int
 	// ExpiresAt is the token's expires_at, for ErrExpired.
 	ExpiresAt time.Time
-	// Err is ErrNotFound, ErrDeleted, ErrNoAccessToken or ErrExpired.
+	// Err is ErrNotFound, ErrDeleted, ErrNoAccessToken, ErrBadExpiry or ErrExpired.
 	Err error
 
 	detail string // what is wrong with a key, in words that hold no value

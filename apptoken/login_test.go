@@ -2,9 +2,15 @@ package apptoken
 
 import (
 	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -64,13 +70,9 @@ func (w *world) rotateInVault(s *Source, rt string) string {
 	w.t.Helper()
 	next, rt2 := w.refresh(rt)
 	w.store("apps/acme", next, time.Now().Add(2*time.Hour))
-	time.Sleep(150 * time.Millisecond) // MaxAge 100 ms
-	tok, err := s.Token()
-	if err != nil {
-		w.t.Fatalf("after the Vault token was refused: %v", err)
-	}
-	if tok.AccessToken != next {
-		w.t.Fatal("after the Vault token was refused: still the old access token (no new login?)")
+	time.Sleep(150 * time.Millisecond) // MaxAge 100 ms: the next call starts a read
+	if !eventually(w.t, s, next) {
+		w.t.Fatal("after the Vault token was refused: still the old access token 5 s on (no new login?)")
 	}
 	return rt2
 }
@@ -258,4 +260,102 @@ func TestOpenWithVaultTokenOnly(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "secret/apps/acme") || !strings.Contains(err.Error(), "403") {
 		t.Errorf("VAULT_TOKEN revoked, no cached token: error %v, want Vault's 403 naming secret/apps/acme", err)
 	}
+}
+
+// TestOpenWithoutAVaultToken: with method token, no VAULT_TOKEN and no TokenFile, Open fails
+// saying what to set, in words that fit an app (not the job's config key).
+func TestOpenWithoutAVaultToken(t *testing.T) {
+	t.Setenv("VAULT_TOKEN", "")
+	_, err := Open(context.Background(), Options{Path: "apps/acme", Address: "http://127.0.0.1:1"})
+	if err == nil || !strings.Contains(err.Error(), "set VAULT_TOKEN or a token file") {
+		t.Errorf("Open with no Vault token: %v, want it to say: set VAULT_TOKEN or a token file", err)
+	}
+}
+
+// TestPolicyRefusalIsNotALogin: a Source made by Open with AppRole, whose policy does not allow
+// read on the path it is given, does not log in again on each read (Vault answers 403 to a
+// revoked token and to a policy's refusal alike): 20 reads cost no login after Open's, and the
+// error names the path and the policy path to grant, on KV v2 and KV v1. Without Vault's default
+// policy the token cannot be looked up, and each refused read costs a login.
+func TestPolicyRefusalIsNotALogin(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	if err := w.vault.Client.Sys().Mount("kv1", &api.MountInput{Type: "kv", Options: map[string]string{"version": "1"}}); err != nil {
+		t.Fatal(err)
+	}
+	login := w.approle("1h") // policy: read on secret/data/apps/acme only
+	front, logins := loginCounter(t, w.vault.Addr, "/v1/auth/approle/login")
+	for _, tc := range []struct {
+		mount, path string
+		version     int
+		grant       string
+	}{
+		{"secret", "apps/other", 0, "the Vault policy must allow read on secret/data/apps/other"},
+		{"kv1", "apps/acme", 1, "the Vault policy must allow read on kv1/apps/acme"},
+	} {
+		before := logins()
+		opts := fast
+		opts.Mount, opts.Path, opts.KVVersion, opts.Address, opts.Login = tc.mount, tc.path, tc.version, front, login
+		s, err := Open(context.Background(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var last error
+		for range 20 {
+			_, last = s.Token()
+			time.Sleep(15 * time.Millisecond) // more than MinReadInterval: each call reads
+		}
+		t.Logf("%s/%s: %v", tc.mount, tc.path, last)
+		if got := logins() - before; got != 1 {
+			t.Errorf("%s/%s: %d logins for Open and 20 refused reads, want 1 (Open's)", tc.mount, tc.path, got)
+		}
+		if last == nil || !errors.Is(last, ErrPermissionDenied) || !strings.Contains(last.Error(), tc.mount+"/"+tc.path+":") ||
+			!strings.Contains(last.Error(), tc.grant) {
+			t.Errorf("error %v, want ErrPermissionDenied naming %s/%s and saying %q", last, tc.mount, tc.path, tc.grant)
+		}
+	}
+
+	// A role with token_no_default_policy gives tokens that may not look themselves up: each
+	// refused read costs a login, and the error still says what to grant.
+	if _, err := w.vault.Client.Logical().Write("auth/approle/role/app", map[string]any{"token_no_default_policy": true}); err != nil {
+		t.Fatal(err)
+	}
+	before := logins()
+	opts := fast
+	opts.Path, opts.Address, opts.Login = "apps/other", front, login
+	s, err := Open(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last error
+	for range 5 {
+		_, last = s.Token()
+		time.Sleep(15 * time.Millisecond)
+	}
+	if got := logins() - before; got != 6 {
+		t.Errorf("no default policy: %d logins for Open and 5 refused reads, want 6", got)
+	}
+	if !errors.Is(last, ErrPermissionDenied) || !strings.Contains(last.Error(), "the Vault policy must allow read on secret/data/apps/other") {
+		t.Errorf("no default policy: error %v, want ErrPermissionDenied saying what to grant", last)
+	}
+}
+
+// loginCounter is a pass-through proxy in front of Vault at addr that counts the requests to
+// path; it returns the proxy's address and the count so far.
+func loginCounter(t *testing.T, addr, path string) (string, func() int) {
+	t.Helper()
+	target, err := url.Parse(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n atomic.Int64
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	front := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == path {
+			n.Add(1)
+		}
+		proxy.ServeHTTP(rw, r)
+	}))
+	t.Cleanup(front.Close)
+	return front.URL, func() int { return int(n.Load()) }
 }

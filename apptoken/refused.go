@@ -62,7 +62,10 @@ func (s *Source) search(ctx context.Context, w *wait, patience time.Duration) {
 	deadline := time.Now().Add(patience)
 	for pause := pollFirst; ; pause = min(2*pause, pollMax) {
 		rctx, cancel := context.WithDeadline(ctx, deadline.Add(pollMax))
-		c, err := s.read(rctx)
+		s.mu.Lock()
+		gen := s.gen
+		s.mu.Unlock()
+		c, err := s.read(rctx, gen)
 		cancel()
 		if err == nil && c.token != w.refused {
 			w.found = c

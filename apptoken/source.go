@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -45,11 +46,16 @@ const (
 type Options struct {
 	// Mount is the KV mount; default "secret".
 	Mount string
-	// Path is the output path under the mount, e.g. "apps/acme"; required.
+	// Path is the output path under the mount, e.g. "apps/acme"; required. New and Open refuse
+	// a Path starting with the mount ("secret/apps/acme", the form token-rotator's logs print)
+	// and, on KV v2, a Path starting with "data/" or "metadata/" or a Mount ending in "/data" or
+	// "/metadata": the KV v2 API's segments, which the Source adds itself.
 	Path string
 	// KVVersion is the mount's KV version, 1 or 2; 0 detects it from the mount, one read of
 	// sys/internal/ui/mounts/<Mount>, which Vault allows a token with any capability under the
-	// mount (as the vault CLI and token-rotator do).
+	// mount (as the vault CLI and token-rotator do). Given, it is not checked until a read finds
+	// no secret or no data; then that one read of the mount tells whether KVVersion is wrong, and
+	// the error says so.
 	KVVersion int
 
 	// ReadBefore: a token with less than this left before its expires_at is read again (at most
@@ -102,8 +108,13 @@ type Source struct {
 	lastErr  error     // the last read's error; nil after a good read
 	nextRead time.Time // no read before this, except while waiting after a 401
 	failures int       // reads failed in a row (Vault's fault, not the secret's)
+	gen      uint64    // reads ended so far
 	wait     *wait     // the wait for a token other than a refused one, while it lasts
-	refused  string    // a token the API refused that Vault still held after WaitForNew
+	refused  string    // a token the API refused that Vault still held after WaitForNew: a 401
+	// for it costs at most one read per MinReadInterval and no wait; the cache serves it as any
+
+	kvChecked bool  // Options.KVVersion, given, was compared with the mount's
+	kvErr     error // and this is what they differ by; nil when they agree
 }
 
 // cached is one token as read. Never print it.
@@ -128,8 +139,11 @@ func New(client *api.Client, opts Options) (*Source, error) {
 // Open logs in to Vault as opts.Login says, with a client made from the environment (VAULT_ADDR,
 // VAULT_CACERT and the rest, as the vault CLI reads them; opts.Address overrides VAULT_ADDR),
 // and returns a Source that keeps that login working: when Vault refuses its token (expired or
-// revoked), it logs in again and repeats the read, as token-rotator does. With method token and
-// no TokenFile it cannot: a VAULT_TOKEN that expires ends the Source's reads.
+// revoked), it logs in again and repeats the read, as token-rotator does. Vault answers 403 to
+// such a token and to a read its policy does not allow alike, so a 403 is followed by a lookup of
+// the token (auth/token/lookup-self, in Vault's default policy): when Vault accepts the token, the
+// read's error matches ErrPermissionDenied and no login is made. With method token and no
+// TokenFile it cannot log in again: a VAULT_TOKEN that expires ends the Source's reads.
 func Open(ctx context.Context, opts Options) (*Source, error) {
 	auth := config.Auth{Method: config.AuthToken}
 	if opts.Login != nil {
@@ -160,11 +174,33 @@ func newSource(ctx context.Context, c *api.Client, auth config.Auth, opts Option
 	opts.MaxAge = orDefault(opts.MaxAge, DefaultMaxAge)
 	opts.WaitForNew = orDefault(opts.WaitForNew, DefaultWaitForNew)
 	opts.MinReadInterval = orDefault(opts.MinReadInterval, min(DefaultMinReadInterval, opts.MaxAge))
+	if rest, ok := strings.CutPrefix(opts.Path, opts.Mount+"/"); ok {
+		return nil, fmt.Errorf("apptoken: Options.Path %q starts with the mount %q, and Path is under the mount: set Path %q", opts.Path, opts.Mount, rest)
+	}
 	store, err := vault.NewStore(ctx, c, auth, opts.Mount, opts.KVVersion)
 	if err != nil {
 		return nil, fmt.Errorf("apptoken: %w", err)
 	}
+	if store.KVVersion() == 2 {
+		if err := kv2Paths(opts.Mount, opts.Path); err != nil {
+			return nil, err
+		}
+	}
 	return &Source{store: store, path: opts.Mount + "/" + opts.Path, opts: opts}, nil
+}
+
+// kv2Paths refuses a KV v2 mount or path holding the data/ or metadata/ segment of the KV v2
+// API, which the Source adds itself: the secret read would not be the one meant.
+func kv2Paths(mount, path string) error {
+	for _, seg := range []string{"data", "metadata"} {
+		if rest, ok := strings.CutPrefix(path, seg+"/"); ok {
+			return fmt.Errorf("apptoken: Options.Path %q starts with %q, which the KV v2 API adds itself: set Path %q", path, seg+"/", rest)
+		}
+		if m, ok := strings.CutSuffix(mount, "/"+seg); ok {
+			return fmt.Errorf("apptoken: Options.Mount %q ends in %q, which the KV v2 API adds itself: set Mount %q", mount, "/"+seg, m)
+		}
+	}
+	return nil
 }
 
 func orDefault(d, def time.Duration) time.Duration {
@@ -180,6 +216,10 @@ func (s *Source) String() string { return "apptoken.Source(" + s.path + ")" }
 // GoString is String, so that %#v prints no token either.
 func (s *Source) GoString() string { return s.String() }
 
+// Format writes String for every fmt verb and flag: with no Format, verbs such as %d or %t print
+// the struct's fields, the cached token among them.
+func (s *Source) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, s.String()) }
+
 // KVVersion is the KV version of the mount read: 1 or 2.
 func (s *Source) KVVersion() int { return s.store.KVVersion() }
 
@@ -188,14 +228,19 @@ func (s *Source) Token() (*oauth2.Token, error) { return s.TokenContext(context.
 
 // TokenContext returns the access token: AccessToken, TokenType "Bearer", Expiry from the
 // secret's expires_at (zero when the secret has none). It answers from the cache while the token
-// was read less than MaxAge ago, has more than ReadBefore left and was not refused; otherwise it
-// reads Vault, no more often than MinReadInterval. If that read fails for Vault's reasons
-// (unreachable, 5xx, permission denied) and the cached token has not expired, it returns the
-// cached token. ctx bounds the wait for the read (the read itself goes on for other callers).
+// was read less than MaxAge ago and has more than ReadBefore left. Past that, while the cached
+// token has not expired (and the API has not refused it), it still answers at once and reads
+// Vault in the background, one read at a time and no more often than MinReadInterval; the next
+// call gets what that read found. With no such token it waits for a read: if that read fails
+// for Vault's reasons (unreachable, 5xx, permission denied) and the cached token has not
+// expired, it returns the cached token. While the Transport waits for a token other than the
+// cached one, which the API refused, it waits for the outcome too. ctx bounds its waits (a read
+// goes on for other callers); an error from ctx names the path.
 //
 // Errors: an *Error matching ErrNotFound (no secret, or its latest version deleted: ErrDeleted
-// too), ErrNoAccessToken or ErrExpired; otherwise Vault's error, naming the path. No error
-// contains a token.
+// too), ErrNoAccessToken, ErrBadExpiry or ErrExpired; an error matching ErrPermissionDenied when
+// the Vault token's policy does not allow the read; otherwise Vault's error, naming the path. No
+// error contains a token.
 func (s *Source) TokenContext(ctx context.Context) (*oauth2.Token, error) {
 	c, err := s.current(ctx)
 	if err != nil {
@@ -206,31 +251,56 @@ func (s *Source) TokenContext(ctx context.Context) (*oauth2.Token, error) {
 
 // current is the token to send now: the cached one, or what a read of Vault gives.
 func (s *Source) current(ctx context.Context) (*cached, error) {
-	now := time.Now()
 	s.mu.Lock()
 	c := s.cur
+	if w := s.wait; c != nil && w != nil && w.refused == c.token {
+		// The API refused the cached token and the search for the next one is under way: a
+		// request sent with it now would be refused too.
+		s.mu.Unlock()
+		select {
+		case <-w.done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("apptoken: read %s: waiting for a token other than the one the API refused: %w", s.path, ctx.Err())
+		}
+		if w.found != nil {
+			return w.found, nil
+		}
+		s.mu.Lock()
+		c = s.cur
+	}
+	now := time.Now()
 	if c != nil && s.fresh(c, now) {
 		s.mu.Unlock()
 		return c, nil
 	}
 	usable := c != nil && c.usable(now)
-	if now.Before(s.nextRead) || (usable && s.busy.Load()) {
-		// Too soon to ask Vault again, or another caller is asking: answer from what we have.
-		lastErr := s.lastErr
+	if usable && c.token != s.refused {
+		// Due for a read, but still working: give it now and read in the background.
+		if !now.Before(s.nextRead) {
+			s.nextRead = now.Add(s.opts.MinReadInterval) // readVault sets it again when done
+			s.startRead(context.Background(), s.gen)
+		}
+		s.mu.Unlock()
+		return c, nil
+	}
+	if now.Before(s.nextRead) && !s.busy.Load() {
+		// Too soon to ask Vault again: answer from what we have.
 		switch {
-		case usable:
+		case usable: // refused, and Vault held nothing newer when last read
 			s.mu.Unlock()
 			return c, nil
-		case lastErr != nil:
+		case s.lastErr != nil:
+			err := s.lastErr
 			s.mu.Unlock()
-			return nil, lastErr
+			return nil, err
 		case c != nil:
 			s.mu.Unlock()
 			return nil, s.expired(c)
 		}
 	}
+	gen := s.gen
 	s.mu.Unlock()
-	got, err := s.read(ctx)
+	got, err := s.read(ctx, gen)
 	if err == nil {
 		return got, nil
 	}
@@ -244,25 +314,22 @@ func (s *Source) current(ctx context.Context) (*cached, error) {
 	return nil, err
 }
 
-// fresh reports whether c may be used without asking Vault. The caller holds s.mu.
+// fresh reports whether c may be used without asking Vault. The caller holds s.mu. A token the
+// API refused while Vault kept holding it (s.refused) may be fresh: the refusal was not a
+// rotation's, or the job is late; either way only a 401 tells, and the 401 path reads Vault.
 func (s *Source) fresh(c *cached, now time.Time) bool {
-	return c.token != s.refused && now.Sub(c.readAt) < s.opts.MaxAge &&
-		(c.expiry.IsZero() || c.expiry.Sub(now) > s.opts.ReadBefore)
+	return now.Sub(c.readAt) < s.opts.MaxAge && (c.expiry.IsZero() || c.expiry.Sub(now) > s.opts.ReadBefore)
 }
 
 // usable reports whether c has not expired (or has no known expiry).
 func (c *cached) usable(now time.Time) bool { return c.expiry.IsZero() || now.Before(c.expiry) }
 
-// read reads the secret, joining the read in flight if there is one. A read outlives ctx, so
-// that the other callers waiting for it get its answer.
-func (s *Source) read(ctx context.Context) (*cached, error) {
-	ch := s.reads.DoChan("read", func() (any, error) {
-		s.busy.Store(true)
-		defer s.busy.Store(false)
-		return s.readVault(context.WithoutCancel(ctx))
-	})
+// read reads the secret, joining the read in flight if there is one, and waits for it. seen is
+// s.gen when the caller last looked at the cache: a read ended since then answers it. ctx bounds
+// the wait; the read outlives ctx, so that the other callers waiting for it get its answer.
+func (s *Source) read(ctx context.Context, seen uint64) (*cached, error) {
 	select {
-	case r := <-ch:
+	case r := <-s.startRead(ctx, seen):
 		if r.Err != nil {
 			return nil, r.Err
 		}
@@ -270,6 +337,27 @@ func (s *Source) read(ctx context.Context) (*cached, error) {
 	case <-ctx.Done():
 		return nil, fmt.Errorf("apptoken: read %s: %w", s.path, ctx.Err())
 	}
+}
+
+// startRead starts a read of the secret, or joins the one in flight, and returns where its
+// result will come. A read started after another ended since the caller looked (s.gen is no
+// longer seen) reads nothing and gives that one's result.
+func (s *Source) startRead(ctx context.Context, seen uint64) <-chan singleflight.Result {
+	return s.reads.DoChan("read", func() (any, error) {
+		s.mu.Lock()
+		if s.gen != seen {
+			c, err := s.cur, s.lastErr
+			s.mu.Unlock()
+			if err != nil {
+				return nil, err
+			}
+			return c, nil
+		}
+		s.mu.Unlock()
+		s.busy.Store(true)
+		defer s.busy.Store(false)
+		return s.readVault(context.WithoutCancel(ctx))
+	})
 }
 
 // readVault makes one read of the secret and records what it learnt.
@@ -282,9 +370,15 @@ func (s *Source) readVault(ctx context.Context) (*cached, error) {
 	} else {
 		err = s.readError(err)
 	}
+	var te *Error
+	if errors.As(err, &te) && (te.Err == ErrNotFound || te.Err == ErrNoAccessToken) && s.opts.KVVersion != 0 {
+		if m := s.kvMismatch(ctx); m != nil {
+			err = m
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var te *Error
+	s.gen++
 	switch {
 	case err == nil:
 		s.cur, s.lastErr, s.failures = c, nil, 0
@@ -305,6 +399,30 @@ func (s *Source) readVault(ctx context.Context) (*cached, error) {
 	return c, err
 }
 
+// kvMismatch tells whether Options.KVVersion, given rather than detected, is the mount's: a read
+// with the other version's API finds no secret (KV v2's on KV v1) or no data (KV v1's on KV v2).
+// It asks Vault once, after the first such read, and returns the error to give instead, or nil.
+func (s *Source) kvMismatch(ctx context.Context) error {
+	s.mu.Lock()
+	checked, mismatch := s.kvChecked, s.kvErr
+	s.mu.Unlock()
+	if checked {
+		return mismatch
+	}
+	v, err := s.store.DetectKVVersion(ctx)
+	if err != nil {
+		return nil // cannot tell: the secret's error stands; ask again after the next one
+	}
+	if v != s.opts.KVVersion {
+		mismatch = fmt.Errorf("apptoken: read %s: Options.KVVersion is %d, but mount %s is KV version %d: set KVVersion %d, or 0 to detect it",
+			s.path, s.opts.KVVersion, s.opts.Mount, v, v)
+	}
+	s.mu.Lock()
+	s.kvChecked, s.kvErr = true, mismatch
+	s.mu.Unlock()
+	return mismatch
+}
+
 // parse takes the token out of a secret as read. Errors name the path and the key, never a value.
 func (s *Source) parse(sec *vault.Secret, now time.Time) (*cached, error) {
 	v, ok := sec.Data["access_token"]
@@ -316,8 +434,15 @@ func (s *Source) parse(sec *vault.Secret, now time.Time) (*cached, error) {
 		return nil, &Error{Path: s.path, Version: sec.Version, Err: ErrNoAccessToken, detail: fmt.Sprintf("access_token is a %s, not a string", jsonKind(v))}
 	}
 	c := &cached{token: tok, version: sec.Version, readAt: now}
-	if e, ok := sec.Data["expires_at"].(string); ok {
-		c.expiry, _ = time.Parse(time.RFC3339, e) // unreadable: unknown, as when absent
+	if e, present := sec.Data["expires_at"]; present && e != nil { // absent: unknown, used until MaxAge
+		str, ok := e.(string)
+		if !ok {
+			return nil, &Error{Path: s.path, Version: sec.Version, Err: ErrBadExpiry, detail: "it is a " + jsonKind(e) + ", not a string"}
+		}
+		var err error
+		if c.expiry, err = time.Parse(time.RFC3339, str); err != nil {
+			return nil, &Error{Path: s.path, Version: sec.Version, Err: ErrBadExpiry}
+		}
 	}
 	if !c.usable(now) {
 		return nil, s.expired(c)

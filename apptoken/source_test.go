@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -96,8 +98,36 @@ func TestCachesTheToken(t *testing.T) {
 	t.Logf("100 Token calls: %d Vault read", n.reads("apps/acme"))
 }
 
-// TestSeesANewVersionAfterMaxAge: a token read longer than MaxAge ago is read again, and a new
-// version written meanwhile is what Token gives.
+// TestColdCallersShareOneRead: callers of a Source that holds no token yet, all at once, cost one
+// Vault read between them.
+func TestColdCallersShareOneRead(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	at, _ := w.pair()
+	w.store("apps/acme", at, time.Now().Add(2*time.Hour))
+	s, n := w.source(Options{Path: "apps/acme"})
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			if tok, err := s.Token(); err != nil || tok.AccessToken != at {
+				t.Errorf("Token: %v, want the token", err)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if got := n.reads("apps/acme"); got != 1 {
+		t.Errorf("20 callers at once, no token cached: %d Vault reads, want 1", got)
+	}
+}
+
+// TestSeesANewVersionAfterMaxAge: a token read longer than MaxAge ago is read again, in the
+// background: the call that finds it stale gets it at once, and a new version written meanwhile
+// is what the calls after that read get.
 func TestSeesANewVersionAfterMaxAge(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
@@ -111,16 +141,22 @@ func TestSeesANewVersionAfterMaxAge(t *testing.T) {
 		t.Error("before MaxAge: want the cached token")
 	}
 	time.Sleep(1100 * time.Millisecond)
+	if token(t, s) != at {
+		t.Error("after MaxAge: want the cached token at once, read again in the background")
+	}
+	if got := readsDone(s, n, "apps/acme", 2); got != 2 {
+		t.Errorf("Vault reads: %d, want 2", got)
+	}
 	if token(t, s) != at2 {
-		t.Error("after MaxAge: want the new version's token")
+		t.Error("after the read: want the new version's token")
 	}
 	if got := n.reads("apps/acme"); got != 2 {
-		t.Errorf("Vault reads: %d, want 2", got)
+		t.Errorf("Vault reads: %d, want still 2", got)
 	}
 }
 
-// TestReadsAgainNearExpiry: a token with less than ReadBefore left is read again (at most once
-// per MinReadInterval) until Vault holds the next one.
+// TestReadsAgainNearExpiry: a token with less than ReadBefore left is read again in the
+// background (at most once per MinReadInterval) until Vault holds the next one.
 func TestReadsAgainNearExpiry(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
@@ -134,14 +170,18 @@ func TestReadsAgainNearExpiry(t *testing.T) {
 	}
 	time.Sleep(150 * time.Millisecond)
 	token(t, s) // Vault still holds the same one
+	readsDone(s, n, "apps/acme", 2)
 	at2, _ := w.refresh(rt)
 	w.store("apps/acme", at2, time.Now().Add(2*time.Hour))
 	time.Sleep(150 * time.Millisecond)
-	if token(t, s) != at2 {
-		t.Error("near expiry: want the next token once Vault holds it")
+	if token(t, s) != at {
+		t.Error("near expiry, due for a read: want the cached token at once")
 	}
-	if got := n.reads("apps/acme"); got != 3 {
+	if got := readsDone(s, n, "apps/acme", 3); got != 3 {
 		t.Errorf("Vault reads: %d, want 3", got)
+	}
+	if token(t, s) != at2 {
+		t.Error("near expiry: want the next token once a read found it in Vault")
 	}
 	token(t, s) // two hours left: cached again
 	if got := n.reads("apps/acme"); got != 3 {
@@ -186,6 +226,12 @@ func TestErrorsNameThePathNeverTheToken(t *testing.T) {
 		{"access_token not a string", func(p string) {
 			putKV(t, w.vault.Client, "secret", 2, p, map[string]any{"access_token": map[string]any{"value": at}})
 		}, ErrNoAccessToken, "not a string"},
+		{"expires_at not RFC 3339", func(p string) {
+			putKV(t, w.vault.Client, "secret", 2, p, map[string]any{"access_token": at, "expires_at": at})
+		}, ErrBadExpiry, "expires_at is not an RFC 3339 time: was the secret written by token-rotator?"},
+		{"expires_at a number", func(p string) {
+			putKV(t, w.vault.Client, "secret", 2, p, map[string]any{"access_token": at, "expires_at": time.Now().Add(time.Hour).Unix()})
+		}, ErrBadExpiry, "(it is a number, not a string)"},
 		{"expired", func(p string) {
 			w.store(p, at, time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC))
 		}, ErrExpired, "expired at 2024-05-01T12:00:00Z and was not yet replaced: is token-rotator running?"},
@@ -197,14 +243,14 @@ func TestErrorsNameThePathNeverTheToken(t *testing.T) {
 			_, err := s.Token()
 			var e *Error
 			if !errors.Is(err, tc.want) || !errors.As(err, &e) {
-				t.Fatalf("error %v, want an *Error matching %v", err, tc.want)
+				t.Fatalf("error %q, want an *Error matching %v", redact(fmt.Sprint(err), at), tc.want)
 			}
 			msg := err.Error()
 			if !strings.Contains(msg, "secret/"+path) || !strings.Contains(msg, tc.also) {
-				t.Errorf("error %q: want the path secret/%s and %q", msg, path, tc.also)
+				t.Errorf("error %q: want the path secret/%s and %q", redact(msg, at), path, tc.also)
 			}
 			if strings.Contains(msg, at) {
-				t.Errorf("error holds the token: %q", msg)
+				t.Error("error holds the token")
 			}
 			if tc.want == ErrDeleted && !errors.Is(err, ErrNotFound) {
 				t.Error("a deleted latest version must match ErrNotFound too")
@@ -212,7 +258,7 @@ func TestErrorsNameThePathNeverTheToken(t *testing.T) {
 			before := len(w.api.requests())
 			_, err = s.Client(nil).Get(w.api.URL)
 			if !errors.Is(err, tc.want) {
-				t.Errorf("Transport: error %v, want %v", err, tc.want)
+				t.Errorf("Transport: error %q, want %v", redact(fmt.Sprint(err), at), tc.want)
 			}
 			if len(w.api.requests()) != before {
 				t.Error("Transport sent a request without a token")
@@ -245,7 +291,7 @@ func TestNoExpiryMeansMaxAge(t *testing.T) {
 	token(t, s)
 	time.Sleep(600 * time.Millisecond)
 	token(t, s)
-	if got := n.reads("apps/acme"); got != 2 {
+	if got := readsDone(s, n, "apps/acme", 2); got != 2 {
 		t.Errorf("Vault reads: %d, want 2 (one, then one after MaxAge)", got)
 	}
 }
@@ -285,7 +331,8 @@ func TestVaultDownServesTheCachedToken(t *testing.T) {
 	}
 }
 
-// TestNeverPrintsTheToken: the Source's String, and every fmt verb on it, name the path only.
+// TestNeverPrintsTheToken: the Source's String, and every fmt verb on it, name the path only,
+// also once it remembers a refused token.
 func TestNeverPrintsTheToken(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
@@ -293,9 +340,153 @@ func TestNeverPrintsTheToken(t *testing.T) {
 	w.store("apps/acme", at, time.Now().Add(2*time.Hour))
 	s, _ := w.source(Options{Path: "apps/acme"})
 	token(t, s)
-	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q"} {
+	s.mu.Lock()
+	s.refused = at // as after a 401 that no new token followed
+	s.mu.Unlock()
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%d", "%x", "%X", "%o", "%t", "%10.3v"} {
 		if out := fmt.Sprintf(verb, s); strings.Contains(out, at) || !strings.Contains(out, "secret/apps/acme") {
-			t.Errorf("%s of a Source: %q", verb, out)
+			t.Errorf("%s of a Source: %q", verb, redact(out, at))
 		}
+	}
+}
+
+// redact is msg for a failing test's output: the token replaced by [TOKEN], so that the output
+// says whether msg held it, never the token.
+func redact(msg, token string) string {
+	if token == "" {
+		return msg
+	}
+	return strings.ReplaceAll(msg, token, "[TOKEN]")
+}
+
+// TestMisleadingPathsAreRefused: New refuses the forms of a mount and path that would read
+// another secret than the one meant, saying what to write instead: the path with its mount
+// (as token-rotator's logs print it), and on KV v2 the API's data/ and metadata/ segments. On KV
+// v1 a path starting with data/ is just a path.
+func TestMisleadingPathsAreRefused(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	if err := w.vault.Client.Sys().Mount("kv1", &api.MountInput{Type: "kv", Options: map[string]string{"version": "1"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		mount, path string
+		want        string
+	}{
+		{"", "secret/apps/acme", `set Path "apps/acme"`},
+		{"secret", "/secret/apps/acme", `set Path "apps/acme"`},
+		{"kv1", "kv1/apps/acme", `set Path "apps/acme"`},
+		{"secret", "data/apps/acme", `"data/", which the KV v2 API adds itself: set Path "apps/acme"`},
+		{"secret", "metadata/apps/acme", `"metadata/", which the KV v2 API adds itself: set Path "apps/acme"`},
+		{"secret/data", "apps/acme", `ends in "/data", which the KV v2 API adds itself: set Mount "secret"`},
+		{"secret/metadata/", "apps/acme", `set Mount "secret"`},
+		{"kv1", "data/apps/acme", ""},
+	} {
+		c, _ := w.client(w.vault.Token)
+		_, err := New(c, Options{Mount: tc.mount, Path: tc.path})
+		if tc.want == "" && err != nil {
+			t.Errorf("Mount %q, Path %q: %v, want no error", tc.mount, tc.path, err)
+		}
+		if tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("Mount %q, Path %q: %v, want an error saying %s", tc.mount, tc.path, err, tc.want)
+		}
+	}
+}
+
+// TestKVVersionGiven: Options.KVVersion 1 or 2 spares the read of the mount that finds the
+// version; a wrong one makes reads find nothing, and then one read of the mount says which
+// version to set.
+func TestKVVersionGiven(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	if err := w.vault.Client.Sys().Mount("kv1", &api.MountInput{Type: "kv", Options: map[string]string{"version": "1"}}); err != nil {
+		t.Fatal(err)
+	}
+	at, _ := w.pair()
+	putKV(t, w.vault.Client, "kv1", 1, "apps/acme", output(at, time.Now().Add(time.Hour)))
+	w.store("apps/acme", at, time.Now().Add(time.Hour))
+	for _, tc := range []struct {
+		mount   string
+		version int
+		detects int    // reads of sys/internal/ui/mounts/<mount>
+		want    string // the error; "" for the token
+	}{
+		{"secret", 0, 1, ""},
+		{"secret", 2, 0, ""},
+		{"kv1", 1, 0, ""},
+		{"kv1", 2, 1, "apptoken: read kv1/apps/acme: Options.KVVersion is 2, but mount kv1 is KV version 1: set KVVersion 1, or 0 to detect it"},
+		{"secret", 1, 1, "Options.KVVersion is 1, but mount secret is KV version 2: set KVVersion 2"},
+	} {
+		c, n := w.client(w.vault.Token)
+		s, err := New(c, Options{Mount: tc.mount, Path: "apps/acme", KVVersion: tc.version, MinReadInterval: time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			tok, err := s.Token()
+			if tc.want == "" && (err != nil || tok.AccessToken != at) {
+				t.Errorf("%s, KVVersion %d: %v, want the token", tc.mount, tc.version, err)
+			}
+			if tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Errorf("%s, KVVersion %d: %v, want an error saying %q", tc.mount, tc.version, err, tc.want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		n.mu.Lock()
+		got := n.seen["GET /v1/sys/internal/ui/mounts/"+tc.mount]
+		n.mu.Unlock()
+		if got != tc.detects {
+			t.Errorf("%s, KVVersion %d: %d reads of the mount for New and 3 Token calls, want %d", tc.mount, tc.version, got, tc.detects)
+		}
+	}
+}
+
+// TestHungVaultServesTheCachedToken: with Vault hung (its process stopped with SIGSTOP: it
+// accepts connections and never answers), a Source whose token is due for a read but has not
+// expired gives it at once, through Token and through a Client with a 2-second timeout; a Source
+// with no token waits for the read as long as the caller's context allows and says which path
+// it was reading.
+func TestHungVaultServesTheCachedToken(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	at, _ := w.pair()
+	w.store("apps/acme", at, time.Now().Add(2*time.Hour))
+	s, _ := w.source(Options{Path: "apps/acme", MaxAge: 200 * time.Millisecond, MinReadInterval: 50 * time.Millisecond})
+	cold, _ := w.source(Options{Path: "apps/acme"})
+	token(t, s)
+	if err := w.vault.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.vault.Process.Signal(syscall.SIGCONT) })
+
+	client := s.Client(&http.Client{Timeout: 2 * time.Second})
+	var slowest time.Duration
+	calls := 0
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); calls++ {
+		began := time.Now()
+		tok, err := s.Token()
+		if err != nil || tok.AccessToken != at {
+			t.Fatalf("Vault hung: Token gave %v, want the cached token", err)
+		}
+		resp, err := client.Get(w.api.URL)
+		if err != nil {
+			t.Fatalf("Vault hung: request failed: %v", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("Vault hung: HTTP %d, want 200", resp.StatusCode)
+		}
+		slowest = max(slowest, time.Since(began))
+		time.Sleep(20 * time.Millisecond)
+	}
+	if slowest > time.Second {
+		t.Errorf("Vault hung: the slowest Token and request took %v, want well under 1 s", slowest)
+	}
+	t.Logf("Vault hung for 2 s: %d Token calls and requests, all with the cached token, the slowest %v", calls, slowest.Round(time.Millisecond))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := cold.TokenContext(ctx); err == nil || !strings.Contains(err.Error(), "secret/apps/acme") || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("no cached token, Vault hung, 300 ms context: %v, want the context's error naming secret/apps/acme", err)
 	}
 }

@@ -3,6 +3,7 @@ package apptoken
 import (
 	"io"
 	"net/http"
+	"strings"
 )
 
 // Transport returns an http.RoundTripper that sends each request through base (nil means
@@ -13,10 +14,16 @@ import (
 // request is sent again only when its body can be replayed: no body, http.NoBody, or GetBody set
 // (http.NewRequest sets it for a *bytes.Buffer, *bytes.Reader or *strings.Reader); otherwise the
 // 401 is returned as it came, and the search for another token goes on for the requests that
-// follow. The second answer is returned, whatever it is.
+// follow, which wait for its outcome rather than go out with the refused token. The second
+// answer is returned, whatever it is.
 //
 // It never changes the caller's request: it sends clones. When s cannot give a token, RoundTrip
 // returns Token's error and sends nothing.
+//
+// On a redirect that http.Client follows (req.Response set), the token goes only to the host of
+// the first request or a subdomain of it, the rule net/http applies to the caller's own
+// Authorization header; a request to any other host is sent as it came, with no token and no
+// retry on a 401. A caller following redirects itself decides where its requests go.
 func (s *Source) Transport(base http.RoundTripper) http.RoundTripper {
 	if base == nil {
 		base = http.DefaultTransport
@@ -41,6 +48,9 @@ type transport struct {
 }
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !tokenMayGo(req) {
+		return t.base.RoundTrip(req)
+	}
 	c, err := t.src.current(req.Context())
 	if err != nil {
 		if req.Body != nil {
@@ -77,6 +87,31 @@ func (t *transport) CloseIdleConnections() {
 	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
 		c.CloseIdleConnections()
 	}
+}
+
+// tokenMayGo reports whether req may carry the token: it is not a redirect, or it goes to the host
+// of the first request of its chain of redirects or a subdomain of it (net/http's
+// shouldCopyHeaderOnRedirect: host names compared without ports). A redirect whose chain cannot be
+// followed back gets no token.
+func tokenMayGo(req *http.Request) bool {
+	if req.Response == nil {
+		return true
+	}
+	first := req
+	for first.Response != nil {
+		if first = first.Response.Request; first == nil {
+			return false // a base transport that does not say what it sent: no token
+		}
+	}
+	parent := strings.ToLower(first.URL.Hostname())
+	sub := strings.ToLower(req.URL.Hostname())
+	if sub == parent {
+		return true
+	}
+	if parent == "" || strings.ContainsAny(sub, ":%") {
+		return false // an IPv6 address is no host's subdomain
+	}
+	return strings.HasSuffix(sub, "."+parent)
 }
 
 // replayable reports whether req can be sent a second time.

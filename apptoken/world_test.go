@@ -135,7 +135,8 @@ func (c *counter) reads(path string) int {
 }
 
 // recordingAPI stands for the Stora API: it checks the bearer token at the token server's info
-// endpoint and answers with its status, recording each request's method, body and status.
+// endpoint and answers with its status, recording each request's method, body and status. With
+// ?delay=<duration> it waits that long first.
 type recordingAPI struct {
 	URL  string
 	mu   sync.Mutex
@@ -151,6 +152,9 @@ func startAPI(t *testing.T, infoURL string) *recordingAPI {
 	a := &recordingAPI{}
 	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
+		if d, err := time.ParseDuration(r.URL.Query().Get("delay")); err == nil {
+			time.Sleep(d) // ?delay=80ms: a slow answer
+		}
 		check, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, infoURL, nil)
 		check.Header.Set("Authorization", r.Header.Get("Authorization"))
 		status := http.StatusBadGateway
@@ -195,4 +199,30 @@ func token(t *testing.T, s *Source) string {
 		t.Fatalf("Token: %v", err)
 	}
 	return tok.AccessToken
+}
+
+// readsDone waits (up to 5 s) until n has counted want reads of path (KV v2) and the read s has
+// in flight, if any, has ended, and returns the count then: for reads started in the background.
+func readsDone(s *Source, n *counter, path string, want int) int {
+	deadline := time.Now().Add(5 * time.Second)
+	for n.reads(path) < want && time.Now().Before(deadline) {
+		time.Sleep(2 * time.Millisecond)
+	}
+	for s.busy.Load() && time.Now().Before(deadline) { // set before the request, cleared once the cache holds its answer
+		time.Sleep(2 * time.Millisecond)
+	}
+	return n.reads(path)
+}
+
+// eventually gives s's token until it is want or 5 s pass, and reports whether it came.
+func eventually(t *testing.T, s *Source, want string) bool {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for token(t, s) != want {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
 }

@@ -28,7 +28,7 @@ func login(ctx context.Context, c *api.Client, a config.Auth) error {
 			c.SetToken(strings.TrimSpace(string(b)))
 		}
 		if c.Token() == "" {
-			return errors.New("vault auth: no token (set VAULT_TOKEN or vault.auth.token_file)")
+			return errors.New("vault auth: no token (set VAULT_TOKEN or a token file)")
 		}
 		return nil
 	case config.AuthKubernetes:

@@ -12,7 +12,10 @@ import (
 )
 
 // ErrPermissionDenied is returned (wrapped) by MountSettings and SecretSettings when the Vault
-// policy does not allow the read (403). Callers treat it as "unknown", never as a failure.
+// policy does not allow the read (403); callers treat it as "unknown", never as a failure. The
+// errors of Read, Write, Update, SetStatus and List match it when Vault refused the request
+// although it accepts the token (a lookup of the token says so): the policy's refusal, which no
+// new login changes.
 var ErrPermissionDenied = errors.New("permission denied")
 
 // KVSettings are the KV v2 settings that decide how long a secret's versions are kept, as Vault

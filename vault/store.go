@@ -158,6 +158,12 @@ func NewStore(ctx context.Context, c *api.Client, auth config.Auth, mount string
 // KVVersion is the version of the KV secrets engine at the mount: 1 or 2.
 func (s *Store) KVVersion() int { return s.version }
 
+// DetectKVVersion asks Vault for the mount's KV version, 1 or 2, as NewStore does with version 0
+// (one request). It does not change the store's.
+func (s *Store) DetectKVVersion(ctx context.Context) (int, error) {
+	return kvVersion(ctx, s.client, s.mount)
+}
+
 // kvVersion asks Vault for the mount's KV version, as the vault CLI does.
 func kvVersion(ctx context.Context, c *api.Client, mount string) (int, error) {
 	r, err := c.Logical().ReadWithContext(ctx, "sys/internal/ui/mounts/"+mount)
@@ -444,12 +450,43 @@ func (s *Store) fullPaths(path string) (data, meta string) {
 	return s.mount + "/data/" + path, s.mount + "/metadata/" + path
 }
 
+// grant is the capability and API path a policy must allow for op on path, e.g. "read on
+// secret/data/apps/acme"; "" for an op it cannot say.
+func (s *Store) grant(op, path string) string {
+	data, meta := s.fullPaths(path)
+	switch op {
+	case "read":
+		return "read on " + data
+	case "write":
+		return "create and update on " + data
+	case "update":
+		if s.version == 2 {
+			return "patch on " + data
+		}
+		return "read and update on " + data
+	case "write metadata of":
+		return "patch on " + meta
+	case "list":
+		if s.version == 2 {
+			return "list on " + s.mount + "/metadata/" + path
+		}
+		return "list on " + data
+	}
+	return ""
+}
+
 func (s *Store) wrap(op, path string, err error) error {
 	if err == nil {
 		return nil
 	}
 	var re *api.ResponseError
+	var de *deniedError
 	switch {
+	case errors.As(err, &de):
+		if grant := s.grant(op, path); grant != "" {
+			return fmt.Errorf("%s %s/%s: %w: the Vault policy must allow %s", op, s.mount, path, de, grant)
+		}
+		return fmt.Errorf("%s %s/%s: %w", op, s.mount, path, de)
 	case errors.Is(err, api.ErrSecretNotFound):
 		return fmt.Errorf("%s %s/%s: %w", op, s.mount, path, ErrNotFound)
 	case errors.As(err, &re) && re.StatusCode == http.StatusBadRequest && mentions(re, "check-and-set"):
@@ -464,9 +501,17 @@ func cleanError(err error) error {
 	var re *api.ResponseError
 	if errors.As(err, &re) {
 		var parts []string
-		for _, e := range re.Errors { // "1 error occurred:\n\t* permission denied\n\n" -> "permission denied"
-			e = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(e), "1 error occurred:"))
-			parts = append(parts, strings.Join(strings.Fields(strings.ReplaceAll(e, "\t* ", " ")), " "))
+		for _, e := range re.Errors { // "2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n" -> "permission denied, invalid token"
+			var items []string
+			for _, line := range strings.Split(e, "\n") {
+				if item, ok := strings.CutPrefix(strings.TrimSpace(line), "* "); ok {
+					items = append(items, strings.TrimSpace(item))
+				}
+			}
+			if len(items) == 0 { // a plain message
+				items = []string{strings.Join(strings.Fields(e), " ")}
+			}
+			parts = append(parts, strings.Join(items, ", "))
 		}
 		msg := strings.Join(parts, "; ")
 		if msg == "" {

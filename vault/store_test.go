@@ -134,3 +134,20 @@ func TestDestroyedAndWrongTypeSecrets(t *testing.T) {
 		t.Errorf("typed secret: %+v %v", got, err)
 	}
 }
+
+// TestCleanError: Vault's multi-error texts become one line of its messages.
+func TestCleanError(t *testing.T) {
+	for _, tc := range []struct {
+		errors []string
+		want   string
+	}{
+		{[]string{"1 error occurred:\n\t* permission denied\n\n"}, "vault said 403: permission denied"},
+		{[]string{"2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n"}, "vault said 403: permission denied, invalid token"},
+		{[]string{"Vault is sealed"}, "vault said 403: Vault is sealed"},
+		{nil, "vault said 403: Forbidden"},
+	} {
+		if got := cleanError(&api.ResponseError{StatusCode: 403, Errors: tc.errors}).Error(); got != tc.want {
+			t.Errorf("%q: %q, want %q", tc.errors, got, tc.want)
+		}
+	}
+}

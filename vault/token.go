@@ -87,11 +87,19 @@ func (s *Store) relogin(ctx context.Context, invalid bool) error {
 }
 
 // withLogin runs op, and once more after logging in again when Vault refused the token: a token
-// that expired mid-pass must not cost a refresh token.
+// that expired mid-pass must not cost a refresh token. Vault answers 403 both for a token it no
+// longer accepts and for one whose policy does not allow op, so a 403 is followed by a lookup of
+// the token (auth/token/lookup-self, which Vault's default policy allows): when Vault accepts
+// that, op's refusal is the policy's, and it is returned as a *deniedError with no login. A token
+// that may not look itself up costs a login on each 403; a refusal of the token that login gave
+// (kubernetes, approle) is the policy's too.
 func (s *Store) withLogin(ctx context.Context, op func() error) error {
 	err := op()
 	if !isAuthError(err) {
 		return err
+	}
+	if _, lerr := s.client.Auth().Token().LookupSelfWithContext(ctx); lerr == nil {
+		return &deniedError{err: err}
 	}
 	s.mu.Lock()
 	lerr := s.relogin(ctx, true)
@@ -99,7 +107,13 @@ func (s *Store) withLogin(ctx context.Context, op func() error) error {
 	if lerr != nil {
 		return err
 	}
-	return op()
+	err = op()
+	if isAuthError(err) && s.auth.Method != config.AuthToken {
+		// Refused again with the token a login has just given: the policy's doing (the token
+		// could not look itself up: a role with token_no_default_policy).
+		return &deniedError{err: err}
+	}
+	return err
 }
 
 // isAuthError reports whether Vault refused the token itself (expired, revoked, unknown).
@@ -107,3 +121,11 @@ func isAuthError(err error) bool {
 	var re *api.ResponseError
 	return errors.As(err, &re) && (re.StatusCode == http.StatusForbidden || re.StatusCode == http.StatusUnauthorized)
 }
+
+// deniedError is Vault's refusal of a request that the token, which Vault still accepts, may not
+// make: its policy's doing. It matches ErrPermissionDenied.
+type deniedError struct{ err error }
+
+func (e *deniedError) Error() string   { return cleanError(e.err).Error() }
+func (e *deniedError) Unwrap() error   { return e.err }
+func (e *deniedError) Is(t error) bool { return t == ErrPermissionDenied }

@@ -25,6 +25,8 @@ type Vault struct {
 	Token string
 	// Client is an API client logged in with Token.
 	Client *api.Client
+	// Process is the server's process, for tests that stop it (SIGSTOP: a Vault that hangs).
+	Process *os.Process
 }
 
 // VaultBinary finds the vault binary: $VAULT_BIN, `vault` on PATH, or the build that
@@ -91,6 +93,7 @@ func StartVault(tb testing.TB) *Vault {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	})
+	v.Process = cmd.Process
 	cfg := api.DefaultConfig()
 	cfg.Address = v.Addr
 	c, err := api.NewClient(cfg)
