@@ -44,7 +44,7 @@ func (s *Source) startSearch(ctx context.Context, refused string) (*cached, *wai
 		return nil, w
 	}
 	patience := s.opts.WaitForNew
-	if refused == s.refused { // refused before, and Vault held it past a whole wait
+	if s.wasRefused(refused) { // refused before, and Vault held it past a whole wait
 		if time.Now().Before(s.nextRead) {
 			return nil, nil
 		}
@@ -79,7 +79,8 @@ func (s *Source) search(ctx context.Context, w *wait, patience time.Duration) {
 	}
 	s.mu.Lock()
 	if w.found == nil {
-		s.refused = w.refused
+		t := w.refused
+		s.refused = &t
 	}
 	if s.wait == w {
 		s.wait = nil

@@ -94,7 +94,8 @@ const (
 )
 
 // Source reads the access token from the output secret and caches it. It is an
-// oauth2.TokenSource; Transport and Client add the 401 rule. Safe for concurrent use.
+// oauth2.TokenSource; Transport and Client add the 401 rule. Safe for concurrent use; use
+// it through its pointer (a copy, which vet's copylocks check reports, may print what it holds).
 type Source struct {
 	store *vault.Store
 	path  string // mount/path, for errors
@@ -110,8 +111,10 @@ type Source struct {
 	failures int       // reads failed in a row (Vault's fault, not the secret's)
 	gen      uint64    // reads ended so far
 	wait     *wait     // the wait for a token other than a refused one, while it lasts
-	refused  string    // a token the API refused that Vault still held after WaitForNew: a 401
-	// for it costs at most one read per MinReadInterval and no wait; the cache serves it as any
+	// refused is a token the API refused that Vault still held after WaitForNew: a 401 for it
+	// costs at most one read per MinReadInterval and no wait; the cache serves it as any other.
+	// A pointer, so that printing a copy of a Source shows an address, never the token.
+	refused *string
 
 	kvChecked bool  // Options.KVVersion, given, was compared with the mount's
 	kvErr     error // and this is what they differ by; nil when they agree
@@ -274,7 +277,7 @@ func (s *Source) current(ctx context.Context) (*cached, error) {
 		return c, nil
 	}
 	usable := c != nil && c.usable(now)
-	if usable && c.token != s.refused {
+	if usable && !s.wasRefused(c.token) {
 		// Due for a read, but still working: give it now and read in the background.
 		if !now.Before(s.nextRead) {
 			s.nextRead = now.Add(s.opts.MinReadInterval) // readVault sets it again when done
@@ -478,3 +481,6 @@ func jsonKind(v any) string {
 	}
 	return "number"
 }
+
+// wasRefused reports whether token is the one remembered as refused past a whole wait. s.mu held.
+func (s *Source) wasRefused(token string) bool { return s.refused != nil && *s.refused == token }

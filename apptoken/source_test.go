@@ -341,7 +341,7 @@ func TestNeverPrintsTheToken(t *testing.T) {
 	s, _ := w.source(Options{Path: "apps/acme"})
 	token(t, s)
 	s.mu.Lock()
-	s.refused = at // as after a 401 that no new token followed
+	s.refused = &at // as after a 401 that no new token followed
 	s.mu.Unlock()
 	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%d", "%x", "%X", "%o", "%t", "%10.3v"} {
 		if out := fmt.Sprintf(verb, s); strings.Contains(out, at) || !strings.Contains(out, "secret/apps/acme") {

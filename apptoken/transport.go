@@ -58,7 +58,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	resp, err := t.base.RoundTrip(withToken(req, c.token, req.Body))
+	resp, err := t.send(req, c.token, req.Body)
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {
 		return resp, err
 	}
@@ -78,7 +78,17 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // lets the connection be reused
 	resp.Body.Close()
-	return t.base.RoundTrip(withToken(req, next.token, body))
+	return t.send(req, next.token, body)
+}
+
+// send sends a clone of req with body and the token. The response names req, not the clone, as
+// the request it answers: an app that logs resp.Request logs no token.
+func (t *transport) send(req *http.Request, token string, body io.ReadCloser) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(withToken(req, token, body))
+	if resp != nil {
+		resp.Request = req
+	}
+	return resp, err
 }
 
 // CloseIdleConnections closes the base transport's idle connections, for http.Client's method of
@@ -89,22 +99,34 @@ func (t *transport) CloseIdleConnections() {
 	}
 }
 
-// tokenMayGo reports whether req may carry the token: it is not a redirect, or it goes to the host
-// of the first request of its chain of redirects or a subdomain of it (net/http's
-// shouldCopyHeaderOnRedirect: host names compared without ports). A redirect whose chain cannot be
-// followed back gets no token.
+// tokenMayGo reports whether req may carry the token: it is not a redirect, or every hop of its
+// chain of redirects, req included, goes to the host of the chain's first request or a subdomain
+// of it (net/http's rule for an Authorization header a caller sets, since Go 1.22.11 and 1.23.5:
+// once a chain leaves the domain, no later hop gets it; host names compared without ports). A
+// redirect whose chain cannot be followed back gets no token.
 func tokenMayGo(req *http.Request) bool {
 	if req.Response == nil {
 		return true
 	}
-	first := req
-	for first.Response != nil {
-		if first = first.Response.Request; first == nil {
+	hops := []*http.Request{req}
+	for r := req; r.Response != nil; {
+		if r = r.Response.Request; r == nil {
 			return false // a base transport that does not say what it sent: no token
 		}
+		hops = append(hops, r)
 	}
-	parent := strings.ToLower(first.URL.Hostname())
-	sub := strings.ToLower(req.URL.Hostname())
+	first := hops[len(hops)-1]
+	for _, hop := range hops[:len(hops)-1] {
+		if !sameDomain(first.URL.Hostname(), hop.URL.Hostname()) {
+			return false
+		}
+	}
+	return true
+}
+
+// sameDomain reports whether host sub is parent or a subdomain of it, case-insensitively.
+func sameDomain(parent, sub string) bool {
+	parent, sub = strings.ToLower(parent), strings.ToLower(sub)
 	if sub == parent {
 		return true
 	}

@@ -61,6 +61,9 @@ func TestRetriesOnceWithTheNewTokenReplayingTheBody(t *testing.T) {
 			if resp.StatusCode != http.StatusOK {
 				t.Errorf("POST after a rotation: HTTP %d, want 200", resp.StatusCode)
 			}
+			if resp.Request != req || resp.Request.Header.Get("Authorization") != "" {
+				t.Error("resp.Request is not the caller's request: an app logging it would log the token")
+			}
 			seen := w.api.requests()
 			if len(seen) != 2 || seen[0].Status != 401 || seen[1].Status != 200 || seen[0].Body != body || seen[1].Body != body {
 				t.Errorf("the API saw %+v, want the body twice: 401, then 200", seen)
@@ -332,27 +335,37 @@ func keys(m map[string]string) []string {
 // when the chain of redirects cannot be followed back.
 func TestRedirectRuleIsNetHTTPs(t *testing.T) {
 	t.Parallel()
-	hop := func(from, to string) *http.Request {
-		first, _ := http.NewRequest(http.MethodGet, from, nil)
-		next, _ := http.NewRequest(http.MethodGet, to, nil)
-		next.Response = &http.Response{Request: first}
-		return next
+	// chain is the request for the last URL, redirected from each URL before it in turn.
+	chain := func(urls ...string) *http.Request {
+		var prev *http.Request
+		for _, u := range urls {
+			r, _ := http.NewRequest(http.MethodGet, u, nil)
+			if prev != nil {
+				r.Response = &http.Response{Request: prev}
+			}
+			prev = r
+		}
+		return prev
 	}
 	for _, tc := range []struct {
-		from, to string
-		want     bool
+		hops []string
+		want bool
 	}{
-		{"https://api.stora.co/a", "https://api.stora.co/b", true},
-		{"https://api.stora.co/a", "https://API.stora.co:8443/b", true},
-		{"https://api.stora.co/a", "https://eu.api.stora.co/b", true},
-		{"https://api.stora.co/a", "https://stora.co/b", false},
-		{"https://api.stora.co/a", "https://evilapi.stora.co/b", false},
-		{"https://api.stora.co/a", "https://api.stora.co.evil.example/b", false},
-		{"http://127.0.0.1:1/a", "http://localhost:1/b", false},
-		{"http://[::1]:1/a", "http://[::1]:2/b", true},
+		{[]string{"https://api.stora.co/a", "https://api.stora.co/b"}, true},
+		{[]string{"https://api.stora.co/a", "https://API.stora.co:8443/b"}, true},
+		{[]string{"https://api.stora.co/a", "https://eu.api.stora.co/b"}, true},
+		{[]string{"https://api.stora.co/a", "https://stora.co/b"}, false},
+		{[]string{"https://api.stora.co/a", "https://evilapi.stora.co/b"}, false},
+		{[]string{"https://api.stora.co/a", "https://api.stora.co.evil.example/b"}, false},
+		{[]string{"http://127.0.0.1:1/a", "http://localhost:1/b"}, false},
+		{[]string{"http://[::1]:1/a", "http://[::1]:2/b"}, true},
+		// Once a chain leaves the domain, no later hop gets the token, even back on the API's host.
+		{[]string{"https://api.stora.co/a", "https://other.example/b", "https://api.stora.co/c"}, false},
+		{[]string{"https://api.stora.co/a", "https://other.example/b", "https://other.example/c"}, false},
+		{[]string{"https://api.stora.co/a", "https://eu.api.stora.co/b", "https://api.stora.co/c"}, true},
 	} {
-		if got := tokenMayGo(hop(tc.from, tc.to)); got != tc.want {
-			t.Errorf("redirect %s -> %s: token sent %v, want %v", tc.from, tc.to, got, tc.want)
+		if got := tokenMayGo(chain(tc.hops...)); got != tc.want {
+			t.Errorf("redirects %v: token sent %v, want %v", tc.hops, got, tc.want)
 		}
 	}
 	lost, _ := http.NewRequest(http.MethodGet, "https://api.stora.co/b", nil)

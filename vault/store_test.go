@@ -3,6 +3,8 @@ package vault
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -149,5 +151,44 @@ func TestCleanError(t *testing.T) {
 		if got := cleanError(&api.ResponseError{StatusCode: 403, Errors: tc.errors}).Error(); got != tc.want {
 			t.Errorf("%q: %q, want %q", tc.errors, got, tc.want)
 		}
+	}
+}
+
+// TestRefusalOfATokenAnotherWorkerReplaced: a 403 for a token that another worker's login has
+// replaced meanwhile is the old token's, not the policy's: the operation is sent again with the
+// new token (before, the lookup of the new token made it look like the policy's refusal).
+func TestRefusalOfATokenAnotherWorkerReplaced(t *testing.T) {
+	v := testenv.StartVault(t)
+	newToken := func() string {
+		s, err := v.Client.Auth().Token().Create(&api.TokenCreateRequest{TTL: "1h"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Auth.ClientToken
+	}
+	t1, t2 := newToken(), newToken()
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte(t1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	s, err := Open(ctx, config.Vault{Address: v.Addr, KVMount: "secret", Auth: config.Auth{Method: config.AuthToken, TokenFile: file}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Client.Auth().Token().RevokeTree(t1); err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	err = s.withLogin(ctx, func() error {
+		calls++
+		_, err := s.client.Logical().ReadWithContext(ctx, "secret/data/x")
+		if calls == 1 {
+			s.client.SetToken(t2) // another worker logged in while this request was refused
+		}
+		return err
+	})
+	if err != nil || calls != 2 {
+		t.Errorf("refused with a token replaced meanwhile: %d calls, %v; want it sent again with the new token", calls, err)
 	}
 }

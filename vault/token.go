@@ -94,7 +94,13 @@ func (s *Store) relogin(ctx context.Context, invalid bool) error {
 // that may not look itself up costs a login on each 403; a refusal of the token that login gave
 // (kubernetes, approle) is the policy's too.
 func (s *Store) withLogin(ctx context.Context, op func() error) error {
+	used := s.client.Token()
 	err := op()
+	if isAuthError(err) && s.client.Token() != used {
+		// Another worker logged in while op was refused: the refusal was of the token that
+		// login replaced, so op goes again with the new one before any lookup.
+		err = op()
+	}
 	if !isAuthError(err) {
 		return err
 	}
