@@ -496,8 +496,12 @@ func (s *Store) wrap(op, path string, err error) error {
 }
 
 // cleanError shortens vault/api's multi-line response errors to one line: the status and
-// Vault's messages. Other errors (network) pass through.
+// Vault's messages. A failed check of Vault's TLS certificate becomes a *TLSError, which says
+// which variable to set. Other errors (network) pass through.
 func cleanError(err error) error {
+	if te := tlsError(err); te != nil {
+		return te
+	}
 	var re *api.ResponseError
 	if errors.As(err, &re) {
 		var parts []string

@@ -19,8 +19,11 @@ import (
 
 // Vault is a running Vault dev server.
 type Vault struct {
-	// Addr is its http://127.0.0.1:PORT address.
+	// Addr is its http://127.0.0.1:PORT address (https:// for StartVaultTLS).
 	Addr string
+	// CACert is the path of the PEM file of the CA that signed the server's certificate
+	// (StartVaultTLS); "" for plain HTTP. Its directory holds only that CA, for VAULT_CAPATH.
+	CACert string
 	// Token is its root token.
 	Token string
 	// Client is an API client logged in with Token.
@@ -74,15 +77,37 @@ var startMu sync.Mutex
 // waits until it answers, and stops it when the test ends.
 func StartVault(tb testing.TB) *Vault {
 	tb.Helper()
+	return startVault(tb, false)
+}
+
+// StartVaultTLS is StartVault over TLS: `vault server -dev-tls`, which makes its own CA and a
+// certificate for 127.0.0.1 and localhost signed by it. Addr is https://127.0.0.1:PORT; CACert is
+// the CA's PEM file, alone in its directory; Client trusts it.
+func StartVaultTLS(tb testing.TB) *Vault {
+	tb.Helper()
+	return startVault(tb, true)
+}
+
+func startVault(tb testing.TB, tls bool) *Vault {
+	tb.Helper()
 	bin := RequireVault(tb)
 	startMu.Lock() // one start at a time: a free port found here stays free until Vault takes it
 	defer startMu.Unlock()
 	port := FreePort(tb)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	v := &Vault{Addr: "http://" + addr, Token: "root"}
+	args := []string{"server", "-dev", "-dev-listen-address=" + addr,
+		"-dev-root-token-id=" + v.Token, "-dev-no-store-token", "-log-level=warn"}
+	if tls {
+		// Vault writes vault-ca.pem, vault-cert.pem and vault-key.pem here; the CA goes alone
+		// into a directory of its own once written, for tests of VAULT_CAPATH.
+		certDir := tb.TempDir()
+		args = append(args, "-dev-tls", "-dev-tls-cert-dir="+certDir)
+		v.Addr = "https://" + addr
+		v.CACert = filepath.Join(certDir, "vault-ca.pem")
+	}
 	var out bytes.Buffer
-	cmd := exec.Command(bin, "server", "-dev", "-dev-listen-address="+addr,
-		"-dev-root-token-id="+v.Token, "-dev-no-store-token", "-log-level=warn")
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "VAULT_DEV_ROOT_TOKEN_ID=", "HOME="+tb.TempDir())
 	cmd.Stdout, cmd.Stderr = &out, &out
 	dieWithTest(cmd)
@@ -96,6 +121,23 @@ func StartVault(tb testing.TB) *Vault {
 	v.Process = cmd.Process
 	cfg := api.DefaultConfig()
 	cfg.Address = v.Addr
+	if tls {
+		if err := waitForFile(v.CACert, 30*time.Second); err != nil {
+			tb.Fatalf("vault -dev-tls: %v\n%s", err, out.String())
+		}
+		caDir := tb.TempDir()
+		pem, err := os.ReadFile(v.CACert)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		v.CACert = filepath.Join(caDir, "vault-ca.pem")
+		if err := os.WriteFile(v.CACert, pem, 0o600); err != nil {
+			tb.Fatal(err)
+		}
+		if err := cfg.ConfigureTLS(&api.TLSConfig{CACert: v.CACert}); err != nil {
+			tb.Fatal(err)
+		}
+	}
 	c, err := api.NewClient(cfg)
 	if err != nil {
 		tb.Fatal(err)
@@ -116,6 +158,20 @@ func StartVault(tb testing.TB) *Vault {
 			tb.Fatalf("vault did not come up on %s: %v\n%s", addr, err, out.String())
 		case <-time.After(50 * time.Millisecond):
 		}
+	}
+}
+
+// waitForFile waits until path holds a whole PEM block.
+func waitForFile(path string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if b, err := os.ReadFile(path); err == nil && bytes.Contains(b, []byte("-----END ")) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not written within %v", path, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

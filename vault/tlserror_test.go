@@ -1,0 +1,59 @@
+package vault
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"math/big"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestTLSErrorForAnExpiredCertificate checks the message for a certificate crypto/x509 itself
+// rejects as expired (the root-package tests cover unknown authorities and names against a real
+// vault -dev-tls): it names the expiry, the subject, and VAULT_CACERT, and still unwraps to Go's error.
+func TestTLSErrorForAnExpiredCertificate(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "vault.example"},
+		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		DNSNames: []string{"vault.example"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	roots := x509.NewCertPool()
+	roots.AddCert(cert)
+	_, verr := cert.Verify(x509.VerifyOptions{Roots: roots, DNSName: "vault.example"})
+	var invalid x509.CertificateInvalidError
+	if !errors.As(verr, &invalid) || invalid.Reason != x509.Expired {
+		t.Fatalf("setup: want an expired-certificate error, got %v", verr)
+	}
+	te := tlsError(fmt.Errorf("Get %q: %w", "https://vault.example:8200/v1/x", verr))
+	if te == nil {
+		t.Fatal("tlsError did not recognise an expired certificate")
+	}
+	msg := te.Error()
+	for _, want := range []string{"expired", `subject "CN=vault.example"`, "VAULT_CACERT"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("message lacks %q: %s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "x509:") || strings.Contains(msg, "\n") {
+		t.Errorf("message is not one line without Go's prefix: %q", msg)
+	}
+	if tlsError(fmt.Errorf("dial tcp: connection refused")) != nil {
+		t.Error("a network error was taken for a certificate error")
+	}
+}
