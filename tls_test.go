@@ -153,3 +153,27 @@ func writeOtherCA(t *testing.T) string {
 	}
 	return p
 }
+
+// TestTLSCAFileUnreadable: a VAULT_CACERT naming a missing file, or one that holds no PEM
+// certificate, is exit 2 at start-up with a line naming the variable and its file.
+func TestTLSCAFileUnreadable(t *testing.T) {
+	e := newTLSEnv(t)
+	cfg := e.acmeOverTLS()
+	notPEM := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(notPEM, []byte("not a certificate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, file := range map[string]string{"missing": filepath.Join(t.TempDir(), "none.pem"), "not PEM": notPEM} {
+		t.Run(name, func(t *testing.T) {
+			t.Setenv("VAULT_CACERT", file)
+			code, out := e.run("--once", "--config", cfg)
+			if code != 2 || !strings.Contains(out, "VAULT_CACERT="+file) {
+				t.Errorf("exit %d, want 2 and a line naming VAULT_CACERT=%s:\n%s", code, file, out)
+			}
+			assertTLSHintOnly(t, out)
+		})
+	}
+	if n := len(e.stora.Requests()); n != 0 {
+		t.Errorf("the token endpoint saw %d requests; want none", n)
+	}
+}

@@ -111,7 +111,7 @@ func Open(ctx context.Context, cfg config.Vault) (*Store, error) {
 func Connect(ctx context.Context, cfg config.Vault) (*api.Client, error) {
 	vc := api.DefaultConfig()
 	if vc.Error != nil {
-		return nil, fmt.Errorf("vault client config: %w", vc.Error)
+		return nil, fmt.Errorf("vault client config: %w (%s)", vc.Error, tlsFiles())
 	}
 	if cfg.Address != "" {
 		vc.Address = cfg.Address
@@ -533,4 +533,19 @@ func mentions(re *api.ResponseError, s string) bool {
 		}
 	}
 	return false
+}
+
+// tlsFiles names the TLS variables that are set, with the files they name (paths, never
+// contents), for an error reading them; the vault client reads them when it is made.
+func tlsFiles() string {
+	var set []string
+	for _, k := range []string{api.EnvVaultCACert, api.EnvVaultCAPath, api.EnvVaultClientCert, api.EnvVaultClientKey} {
+		if v := os.Getenv(k); v != "" {
+			set = append(set, k+"="+v)
+		}
+	}
+	if len(set) == 0 {
+		return "check the VAULT_ TLS variables"
+	}
+	return "check " + strings.Join(set, ", ")
 }
