@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/vault/api"
-
 	"token-rotator/apptoken"
 	"token-rotator/internal/testenv"
 )
@@ -209,7 +207,7 @@ func (w *loadWorld) rotateUntil(first, end time.Time) <-chan jobFigures {
 type appPod struct {
 	name    string
 	call    func() (status int, err error)
-	vault   *vaultReads
+	vault   *testenv.Requests
 	refused *atomic.Int64 // 401s the apptoken Transport met and handled; nil for naive pods
 
 	mu    sync.Mutex
@@ -248,13 +246,13 @@ func (p *appPod) drive(start, end time.Time, calls *sync.WaitGroup) {
 // rule). Its calls carry no Authorization header: the Transport sets it.
 func (w *loadWorld) apptokenPod(ctx context.Context, name string) *appPod {
 	w.t.Helper()
-	vc, reads := w.vaultClient()
+	vc, reads := w.vault.CountingClient(w.t, w.vault.Token)
 	src, err := apptoken.New(vc, apptoken.Options{Mount: "secret", Path: outputPath})
 	if err != nil {
 		w.t.Fatal(err)
 	}
 	refused := &atomic.Int64{}
-	base := countRefusals{base: http.DefaultTransport.(*http.Transport).Clone(), n: refused}
+	base := testenv.Unauthorized{Base: http.DefaultTransport.(*http.Transport).Clone(), N: refused}
 	client := &http.Client{Transport: src.Transport(base), Timeout: appTimeout}
 	return &appPod{name: name, vault: reads, refused: refused, call: func() (int, error) {
 		return get(ctx, client, w.dk.APIURL, "")
@@ -265,7 +263,7 @@ func (w *loadWorld) apptokenPod(ctx context.Context, name string) *appPod {
 // naiveEvery (the first time after firstRead), and sends the access token it last read.
 func (w *loadWorld) naivePod(ctx context.Context, name string, firstRead time.Duration) *appPod {
 	w.t.Helper()
-	vc, reads := w.vaultClient()
+	vc, reads := w.vault.CountingClient(w.t, w.vault.Token)
 	var token atomic.Pointer[string]
 	read := func() error {
 		s, err := vc.KVv2("secret").Get(ctx, outputPath)
@@ -315,48 +313,6 @@ func get(ctx context.Context, c *http.Client, url, auth string) (int, error) {
 	return resp.StatusCode, nil
 }
 
-// vaultClient is a Vault client of a pod's own, logged in, counting its reads of the output.
-func (w *loadWorld) vaultClient() (*api.Client, *vaultReads) {
-	w.t.Helper()
-	cfg := api.DefaultConfig()
-	cfg.Address = w.vault.Addr
-	n := &vaultReads{base: cfg.HttpClient.Transport}
-	cfg.HttpClient.Transport = n
-	c, err := api.NewClient(cfg)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	c.SetToken(w.vault.Token)
-	return c, n
-}
-
-// vaultReads counts the reads of the output secret a Vault client sends.
-type vaultReads struct {
-	base http.RoundTripper
-	n    atomic.Int64
-}
-
-func (v *vaultReads) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.Method == http.MethodGet && r.URL.Path == "/v1/secret/data/"+outputPath {
-		v.n.Add(1)
-	}
-	return v.base.RoundTrip(r)
-}
-
-// countRefusals counts the 401s the API answers under the apptoken Transport.
-type countRefusals struct {
-	base http.RoundTripper
-	n    *atomic.Int64
-}
-
-func (c countRefusals) RoundTrip(r *http.Request) (*http.Response, error) {
-	resp, err := c.base.RoundTrip(r)
-	if err == nil && resp.StatusCode == http.StatusUnauthorized {
-		c.n.Add(1)
-	}
-	return resp, err
-}
-
 // figures sum up the calls of the pods of one kind.
 type figures struct {
 	kind                string
@@ -404,7 +360,7 @@ func figuresOf(pods []*appPod) figures {
 		if !failingSince.IsZero() && len(calls) > 0 {
 			f.longest = max(f.longest, calls[len(calls)-1].sent.Sub(failingSince))
 		}
-		f.vaultReads += p.vault.n.Load()
+		f.vaultReads += int64(p.vault.KVReads("secret", outputPath))
 		if p.refused != nil {
 			f.refused += p.refused.Load()
 		}

@@ -38,13 +38,14 @@ func TestNoFailedRequestsWhileTheJobRotates(t *testing.T) {
 			type instance struct {
 				name         string
 				src          *Source
-				vault        *counter
+				vault        *testenv.Requests
 				sent, failed atomic.Int64
 				refused      atomic.Int64
 			}
 			var apps []*instance
 			for name, maxAge := range map[string]time.Duration{"eager": 300 * time.Millisecond, "lazy": 0} {
-				c, n := countingClient(t, v.Addr, v.Token)
+				c, n := v.CountingClient(t, v.Token)
+				c.SetMaxRetries(0)
 				s, err := New(c, Options{Path: "apps/partner", MaxAge: maxAge})
 				if err != nil {
 					t.Fatal(err)
@@ -55,7 +56,7 @@ func TestNoFailedRequestsWhileTheJobRotates(t *testing.T) {
 			var wg sync.WaitGroup
 			for _, app := range apps {
 				client := app.src.Client(&http.Client{Timeout: 30 * time.Second})
-				client.Transport = app.src.Transport(countRefusals{http.DefaultTransport, &app.refused})
+				client.Transport = app.src.Transport(testenv.Unauthorized{Base: http.DefaultTransport, N: &app.refused})
 				for range 2 {
 					wg.Add(1)
 					go func() {
@@ -92,24 +93,10 @@ func TestNoFailedRequestsWhileTheJobRotates(t *testing.T) {
 			wg.Wait()
 			for _, app := range apps {
 				t.Logf("doorkeeper, refresh tokens %s, 5 rotations: app %s sent %d requests, %d failed, %d refused and sent again, %d Vault reads",
-					mode, app.name, app.sent.Load(), app.failed.Load(), app.refused.Load(), app.vault.reads("apps/partner"))
+					mode, app.name, app.sent.Load(), app.failed.Load(), app.refused.Load(), app.vault.KVReads("secret", "apps/partner"))
 			}
 		})
 	}
-}
-
-// countRefusals counts the 401s that reach the Transport.
-type countRefusals struct {
-	base http.RoundTripper
-	n    *atomic.Int64
-}
-
-func (c countRefusals) RoundTrip(r *http.Request) (*http.Response, error) {
-	resp, err := c.base.RoundTrip(r)
-	if err == nil && resp.StatusCode == http.StatusUnauthorized {
-		c.n.Add(1)
-	}
-	return resp, err
 }
 
 // partnerRotation stores a partner's client and refresh token issued by server, runs a first

@@ -92,10 +92,10 @@ func TestCachesTheToken(t *testing.T) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-	if got := n.reads("apps/acme"); got != 1 {
+	if got := n.KVReads("secret", "apps/acme"); got != 1 {
 		t.Errorf("100 Token calls over 200 ms read Vault %d times, want 1", got)
 	}
-	t.Logf("100 Token calls: %d Vault read", n.reads("apps/acme"))
+	t.Logf("100 Token calls: %d Vault read", n.KVReads("secret", "apps/acme"))
 }
 
 // TestColdCallersShareOneRead: callers of a Source that holds no token yet, all at once, cost one
@@ -120,7 +120,7 @@ func TestColdCallersShareOneRead(t *testing.T) {
 	}
 	close(start)
 	wg.Wait()
-	if got := n.reads("apps/acme"); got != 1 {
+	if got := n.KVReads("secret", "apps/acme"); got != 1 {
 		t.Errorf("20 callers at once, no token cached: %d Vault reads, want 1", got)
 	}
 }
@@ -150,7 +150,7 @@ func TestSeesANewVersionAfterMaxAge(t *testing.T) {
 	if token(t, s) != at2 {
 		t.Error("after the read: want the new version's token")
 	}
-	if got := n.reads("apps/acme"); got != 2 {
+	if got := n.KVReads("secret", "apps/acme"); got != 2 {
 		t.Errorf("Vault reads: %d, want still 2", got)
 	}
 }
@@ -165,7 +165,7 @@ func TestReadsAgainNearExpiry(t *testing.T) {
 	s, n := w.source(Options{Path: "apps/acme", MinReadInterval: 100 * time.Millisecond})
 	token(t, s)
 	token(t, s) // within MinReadInterval: the cached token, no read
-	if got := n.reads("apps/acme"); got != 1 {
+	if got := n.KVReads("secret", "apps/acme"); got != 1 {
 		t.Errorf("two calls within MinReadInterval: %d Vault reads, want 1", got)
 	}
 	time.Sleep(150 * time.Millisecond)
@@ -184,7 +184,7 @@ func TestReadsAgainNearExpiry(t *testing.T) {
 		t.Error("near expiry: want the next token once a read found it in Vault")
 	}
 	token(t, s) // two hours left: cached again
-	if got := n.reads("apps/acme"); got != 3 {
+	if got := n.KVReads("secret", "apps/acme"); got != 3 {
 		t.Errorf("with two hours left: %d Vault reads, want still 3", got)
 	}
 }
@@ -319,7 +319,7 @@ func TestVaultDownServesTheCachedToken(t *testing.T) {
 		calls++
 		time.Sleep(5 * time.Millisecond)
 	}
-	reads := n.reads("apps/acme") - 1
+	reads := n.KVReads("secret", "apps/acme") - 1
 	// Reads 100 ms, 200 ms, 400 ms after each failure: 3 or 4 in a second, however many calls.
 	if reads < 2 || reads > 5 {
 		t.Errorf("Vault sealed for 1 s, %d Token calls: %d reads, want 2 to 5 (backing off)", calls, reads)
@@ -432,9 +432,7 @@ func TestKVVersionGiven(t *testing.T) {
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
-		n.mu.Lock()
-		got := n.seen["GET /v1/sys/internal/ui/mounts/"+tc.mount]
-		n.mu.Unlock()
+		got := n.Count("GET", "/v1/sys/internal/ui/mounts/"+tc.mount)
 		if got != tc.detects {
 			t.Errorf("%s, KVVersion %d: %d reads of the mount for New and 3 Token calls, want %d", tc.mount, tc.version, got, tc.detects)
 		}

@@ -14,12 +14,14 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"token-rotator/internal/testenv"
 )
 
 // rotated is a world where the Source cached a token that the token server has since ended (a
 // refresh in the revoke-at-once mode), the way an app holds one right after token-rotator's
 // refresh. next is the token issued in its place, not yet in Vault.
-func rotated(t *testing.T, opts Options) (w *world, s *Source, n *counter, old, next string) {
+func rotated(t *testing.T, opts Options) (w *world, s *Source, n *testenv.Requests, old, next string) {
 	w = newWorld(t)
 	old, rt := w.pair()
 	w.store("apps/acme", old, time.Now().Add(2*time.Hour))
@@ -68,7 +70,7 @@ func TestRetriesOnceWithTheNewTokenReplayingTheBody(t *testing.T) {
 			if len(seen) != 2 || seen[0].Status != 401 || seen[1].Status != 200 || seen[0].Body != body || seen[1].Body != body {
 				t.Errorf("the API saw %+v, want the body twice: 401, then 200", seen)
 			}
-			if got := n.reads("apps/acme"); got != 2 {
+			if got := n.KVReads("secret", "apps/acme"); got != 2 {
 				t.Errorf("Vault reads: %d, want 2 (the first, one after the 401)", got)
 			}
 			if req.Header.Get("Authorization") != "" {
@@ -113,7 +115,7 @@ func TestOneVaultReadForConcurrent401s(t *testing.T) {
 	t.Parallel()
 	w, s, n, _, next := rotated(t, Options{})
 	w.store("apps/acme", next, time.Now().Add(2*time.Hour))
-	before := n.reads("apps/acme")
+	before := n.KVReads("secret", "apps/acme")
 	client := s.Client(nil)
 	const N = 50
 	start := make(chan struct{})
@@ -135,7 +137,7 @@ func TestOneVaultReadForConcurrent401s(t *testing.T) {
 			t.Errorf("a request ended with HTTP %d", st)
 		}
 	}
-	reads := n.reads("apps/acme") - before
+	reads := n.KVReads("secret", "apps/acme") - before
 	refused := 0
 	for _, r := range w.api.requests() {
 		if r.Status == 401 {
@@ -157,7 +159,7 @@ func TestOneVaultReadForConcurrent401s(t *testing.T) {
 func TestWaitsForTheNewToken(t *testing.T) {
 	t.Parallel()
 	w, s, n, _, next := rotated(t, Options{})
-	before := n.reads("apps/acme")
+	before := n.KVReads("secret", "apps/acme")
 	time.AfterFunc(300*time.Millisecond, func() { w.store("apps/acme", next, time.Now().Add(2*time.Hour)) })
 	client := s.Client(nil)
 	began := time.Now()
@@ -173,7 +175,7 @@ func TestWaitsForTheNewToken(t *testing.T) {
 	}
 	wg.Wait()
 	took := time.Since(began)
-	reads := n.reads("apps/acme") - before
+	reads := n.KVReads("secret", "apps/acme") - before
 	if took < 300*time.Millisecond {
 		t.Errorf("succeeded after %v, before the new token was written", took)
 	}
@@ -199,14 +201,14 @@ func TestGivesUpAfterWaitForNewAndRemembers(t *testing.T) {
 	if waited < 400*time.Millisecond || waited > 1400*time.Millisecond {
 		t.Errorf("gave up after %v, want after WaitForNew (400 ms) and within 1 s more", waited)
 	}
-	afterWait := n.reads("apps/acme")
+	afterWait := n.KVReads("secret", "apps/acme")
 	began = time.Now()
 	for range 5 {
 		if got := get(t, client, w.api.URL); got != 401 {
 			t.Fatalf("HTTP %d, want 401", got)
 		}
 	}
-	if again := n.reads("apps/acme") - afterWait; again > 1 {
+	if again := n.KVReads("secret", "apps/acme") - afterWait; again > 1 {
 		t.Errorf("5 more refusals of the remembered token: %d Vault reads, want at most 1", again)
 	}
 	t.Logf("refused token kept in Vault: the first request gave up after %v; 5 more took %v in all", waited.Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
@@ -398,14 +400,14 @@ func TestA401ThatIsNotARotationKeepsTheCache(t *testing.T) {
 	if waited < 300*time.Millisecond {
 		t.Errorf("the first 401 came back after %v, before WaitForNew (300 ms)", waited)
 	}
-	afterWait := n.reads("apps/acme")
+	afterWait := n.KVReads("secret", "apps/acme")
 	for range 50 {
 		if token(t, s) != at {
 			t.Fatal("want the token Vault holds")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	cached := n.reads("apps/acme") - afterWait
+	cached := n.KVReads("secret", "apps/acme") - afterWait
 	if cached != 0 {
 		t.Errorf("50 Token calls over 500 ms after the refusal: %d Vault reads, want 0 (the cache, MaxAge 1 minute)", cached)
 	}
@@ -496,7 +498,7 @@ func TestRetriesExactlyOnce(t *testing.T) {
 func TestStaggered401sShareOneWait(t *testing.T) {
 	t.Parallel()
 	w, s, n, _, next := rotated(t, Options{})
-	before := n.reads("apps/acme")
+	before := n.KVReads("secret", "apps/acme")
 	time.AfterFunc(time.Second, func() { w.store("apps/acme", next, time.Now().Add(2*time.Hour)) })
 	client := s.Client(nil)
 	var wg sync.WaitGroup
@@ -510,7 +512,7 @@ func TestStaggered401sShareOneWait(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	reads := n.reads("apps/acme") - before
+	reads := n.KVReads("secret", "apps/acme") - before
 	refused := 0
 	for _, r := range w.api.requests() {
 		if r.Status == 401 {
@@ -529,11 +531,11 @@ func TestStaggered401sShareOneWait(t *testing.T) {
 func TestPollSchedule(t *testing.T) {
 	t.Parallel()
 	w, s, n, _, _ := rotated(t, Options{WaitForNew: 3 * time.Second})
-	before := n.reads("apps/acme")
+	before := n.KVReads("secret", "apps/acme")
 	if st := get(t, s.Client(nil), w.api.URL); st != 401 {
 		t.Fatalf("HTTP %d, want 401", st)
 	}
-	reads := n.reads("apps/acme") - before
+	reads := n.KVReads("secret", "apps/acme") - before
 	if reads < 6 || reads > 10 {
 		t.Errorf("a 3-second wait with no new token: %d Vault reads, want 6 to 10", reads)
 	}

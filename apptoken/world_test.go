@@ -82,28 +82,15 @@ func putKV(t *testing.T, c *api.Client, mount string, version int, path string, 
 }
 
 // client is a Vault client logged in with token whose requests are counted.
-func (w *world) client(token string) (*api.Client, *counter) {
+func (w *world) client(token string) (*api.Client, *testenv.Requests) {
 	w.t.Helper()
-	return countingClient(w.t, w.vault.Addr, token)
-}
-
-func countingClient(t *testing.T, addr, token string) (*api.Client, *counter) {
-	t.Helper()
-	cfg := api.DefaultConfig()
-	cfg.Address = addr
-	cfg.MaxRetries = 0
-	n := &counter{base: cfg.HttpClient.Transport, seen: map[string]int{}}
-	cfg.HttpClient.Transport = n
-	c, err := api.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetToken(token)
+	c, n := w.vault.CountingClient(w.t, token)
+	c.SetMaxRetries(0)
 	return c, n
 }
 
 // source is New on the world's Vault with the root token, counting Vault's requests.
-func (w *world) source(opts Options) (*Source, *counter) {
+func (w *world) source(opts Options) (*Source, *testenv.Requests) {
 	w.t.Helper()
 	c, n := w.client(w.vault.Token)
 	s, err := New(c, opts)
@@ -111,27 +98,6 @@ func (w *world) source(opts Options) (*Source, *counter) {
 		w.t.Fatal(err)
 	}
 	return s, n
-}
-
-// counter counts the requests a Vault client sends, by method and path.
-type counter struct {
-	base http.RoundTripper
-	mu   sync.Mutex
-	seen map[string]int // "GET /v1/secret/data/apps/acme" -> count
-}
-
-func (c *counter) RoundTrip(r *http.Request) (*http.Response, error) {
-	c.mu.Lock()
-	c.seen[r.Method+" "+r.URL.Path]++
-	c.mu.Unlock()
-	return c.base.RoundTrip(r)
-}
-
-// reads is how many times the secret at mount/path (KV v2) was read.
-func (c *counter) reads(path string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.seen["GET /v1/secret/data/"+path]
 }
 
 // recordingAPI stands for the Stora API: it checks the bearer token at the token server's info
@@ -203,15 +169,15 @@ func token(t *testing.T, s *Source) string {
 
 // readsDone waits (up to 5 s) until n has counted want reads of path (KV v2) and the read s has
 // in flight, if any, has ended, and returns the count then: for reads started in the background.
-func readsDone(s *Source, n *counter, path string, want int) int {
+func readsDone(s *Source, n *testenv.Requests, path string, want int) int {
 	deadline := time.Now().Add(5 * time.Second)
-	for n.reads(path) < want && time.Now().Before(deadline) {
+	for n.KVReads("secret", path) < want && time.Now().Before(deadline) {
 		time.Sleep(2 * time.Millisecond)
 	}
 	for s.busy.Load() && time.Now().Before(deadline) { // set before the request, cleared once the cache holds its answer
 		time.Sleep(2 * time.Millisecond)
 	}
-	return n.reads(path)
+	return n.KVReads("secret", path)
 }
 
 // eventually gives s's token until it is want or 5 s pass, and reports whether it came.
