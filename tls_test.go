@@ -177,3 +177,41 @@ func TestTLSCAFileUnreadable(t *testing.T) {
 		t.Errorf("the token endpoint saw %d requests; want none", n)
 	}
 }
+
+// TestTLSClientCertificate runs --once against a Vault that requires a client certificate: with
+// VAULT_CLIENT_CERT and VAULT_CLIENT_KEY naming one its CA signed, the job exits 0 and the access
+// token in Vault works; without them it exits 2 having sent the token endpoint nothing, with a
+// line that names the variables to set, and no Go stack.
+func TestTLSClientCertificate(t *testing.T) {
+	e := &env{t: t, vault: testenv.StartVaultMTLS(t), stora: testenv.StartStora(t), dir: t.TempDir()}
+	t.Setenv("VAULT_ADDR", e.vault.Addr)
+	t.Setenv("VAULT_TOKEN", e.vault.Token)
+	t.Setenv("VAULT_CACERT", e.vault.CACert)
+	for _, k := range []string{"VAULT_CAPATH", "VAULT_SKIP_VERIFY", "VAULT_TLS_SERVER_NAME", "VAULT_CLIENT_CERT", "VAULT_CLIENT_KEY"} {
+		t.Setenv(k, "")
+	}
+	cfg := e.acmeOverTLS()
+
+	t.Run("without", func(t *testing.T) {
+		code, out := e.run("--once", "--config", cfg)
+		if code != 2 || !strings.Contains(out, "VAULT_CLIENT_CERT") || !strings.Contains(out, "VAULT_CLIENT_KEY") {
+			t.Errorf("exit %d, want 2 and a line naming VAULT_CLIENT_CERT and VAULT_CLIENT_KEY:\n%s", code, out)
+		}
+		assertTLSHintOnly(t, out)
+		if n := len(e.stora.Requests()); n != 0 {
+			t.Errorf("the token endpoint saw %d requests; want none", n)
+		}
+		t.Logf("exit %d: %s", code, out)
+	})
+	t.Run("with", func(t *testing.T) {
+		t.Setenv("VAULT_CLIENT_CERT", e.vault.ClientCert)
+		t.Setenv("VAULT_CLIENT_KEY", e.vault.ClientKey)
+		code, out := e.run("--once", "--config", cfg)
+		if code != 0 {
+			t.Fatalf("exit %d with a client certificate, want 0:\n%s", code, out)
+		}
+		if e.tokenInfo(str(e.get("stora/acme"), "access_token")) != 200 {
+			t.Errorf("the access token in Vault does not work")
+		}
+	})
+}

@@ -5,8 +5,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
+	"os"
 	"strings"
+	"syscall"
+
+	"github.com/hashicorp/vault/api"
 )
 
 // TLSError is a failed check of Vault's TLS certificate, with what to set to fix it. Its text is
@@ -21,12 +26,22 @@ type TLSError struct {
 	Subject, Issuer string
 	// Fix says which environment variable to set, and to what.
 	Fix string
-	// Err is the error from crypto/tls or crypto/x509.
+	// Err is the error from crypto/tls or crypto/x509, or the connection's.
 	Err error
+
+	what string // the failure's first words; "" for a failed check of Vault's certificate
 }
 
 func (e *TLSError) Error() string {
 	var b strings.Builder
+	if e.what != "" {
+		fmt.Fprintf(&b, "TLS: %s", e.what)
+		if e.Server != "" {
+			fmt.Fprintf(&b, " at %s", e.Server)
+		}
+		fmt.Fprintf(&b, ": %s; %s", e.Problem, e.Fix)
+		return b.String()
+	}
 	b.WriteString("TLS: Vault's certificate")
 	if e.Server != "" {
 		fmt.Fprintf(&b, " at %s", e.Server)
@@ -62,6 +77,13 @@ func tlsError(err error) *TLSError {
 	case errors.As(err, &invalid):
 		out.Problem, cert = invalid.Error(), invalid.Cert
 		out.Fix = "Vault needs a certificate that is valid now (check its dates and this machine's clock); if it is signed by a private CA, set VAULT_CACERT to that CA's PEM file"
+	case refusedClient(err):
+		// Vault (its listener's tls_require_and_verify_client_cert) ends the connection when the
+		// client sends no certificate: over TLS 1.3 as a broken pipe or reset on the request's
+		// write more often than as the alert itself.
+		out.Problem = "Vault closed the connection after the TLS handshake, as it does when it requires a client certificate and none is sent (" + rootCause(err) + ")"
+		out.Fix = "if Vault requires client certificates, set VAULT_CLIENT_CERT and VAULT_CLIENT_KEY to the PEM files of one its CA signed"
+		out.what = "Vault refused the connection"
 	default:
 		return nil
 	}
@@ -78,4 +100,31 @@ func tlsError(err error) *TLSError {
 		}
 	}
 	return out
+}
+
+// refusedClient reports whether err is a request to an https Vault, made without a client
+// certificate (VAULT_CLIENT_CERT unset), that the server ended: a TLS alert about the client's
+// certificate, or the connection broken, reset or closed under the request.
+func refusedClient(err error) bool {
+	var ue *url.Error
+	if !errors.As(err, &ue) || !strings.HasPrefix(ue.URL, "https://") || os.Getenv(api.EnvVaultClientCert) != "" {
+		return false
+	}
+	msg := err.Error()
+	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		strings.Contains(msg, "remote error: tls: certificate required") || strings.Contains(msg, "remote error: tls: bad certificate")
+}
+
+// rootCause is the innermost error's text: "write: broken pipe", not the whole chain with the URL.
+func rootCause(err error) string {
+	for {
+		next := errors.Unwrap(err)
+		if next == nil {
+			return err.Error()
+		}
+		if _, ok := next.(syscall.Errno); ok {
+			return err.Error()
+		}
+		err = next
+	}
 }

@@ -30,6 +30,9 @@ type Vault struct {
 	Client *api.Client
 	// Process is the server's process, for tests that stop it (SIGSTOP: a Vault that hangs).
 	Process *os.Process
+	// ClientCert and ClientKey are the PEM files of a client certificate that CACert's CA signed,
+	// which Vault requires (StartVaultMTLS); "" otherwise.
+	ClientCert, ClientKey string
 }
 
 // VaultBinary finds the vault binary: $VAULT_BIN, `vault` on PATH, or the build that
@@ -88,7 +91,22 @@ func StartVaultTLS(tb testing.TB) *Vault {
 	return startVault(tb, true)
 }
 
+// StartVaultMTLS is StartVault with Vault listening over TLS that requires a client certificate
+// (tls_require_and_verify_client_cert), as Vaults behind a zero-trust network are run. The test
+// makes the CA, Vault's certificate for 127.0.0.1 and a client certificate: Addr is
+// https://127.0.0.1:PORT, CACert the CA's PEM file, ClientCert and ClientKey the client's PEM
+// files; Client presents them.
+func StartVaultMTLS(tb testing.TB) *Vault {
+	tb.Helper()
+	return startVaultWith(tb, false, newMTLS(tb))
+}
+
 func startVault(tb testing.TB, tls bool) *Vault {
+	tb.Helper()
+	return startVaultWith(tb, tls, nil)
+}
+
+func startVaultWith(tb testing.TB, tls bool, m *mtls) *Vault {
 	tb.Helper()
 	bin := RequireVault(tb)
 	startMu.Lock() // one start at a time: a free port found here stays free until Vault takes it
@@ -105,6 +123,20 @@ func startVault(tb testing.TB, tls bool) *Vault {
 		args = append(args, "-dev-tls", "-dev-tls-cert-dir="+certDir)
 		v.Addr = "https://" + addr
 		v.CACert = filepath.Join(certDir, "vault-ca.pem")
+	}
+	if m != nil {
+		// The dev listener stays plain HTTP; the one the tests use is the second, from a config
+		// file, on its own port.
+		port := FreePort(tb)
+		cfgFile := filepath.Join(tb.TempDir(), "listener.hcl")
+		hcl := fmt.Sprintf("listener \"tcp\" {\n  address = \"127.0.0.1:%d\"\n  tls_cert_file = %q\n  tls_key_file = %q\n  tls_client_ca_file = %q\n  tls_require_and_verify_client_cert = true\n}\n",
+			port, m.serverCert, m.serverKey, m.ca)
+		if err := os.WriteFile(cfgFile, []byte(hcl), 0o600); err != nil {
+			tb.Fatal(err)
+		}
+		args = append(args, "-config="+cfgFile)
+		v.Addr = fmt.Sprintf("https://127.0.0.1:%d", port)
+		v.CACert, v.ClientCert, v.ClientKey = m.ca, m.clientCert, m.clientKey
 	}
 	var out bytes.Buffer
 	cmd := exec.Command(bin, args...)
@@ -135,6 +167,11 @@ func startVault(tb testing.TB, tls bool) *Vault {
 			tb.Fatal(err)
 		}
 		if err := cfg.ConfigureTLS(&api.TLSConfig{CACert: v.CACert}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if m != nil {
+		if err := cfg.ConfigureTLS(&api.TLSConfig{CACert: v.CACert, ClientCert: v.ClientCert, ClientKey: v.ClientKey}); err != nil {
 			tb.Fatal(err)
 		}
 	}
