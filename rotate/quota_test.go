@@ -127,6 +127,6 @@ func TestVaultRateLimitQuota(t *testing.T) {
 	if ratio < 0.5 || ratio > 3 {
 		t.Errorf("the pass took %.2f times the %v the quota implies; want between 0.5 and 3", ratio, floor)
 	}
-	t.Logf("RELIABILITY fault | Vault rate-limit quota of %.0f requests/s on the KV mount, %d connections rotated in one pass (concurrency 8) | slowed down, and sent each request refused with 429 again (%d answered 429, the test fails above one in ten); %d of %d rotated, %d failed; %.1f KV requests a rotation; pass took %v, %.2f× the %v the quota implies (the test fails outside 0.5–3×) | %d token requests for %d rotations; every connection holds the server's current refresh token",
-		quota, n, refused, outcomes[Rotated], n, outcomes[Failed], perRotation, took.Round(100*time.Millisecond), ratio, floor.Round(100*time.Millisecond), requests, outcomes[Rotated])
+	t.Logf("RELIABILITY quota | %.0f requests/s (interval 1s), %d connections in one pass, concurrency 8 | slowed down and sent each refused request again: %d answered 429 for %d carried out (the test fails above 1 in 10); %.1f KV requests a rotation | %d of %d rotated, %d failed; %d token requests; every connection holds the server's current refresh token; pass %v, %.2f× the %v the quota implies (the test fails outside 0.5–3×)",
+		quota, n, refused, done, perRotation, outcomes[Rotated], n, outcomes[Failed], requests, took.Round(100*time.Millisecond), ratio, floor.Round(100*time.Millisecond))
 }
