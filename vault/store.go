@@ -107,7 +107,9 @@ func Open(ctx context.Context, cfg config.Vault) (*Store, error) {
 // Connect makes a Vault client from the environment (VAULT_ADDR, VAULT_CACERT, VAULT_TOKEN and
 // the rest, as the vault CLI reads them) overlaid with cfg.Address, and logs it in with cfg.Auth
 // (its method's defaults filled in). The client makes up to 2 retries of a request that failed
-// (VAULT_MAX_RETRIES sets them) and gives up on one after 15 s. Errors never contain a token.
+// (VAULT_MAX_RETRIES sets them) and gives up on one after 15 s. Under a Vault rate-limit quota it
+// slows all its requests down and sends each one Vault refused with 429 again, within those 15 s
+// (quota.go). Errors never contain a token.
 func Connect(ctx context.Context, cfg config.Vault) (*api.Client, error) {
 	vc := api.DefaultConfig()
 	if vc.Error != nil {
@@ -127,6 +129,8 @@ func Connect(ctx context.Context, cfg config.Vault) (*api.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vault client: %w", err)
 	}
+	// Installed after NewClient, which needs the *http.Transport itself for a unix:// address.
+	vc.HttpClient.Transport = newQuotaTransport(vc.HttpClient.Transport)
 	if err := login(ctx, c, cfg.Auth.WithDefaults()); err != nil {
 		return nil, err
 	}

@@ -129,4 +129,14 @@ var mutations = []mutation{
 	{"validate-skips-the-vault-token", "README: validate applies the pass's checks",
 		"rotate/report.go", "if err := r.Store.EnsureToken(ctx, storeTokenMargin); err != nil {\n\t\tout = append", "if err := error(nil); err != nil {\n\t\tout = append",
 		"TestValidateAppliesThePassChecks", "./rotate"},
+	// RELIABILITY.md: Vault rate-limit quota.
+	{"quota-not-paced", "RELIABILITY.md: under a Vault rate-limit quota every rotation finishes",
+		"vault/store.go", "\tvc.HttpClient.Transport = newQuotaTransport(vc.HttpClient.Transport)\n", "",
+		"TestVaultRateLimitQuota", "./rotate"},
+	{"quota-never-slows-down", "RELIABILITY.md: under a Vault rate-limit quota the job slows down",
+		"vault/quota.go", "\tq.limiter.SetLimitAt(now, max(limit*quotaCut, quotaFloor))", "\t_ = limit",
+		"TestVaultRateLimitQuota", "./rotate"},
+	{"quota-retry-after-ignored", "RELIABILITY.md: a quota's Retry-After pauses every request",
+		"vault/quota.go", "q.resume = later(q.resume, now.Add(time.Duration(secs)*time.Second))", "_ = secs",
+		"TestRetryAfterPausesEveryRequest", "./vault"},
 }
