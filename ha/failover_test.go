@@ -1,0 +1,150 @@
+package ha
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	"token-rotator/internal/testenv"
+)
+
+// The job talks to a standby through a load balancer (the balancer), as production's would to a
+// Vault cluster, and the leader is killed (SIGKILL) at one step of a pass. The standby the job
+// talks to stays up: it is the rest of the cluster that fails over under it.
+
+// TestLeaderKilledDuringWriteBack kills the leader the moment the token endpoint has committed a
+// new refresh token, before its answer reaches the job: the write-back meets a cluster without a
+// leader, and the only copy of the refresh token is in the job's memory. The job retries the
+// write-back until a new leader takes it.
+func TestLeaderKilledDuringWriteBack(t *testing.T) {
+	w := newWorld(t)
+	paths := w.seed(1)
+	old, _ := w.data(paths[0])["refresh_token"].(string)
+	lb := w.balancer(w.cluster.Standby(t))
+	k := w.leaderKiller()
+	w.onIssue = func(int) { k.kill() }
+	code, out := w.run(w.config(lb.URL, paths))
+	if k.when().IsZero() {
+		t.Fatalf("the leader was not killed: no refresh token issued\n%s", out)
+	}
+	if code != 0 || outcomes(out)["rotated"] != 1 {
+		t.Fatalf("exit %d, outcomes %v, want exit 0 and rotated\n%s", code, outcomes(out), out)
+	}
+	data := w.data(paths[0])
+	issued := w.issued()
+	if rt, _ := data["refresh_token"].(string); len(issued) != 1 || rt != issued[0] || rt == old || !w.stora.RefreshTokenValid(rt) {
+		t.Errorf("%d refresh tokens issued; Vault holds the one issued: %v, and the server accepts it: %v",
+			len(issued), len(issued) == 1 && rt == issued[0], w.stora.RefreshTokenValid(rt))
+	}
+	if _, ok := data["rotation_claim"]; ok {
+		t.Errorf("the claim was left in %s", paths[0])
+	}
+	took, failed, ok := lb.landedAfter(k.when())
+	if !ok {
+		t.Fatalf("no write-back landed through the balancer after the kill")
+	}
+	logCalls(t, lb, k.when())
+	t.Logf("RELIABILITY ha-failover | leader killed (SIGKILL) when the token endpoint committed the new refresh token, before its answer reached the job; the job talks to a standby | exit %d, %d rotated; write-back retried (%d requests failed, %d write-back retries by the job) | pair landed %v after the kill; the refresh token in Vault is the one issued and works; no claim left | fake, revoke at once",
+		code, outcomes(out)["rotated"], failed, logLines(out, "write-back failed; retrying"), took.Round(10*time.Millisecond))
+}
+
+// TestLeaderKilledDuringWriteBackDoorkeeper is TestLeaderKilledDuringWriteBack against the real
+// Doorkeeper, refresh tokens revoked at once: a reverse proxy in front of its token endpoint kills
+// the leader when Doorkeeper has answered a refresh and before the job gets the answer. The
+// refresh token the job stored is then used for real, by a second pass.
+func TestLeaderKilledDuringWriteBackDoorkeeper(t *testing.T) {
+	w := newWorld(t)
+	dk := testenv.StartDoorkeeper(t, testenv.DoorkeeperOptions{RevokeImmediately: true})
+	id, secret := dk.AddClient(t, "", "")
+	_, old := dk.IssueTokenPair(t, id, "public.contact:read")
+	path := w.prefix + "/partner"
+	w.put(path, map[string]any{"client_id": id, "client_secret": secret, "refresh_token": old})
+
+	k := w.leaderKiller()
+	var mu sync.Mutex
+	var granted string
+	base, _ := url.Parse(dk.BaseURL)
+	proxy := httputil.NewSingleHostReverseProxy(base)
+	proxy.ModifyResponse = func(resp *http.Response) error {
+		if resp.Request.Method != http.MethodPost || resp.Request.URL.Path != "/oauth2/token" || resp.StatusCode != http.StatusOK {
+			return nil
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		var tok struct {
+			RefreshToken string `json:"refresh_token"`
+		}
+		_ = json.Unmarshal(body, &tok)
+		mu.Lock()
+		granted = tok.RefreshToken
+		mu.Unlock()
+		k.kill()
+		return nil
+	}
+	front := httptest.NewServer(proxy)
+	t.Cleanup(front.Close)
+
+	lb := w.balancer(w.cluster.Standby(t))
+	cfg := w.writeConfig(fmt.Sprintf("token_url: %s/oauth2/token\nvault:\n  address: %s\nclients:\n"+
+		"  - {name: partner, grant: authorization_code, secret: %s}\n", front.URL, lb.URL, path))
+	code, out := w.run(cfg)
+	if k.when().IsZero() {
+		t.Fatalf("the leader was not killed: Doorkeeper granted nothing\n%s", out)
+	}
+	if code != 0 || outcomes(out)["rotated"] != 1 {
+		t.Fatalf("exit %d, outcomes %v, want exit 0 and rotated\n%s", code, outcomes(out), out)
+	}
+	took, failed, ok := lb.landedAfter(k.when())
+	if !ok {
+		t.Fatalf("no write-back landed through the balancer after the kill")
+	}
+	data := w.data(path)
+	rt, _ := data["refresh_token"].(string)
+	mu.Lock()
+	want := granted
+	mu.Unlock()
+	if rt == "" || rt != want {
+		t.Fatalf("the refresh token in Vault is not the one Doorkeeper granted")
+	}
+	if !dk.RefreshTokenRevoked(t, old) || dk.RefreshTokenRevoked(t, rt) {
+		t.Errorf("Doorkeeper: the spent refresh token revoked %v (want true), the stored one revoked %v (want false)",
+			dk.RefreshTokenRevoked(t, old), dk.RefreshTokenRevoked(t, rt))
+	}
+	if _, ok := data["rotation_claim"]; ok {
+		t.Errorf("the claim was left in %s", path)
+	}
+	// The stored refresh token works: a second pass, on the cluster under its new leader, spends it.
+	code2, out2 := w.run(cfg, "--force")
+	if rt2, _ := w.data(path)["refresh_token"].(string); code2 != 0 || outcomes(out2)["rotated"] != 1 || rt2 == rt || dk.RefreshTokenRevoked(t, rt2) {
+		t.Errorf("second pass with the stored refresh token: exit %d, outcomes %v, a new live refresh token stored %v\n%s",
+			code2, outcomes(out2), rt2 != rt && !dk.RefreshTokenRevoked(t, rt2), out2)
+	}
+	if n := dk.TokenRequests(); n != 2 {
+		t.Errorf("Doorkeeper saw %d token requests, want 2 (one per pass)", n)
+	}
+	logCalls(t, lb, k.when())
+	t.Logf("RELIABILITY ha-failover | leader killed (SIGKILL) when Doorkeeper (revoke at once) had answered a refresh, before the answer reached the job; the job talks to a standby | exit %d, rotated; write-back retried (%d requests failed, %d write-back retries by the job) | pair landed %v after the kill; the stored refresh token refreshed again on the next pass; no claim left | Doorkeeper, revoke at once",
+		code, failed, logLines(out, "write-back failed; retrying"), took.Round(10*time.Millisecond))
+}
+
+// logCalls logs the calls the balancer forwarded from t on, for a failure's diagnosis.
+func logCalls(tb testing.TB, lb *balancer, from time.Time) {
+	tb.Helper()
+	for _, c := range lb.log() {
+		if !c.At.Before(from) {
+			tb.Logf("  +%v %s %s %v -> %d in %v", c.At.Sub(from).Round(time.Millisecond), c.Method, c.Path, c.Keys, c.Status, c.Done.Sub(c.At).Round(time.Millisecond))
+		}
+	}
+}
