@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -51,8 +54,10 @@ func TestLeaderKilledDuringWriteBack(t *testing.T) {
 	if !ok {
 		t.Fatalf("no write-back landed through the balancer after the kill")
 	}
-	logCalls(t, lb, k.when())
-	t.Logf("RELIABILITY ha-failover | leader killed (SIGKILL) when the token endpoint committed the new refresh token, before its answer reached the job; the job talks to a standby | exit %d, %d rotated; write-back retried (%d requests failed, %d write-back retries by the job) | pair landed %v after the kill; the refresh token in Vault is the one issued and works; no claim left | fake, revoke at once",
+	if t.Failed() {
+		logCalls(t, lb, k.when())
+	}
+	t.Logf("RELIABILITY ha-failover | leader killed (SIGKILL) when the token endpoint had committed the new refresh token, before its answer reached the job | exit %d, %d rotated; the standby answered %d write(s) with a redirect to the dead leader, where the Vault client's retries failed; %d write-back retries by the job | pair landed %v after the kill; the refresh token in Vault is the one issued and works; no claim left | fake, revoke at once",
 		code, outcomes(out)["rotated"], failed, logLines(out, "write-back failed; retrying"), took.Round(10*time.Millisecond))
 }
 
@@ -134,9 +139,11 @@ func TestLeaderKilledDuringWriteBackDoorkeeper(t *testing.T) {
 	if n := dk.TokenRequests(); n != 2 {
 		t.Errorf("Doorkeeper saw %d token requests, want 2 (one per pass)", n)
 	}
-	logCalls(t, lb, k.when())
-	t.Logf("RELIABILITY ha-failover | leader killed (SIGKILL) when Doorkeeper (revoke at once) had answered a refresh, before the answer reached the job; the job talks to a standby | exit %d, rotated; write-back retried (%d requests failed, %d write-back retries by the job) | pair landed %v after the kill; the stored refresh token refreshed again on the next pass; no claim left | Doorkeeper, revoke at once",
-		code, failed, logLines(out, "write-back failed; retrying"), took.Round(10*time.Millisecond))
+	if t.Failed() {
+		logCalls(t, lb, k.when())
+	}
+	t.Logf("RELIABILITY ha-failover | leader killed (SIGKILL) when Doorkeeper had answered a refresh, before the answer reached the job | exit %d, %d rotated; the standby answered %d write(s) with a redirect to the dead leader, where the Vault client's retries failed; %d write-back retries by the job | pair landed %v after the kill; Doorkeeper: the spent refresh token revoked, the stored one live and refreshed again by the next pass; no claim left | Doorkeeper, revoke at once",
+		code, outcomes(out)["rotated"], failed, logLines(out, "write-back failed; retrying"), took.Round(10*time.Millisecond))
 }
 
 // logCalls logs the calls the balancer forwarded from t on, for a failure's diagnosis.
@@ -147,4 +154,102 @@ func logCalls(tb testing.TB, lb *balancer, from time.Time) {
 			tb.Logf("  +%v %s %s %v -> %d in %v", c.At.Sub(from).Round(time.Millisecond), c.Method, c.Path, c.Keys, c.Status, c.Done.Sub(c.At).Round(time.Millisecond))
 		}
 	}
+}
+
+// TestLeaderKilledMidPass kills the leader when the first request of one step of a pass reaches
+// the job's node: the claim, the pre-flight (sys/capabilities-self), the listing of a partner's
+// connections. No refresh token may be spent without being stored; exit code and outcomes as
+// README says (mid-pass, the client fails; --once exits 1 when a client failed), and the next
+// pass rotates what failed.
+func TestLeaderKilledMidPass(t *testing.T) {
+	for _, step := range []struct {
+		name  string
+		at    func(c vaultCall) bool
+		setup func(w *world, addr string) (cfg string, paths []string)
+	}{
+		{"claim", func(c vaultCall) bool {
+			return c.Method == http.MethodPatch && slices.Contains(c.Keys, "rotation_claim") && !slices.Contains(c.Keys, "refresh_token")
+		}, clients(2)},
+		{"pre-flight", func(c vaultCall) bool { return c.Path == "sys/capabilities-self" }, clients(2)},
+		{"listing", func(c vaultCall) bool { return c.Method == "LIST" }, func(w *world, addr string) (string, []string) {
+			shared, conns := w.seedPartner(2)
+			return w.partnerConfig(addr, shared), conns
+		}},
+	} {
+		t.Run(step.name, func(t *testing.T) {
+			w := newWorld(t)
+			lb := w.balancer(w.cluster.Standby(t))
+			cfg, paths := step.setup(w, lb.URL)
+			k := w.leaderKiller()
+			lb.setHook(func(c vaultCall) {
+				if step.at(c) {
+					k.kill()
+				}
+			})
+			code, out := w.run(cfg)
+			if k.when().IsZero() {
+				t.Fatalf("the leader was not killed: no %s request\n%s", step.name, out)
+			}
+			defer func() {
+				if t.Failed() {
+					logCalls(t, lb, k.when())
+				}
+			}()
+			o := outcomes(out)
+			wantCode := 0
+			if o["failed"] > 0 {
+				wantCode = 1
+			}
+			total := 0
+			for _, n := range o {
+				total += n
+			}
+			if code != wantCode || total == 0 || o["failed"]+o["rotated"] != total {
+				t.Errorf("exit %d, outcomes %v: want every client rotated or failed, exit 1 when one failed", code, o)
+			}
+			if n := len(w.issued()); n != o["rotated"] || len(w.stora.Requests()) != n {
+				t.Errorf("%d token requests, %d refresh tokens issued, %d rotated: a failed client spent its refresh token", len(w.stora.Requests()), n, o["rotated"])
+			}
+			if lost := w.unstored(paths); lost != 0 {
+				t.Errorf("%d refresh tokens issued and not in Vault", lost)
+			}
+			if n := w.working(paths); n != len(paths) {
+				t.Errorf("%d of %d secrets hold a refresh token the server accepts", n, len(paths))
+			}
+			firstPass, _, landed := lb.landedAfter(k.when())
+			// The next pass, the cluster under its new leader, rotates what failed.
+			code2, out2 := w.run(cfg)
+			if code2 != 0 || o["rotated"]+outcomes(out2)["rotated"] != len(paths) || w.unstored(paths) != 0 || w.working(paths) != len(paths) {
+				t.Errorf("next pass: exit %d, outcomes %v; %d refresh tokens not in Vault, %d of %d secrets working\n%s",
+					code2, outcomes(out2), w.unstored(paths), w.working(paths), len(paths), out2)
+			}
+			took, _, _ := lb.landedAfter(k.when())
+			where := "in the next pass, started at once"
+			if landed {
+				took, where = firstPass, "in the same pass"
+			}
+			if t.Failed() {
+				t.Logf("first pass:\n%s", out)
+			}
+			t.Logf("RELIABILITY ha-failover | leader killed (SIGKILL) at the first %s request of a pass (%d %s) | exit %d, %s | first pair landed %v after the kill, %s; %d refresh tokens issued, all in Vault and working | fake, revoke at once",
+				step.name, len(paths), map[bool]string{true: "connections", false: "clients"}[step.name == "listing"], code, summary(o), took.Round(10*time.Millisecond), where, len(w.issued()))
+		})
+	}
+}
+
+// clients seeds n clients and writes their config.
+func clients(n int) func(w *world, addr string) (string, []string) {
+	return func(w *world, addr string) (string, []string) {
+		paths := w.seed(n)
+		return w.config(addr, paths), paths
+	}
+}
+
+// summary is outcomes as "2 rotated, 1 failed", in a stable order.
+func summary(o map[string]int) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(o)) {
+		parts = append(parts, fmt.Sprintf("%d %s", o[k], k))
+	}
+	return strings.Join(parts, ", ")
 }
