@@ -57,7 +57,7 @@ func TestLeaderKilledDuringWriteBack(t *testing.T) {
 	if t.Failed() {
 		logCalls(t, lb, k.when())
 	}
-	t.Logf("RELIABILITY ha-failover | leader killed (SIGKILL) when the token endpoint had committed the new refresh token, before its answer reached the job | exit %d, %d rotated; the standby answered %d write(s) with a redirect to the dead leader, where the Vault client's retries failed; %d write-back retries by the job | pair landed %v after the kill; the refresh token in Vault is the one issued and works; no claim left | fake, revoke at once",
+	t.Logf("RELIABILITY ha-failover | leader killed (SIGKILL) when the token endpoint had committed the new refresh token, before its answer reached the job | exit %d, %d rotated; the standby answered %d write(s) with a redirect to the dead leader, where the Vault client's retries failed; write-back retries by the job: %d | pair landed %v after the kill; the refresh token in Vault is the one issued and works; no claim left | fake, revoke at once",
 		code, outcomes(out)["rotated"], failed, logLines(out, "write-back failed; retrying"), took.Round(10*time.Millisecond))
 }
 
@@ -142,15 +142,15 @@ func TestLeaderKilledDuringWriteBackDoorkeeper(t *testing.T) {
 	if t.Failed() {
 		logCalls(t, lb, k.when())
 	}
-	t.Logf("RELIABILITY ha-failover | leader killed (SIGKILL) when Doorkeeper had answered a refresh, before the answer reached the job | exit %d, %d rotated; the standby answered %d write(s) with a redirect to the dead leader, where the Vault client's retries failed; %d write-back retries by the job | pair landed %v after the kill; Doorkeeper: the spent refresh token revoked, the stored one live and refreshed again by the next pass; no claim left | Doorkeeper, revoke at once",
+	t.Logf("RELIABILITY ha-failover | leader killed (SIGKILL) when Doorkeeper had answered a refresh, before the answer reached the job | exit %d, %d rotated; the standby answered %d write(s) with a redirect to the dead leader, where the Vault client's retries failed; write-back retries by the job: %d | pair landed %v after the kill; Doorkeeper: the spent refresh token revoked, the stored one live and refreshed again by the next pass; no claim left | Doorkeeper, revoke at once",
 		code, outcomes(out)["rotated"], failed, logLines(out, "write-back failed; retrying"), took.Round(10*time.Millisecond))
 }
 
-// logCalls logs the calls the balancer forwarded from t on, for a failure's diagnosis.
+// logCalls logs the calls the balancer answered from t on, for a failure's diagnosis.
 func logCalls(tb testing.TB, lb *balancer, from time.Time) {
 	tb.Helper()
 	for _, c := range lb.log() {
-		if !c.At.Before(from) {
+		if !c.Done.Before(from) {
 			tb.Logf("  +%v %s %s %v -> %d in %v", c.At.Sub(from).Round(time.Millisecond), c.Method, c.Path, c.Keys, c.Status, c.Done.Sub(c.At).Round(time.Millisecond))
 		}
 	}
@@ -187,8 +187,15 @@ func TestLeaderKilledMidPass(t *testing.T) {
 				}
 			})
 			code, out := w.run(cfg)
+			firstEnd := time.Now()
 			if k.when().IsZero() {
 				t.Fatalf("the leader was not killed: no %s request\n%s", step.name, out)
+			}
+			redirected := 0
+			for _, c := range lb.log() {
+				if !c.Done.Before(k.when()) && c.At.Before(firstEnd) && c.Status == http.StatusTemporaryRedirect {
+					redirected++
+				}
 			}
 			defer func() {
 				if t.Failed() {
@@ -231,8 +238,8 @@ func TestLeaderKilledMidPass(t *testing.T) {
 			if t.Failed() {
 				t.Logf("first pass:\n%s", out)
 			}
-			t.Logf("RELIABILITY ha-failover | leader killed (SIGKILL) at the first %s request of a pass (%d %s) | exit %d, %s | first pair landed %v after the kill, %s; %d refresh tokens issued, all in Vault and working | fake, revoke at once",
-				step.name, len(paths), map[bool]string{true: "connections", false: "clients"}[step.name == "listing"], code, summary(o), took.Round(10*time.Millisecond), where, len(w.issued()))
+			t.Logf("RELIABILITY ha-failover | leader killed (SIGKILL) at the first %s request of a pass (%d %s) | exit %d, %s; the standby redirected %d request(s) to the dead leader | first pair landed %v after the kill, %s; over both passes %d refresh tokens issued, all in Vault and working | fake, revoke at once",
+				step.name, len(paths), map[bool]string{true: "connections", false: "clients"}[step.name == "listing"], code, summary(o), redirected, took.Round(10*time.Millisecond), where, len(w.issued()))
 		})
 	}
 }

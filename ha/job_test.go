@@ -359,11 +359,11 @@ func (b *balancer) log() []vaultCall {
 }
 
 // landedAfter returns how long after t the first write-back landed through the balancer, and
-// how many requests after t failed before it (Vault's answers other than 2xx and 404); ok is false when none
-// landed.
+// how many requests answered after t failed before it (answers other than 2xx and 404); ok is
+// false when none landed.
 func (b *balancer) landedAfter(t time.Time) (d time.Duration, failed int, ok bool) {
 	for _, c := range b.log() {
-		if c.At.Before(t) {
+		if c.Done.Before(t) {
 			continue
 		}
 		if c.landed() {

@@ -112,7 +112,7 @@ func TestStandbySealedWhileTokenRequestsAreInFlight(t *testing.T) {
 	if sealedAnswers == 0 {
 		t.Errorf("the sealed node never answered 503: the test did not seal it in time")
 	}
-	t.Logf("RELIABILITY ha-failover | the job's node sealed while %d refresh requests were in flight, unsealed %v later | exit %d, %d rotated; %d answers 503 (sealed), %d write-back retries by the job | last pair landed %v after the unseal; %d refresh tokens issued, all in Vault and working; no claim left | fake, revoke at once",
+	t.Logf("RELIABILITY ha-failover | the job's node sealed while %d refresh requests were in flight, unsealed %v later | exit %d, %d rotated; %d answers 503 (sealed); write-back retries by the job: %d | last pair landed %v after the unseal; %d refresh tokens issued, all in Vault and working; no claim left | fake, revoke at once",
 		len(paths), unsealed.Sub(sealed).Round(100*time.Millisecond), code, outcomes(out)["rotated"], sealedAnswers,
 		logLines(out, "write-back failed; retrying"), last.Sub(unsealed).Round(10*time.Millisecond), len(w.issued()))
 }
@@ -147,8 +147,8 @@ func TestStandbySealedBeforeTheClaim(t *testing.T) {
 	if code != 1 || outcomes(out)["failed"] != len(paths) {
 		t.Fatalf("exit %d, outcomes %v, want exit 1 and %d failed\n%s", code, outcomes(out), len(paths), out)
 	}
-	if !strings.Contains(out, "claim ") {
-		t.Errorf("the failures do not name the claim:\n%s", out)
+	if strings.Count(out, `"error":"claim `) != len(paths) || !strings.Contains(out, "Vault is sealed") {
+		t.Errorf("the failures do not say the claim met a sealed Vault:\n%s", out)
 	}
 	if n := len(w.stora.Requests()); n != 0 {
 		t.Errorf("the server saw %d token requests, want 0: a refresh token was spent with Vault sealed", n)
@@ -175,8 +175,8 @@ func TestStandbySealedAtStart(t *testing.T) {
 	lb := w.balancer(standby)
 	standby.Seal(t)
 	code, out := w.run(w.config(lb.URL, paths))
-	if code != 2 || !strings.Contains(out, lb.URL) {
-		t.Fatalf("exit %d, want 2 with a message naming %s:\n%s", code, lb.URL, out)
+	if code != 2 || !strings.Contains(out, lb.URL) || !strings.Contains(out, "sealed") {
+		t.Fatalf("exit %d, want 2 with a message naming %s and the seal:\n%s", code, lb.URL, out)
 	}
 	if n := len(w.stora.Requests()); n != 0 {
 		t.Errorf("the server saw %d token requests, want 0", n)
