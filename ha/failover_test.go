@@ -32,7 +32,7 @@ func TestLeaderKilledDuringWriteBack(t *testing.T) {
 	paths := w.seed(1)
 	old, _ := w.data(paths[0])["refresh_token"].(string)
 	lb := w.balancer(w.cluster.Standby(t))
-	k := w.leaderKiller()
+	k := w.leaderKiller(lb)
 	w.onIssue = func(int) { k.kill() }
 	code, out := w.run(w.config(lb.URL, paths))
 	if k.when().IsZero() {
@@ -50,15 +50,16 @@ func TestLeaderKilledDuringWriteBack(t *testing.T) {
 	if _, ok := data["rotation_claim"]; ok {
 		t.Errorf("the claim was left in %s", paths[0])
 	}
-	took, failed, ok := lb.landedAfter(k.when())
+	took, ok := lb.landedAfter(k.when())
 	if !ok {
 		t.Fatalf("no write-back landed through the balancer after the kill")
 	}
+	redirected := lb.answered(http.StatusTemporaryRedirect, k.when(), time.Now())
 	if t.Failed() {
 		logCalls(t, lb, k.when())
 	}
 	t.Logf("RELIABILITY ha-failover | leader killed (SIGKILL) when the token endpoint had committed the new refresh token, before its answer reached the job | exit %d, %d rotated; the standby answered %d write(s) with a redirect to the dead leader, where the Vault client's retries failed; write-back retries by the job: %d | pair landed %v after the kill; the refresh token in Vault is the one issued and works; no claim left | fake, revoke at once",
-		code, outcomes(out)["rotated"], failed, logLines(out, "write-back failed; retrying"), took.Round(10*time.Millisecond))
+		code, outcomes(out)["rotated"], redirected, logLines(out, "write-back failed; retrying"), took.Round(10*time.Millisecond))
 }
 
 // TestLeaderKilledDuringWriteBackDoorkeeper is TestLeaderKilledDuringWriteBack against the real
@@ -73,7 +74,8 @@ func TestLeaderKilledDuringWriteBackDoorkeeper(t *testing.T) {
 	path := w.prefix + "/partner"
 	w.put(path, map[string]any{"client_id": id, "client_secret": secret, "refresh_token": old})
 
-	k := w.leaderKiller()
+	lb := w.balancer(w.cluster.Standby(t))
+	k := w.leaderKiller(lb)
 	var mu sync.Mutex
 	var granted string
 	base, _ := url.Parse(dk.BaseURL)
@@ -101,7 +103,6 @@ func TestLeaderKilledDuringWriteBackDoorkeeper(t *testing.T) {
 	front := httptest.NewServer(proxy)
 	t.Cleanup(front.Close)
 
-	lb := w.balancer(w.cluster.Standby(t))
 	cfg := w.writeConfig(fmt.Sprintf("token_url: %s/oauth2/token\nvault:\n  address: %s\nclients:\n"+
 		"  - {name: partner, grant: authorization_code, secret: %s}\n", front.URL, lb.URL, path))
 	code, out := w.run(cfg)
@@ -111,10 +112,11 @@ func TestLeaderKilledDuringWriteBackDoorkeeper(t *testing.T) {
 	if code != 0 || outcomes(out)["rotated"] != 1 {
 		t.Fatalf("exit %d, outcomes %v, want exit 0 and rotated\n%s", code, outcomes(out), out)
 	}
-	took, failed, ok := lb.landedAfter(k.when())
+	took, ok := lb.landedAfter(k.when())
 	if !ok {
 		t.Fatalf("no write-back landed through the balancer after the kill")
 	}
+	redirected := lb.answered(http.StatusTemporaryRedirect, k.when(), time.Now())
 	data := w.data(path)
 	rt, _ := data["refresh_token"].(string)
 	mu.Lock()
@@ -143,7 +145,7 @@ func TestLeaderKilledDuringWriteBackDoorkeeper(t *testing.T) {
 		logCalls(t, lb, k.when())
 	}
 	t.Logf("RELIABILITY ha-failover | leader killed (SIGKILL) when Doorkeeper had answered a refresh, before the answer reached the job | exit %d, %d rotated; the standby answered %d write(s) with a redirect to the dead leader, where the Vault client's retries failed; write-back retries by the job: %d | pair landed %v after the kill; Doorkeeper: the spent refresh token revoked, the stored one live and refreshed again by the next pass; no claim left | Doorkeeper, revoke at once",
-		code, outcomes(out)["rotated"], failed, logLines(out, "write-back failed; retrying"), took.Round(10*time.Millisecond))
+		code, outcomes(out)["rotated"], redirected, logLines(out, "write-back failed; retrying"), took.Round(10*time.Millisecond))
 }
 
 // logCalls logs the calls the balancer answered from t on, for a failure's diagnosis.
@@ -180,7 +182,7 @@ func TestLeaderKilledMidPass(t *testing.T) {
 			w := newWorld(t)
 			lb := w.balancer(w.cluster.Standby(t))
 			cfg, paths := step.setup(w, lb.URL)
-			k := w.leaderKiller()
+			k := w.leaderKiller(lb)
 			lb.setHook(func(c vaultCall) {
 				if step.at(c) {
 					k.kill()
@@ -191,12 +193,7 @@ func TestLeaderKilledMidPass(t *testing.T) {
 			if k.when().IsZero() {
 				t.Fatalf("the leader was not killed: no %s request\n%s", step.name, out)
 			}
-			redirected := 0
-			for _, c := range lb.log() {
-				if !c.Done.Before(k.when()) && c.At.Before(firstEnd) && c.Status == http.StatusTemporaryRedirect {
-					redirected++
-				}
-			}
+			redirected := lb.answered(http.StatusTemporaryRedirect, k.when(), firstEnd)
 			defer func() {
 				if t.Failed() {
 					logCalls(t, lb, k.when())
@@ -223,14 +220,14 @@ func TestLeaderKilledMidPass(t *testing.T) {
 			if n := w.working(paths); n != len(paths) {
 				t.Errorf("%d of %d secrets hold a refresh token the server accepts", n, len(paths))
 			}
-			firstPass, _, landed := lb.landedAfter(k.when())
+			firstPass, landed := lb.landedAfter(k.when())
 			// The next pass, the cluster under its new leader, rotates what failed.
 			code2, out2 := w.run(cfg)
 			if code2 != 0 || o["rotated"]+outcomes(out2)["rotated"] != len(paths) || w.unstored(paths) != 0 || w.working(paths) != len(paths) {
 				t.Errorf("next pass: exit %d, outcomes %v; %d refresh tokens not in Vault, %d of %d secrets working\n%s",
 					code2, outcomes(out2), w.unstored(paths), w.working(paths), len(paths), out2)
 			}
-			took, _, _ := lb.landedAfter(k.when())
+			took, _ := lb.landedAfter(k.when())
 			where := "in the next pass, started at once"
 			if landed {
 				took, where = firstPass, "in the same pass"

@@ -358,22 +358,26 @@ func (b *balancer) log() []vaultCall {
 	return slices.Clone(b.calls)
 }
 
-// landedAfter returns how long after t the first write-back landed through the balancer, and
-// how many requests answered after t failed before it (answers other than 2xx and 404); ok is
+// landedAfter returns how long after t the first write-back landed through the balancer; ok is
 // false when none landed.
-func (b *balancer) landedAfter(t time.Time) (d time.Duration, failed int, ok bool) {
+func (b *balancer) landedAfter(t time.Time) (d time.Duration, ok bool) {
 	for _, c := range b.log() {
-		if c.Done.Before(t) {
-			continue
-		}
-		if c.landed() {
-			return c.Done.Sub(t), failed, true
-		}
-		if c.Status/100 != 2 && c.Status != http.StatusNotFound {
-			failed++
+		if !c.Done.Before(t) && c.landed() {
+			return c.Done.Sub(t), true
 		}
 	}
-	return 0, failed, false
+	return 0, false
+}
+
+// answered counts the requests answered with status between from and to.
+func (b *balancer) answered(status int, from, to time.Time) int {
+	n := 0
+	for _, c := range b.log() {
+		if c.Status == status && !c.Done.Before(from) && !c.Done.After(to) {
+			n++
+		}
+	}
+	return n
 }
 
 type statusWriter struct {
@@ -396,10 +400,15 @@ type killer struct {
 	at   time.Time
 }
 
-// leaderKiller returns a killer of the node that leads now.
-func (w *world) leaderKiller() *killer {
+// leaderKiller returns a killer of the node that leads now, which must not be the node behind
+// lb: the job's node stays up.
+func (w *world) leaderKiller(lb *balancer) *killer {
 	w.t.Helper()
-	return &killer{t: w.t, node: w.cluster.Leader(w.t)}
+	leader := w.cluster.Leader(w.t)
+	if leader == lb.node {
+		w.t.Fatalf("%s leads: the job's node would be killed", leader.Name)
+	}
+	return &killer{t: w.t, node: leader}
 }
 
 // kill kills the node the first time it is called, and waits until it is gone; later calls do
