@@ -129,4 +129,13 @@ var mutations = []mutation{
 	{"validate-skips-the-vault-token", "README: validate applies the pass's checks",
 		"rotate/report.go", "if err := r.Store.EnsureToken(ctx, storeTokenMargin); err != nil {\n\t\tout = append", "if err := error(nil); err != nil {\n\t\tout = append",
 		"TestValidateAppliesThePassChecks", "./rotate"},
+	// RELIABILITY.md: Vault cluster: leader lost mid-pass.
+	{"ha-write-back-gives-up-at-once", "RELIABILITY.md: Vault cluster: the pair lands once a new leader is elected",
+		"rotate/writeback.go", "\t\tif ctx.Err() != nil || last {\n\t\t\treturn fmt.Errorf(\"after %d attempts: %w\", attempt, err)",
+		"\t\tif ctx.Err() != nil || last || true {\n\t\t\treturn fmt.Errorf(\"after %d attempts: %w\", attempt, err)",
+		"TestLeaderKilledDuringWriteBack$|TestStandbySealedWhileTokenRequestsAreInFlight", "./ha"},
+	{"ha-failed-listing-hidden", "RELIABILITY.md: Vault cluster: a listing that fails is a failed client, exit 1",
+		"rotate/target.go", "\t\tif err != nil {\n\t\t\tfailed = append(failed, Result{Client: c.Name, Outcome: Failed",
+		"\t\tif err != nil && false {\n\t\t\tfailed = append(failed, Result{Client: c.Name, Outcome: Failed",
+		"TestLeaderKilledMidPass/listing", "./ha"},
 }
