@@ -139,4 +139,13 @@ var mutations = []mutation{
 	{"quota-retry-after-ignored", "RELIABILITY.md: a quota's Retry-After pauses every request",
 		"vault/quota.go", "q.resume = later(q.resume, now.Add(time.Duration(secs)*time.Second))", "_ = secs",
 		"TestRetryAfterPausesEveryRequest", "./vault"},
+	// RELIABILITY.md: Vault cluster: leader lost mid-pass.
+	{"ha-write-back-gives-up-at-once", "RELIABILITY.md: Vault cluster: the pair lands once a new leader is elected",
+		"rotate/writeback.go", "\t\tif ctx.Err() != nil || last {\n\t\t\treturn fmt.Errorf(\"after %d attempts: %w\", attempt, err)",
+		"\t\tif ctx.Err() != nil || last || true {\n\t\t\treturn fmt.Errorf(\"after %d attempts: %w\", attempt, err)",
+		"TestLeaderKilledDuringWriteBack$|TestStandbySealedWhileTokenRequestsAreInFlight", "./ha"},
+	{"ha-failed-listing-hidden", "RELIABILITY.md: Vault cluster: a listing that fails is a failed client, exit 1",
+		"rotate/target.go", "\t\tif err != nil {\n\t\t\tfailed = append(failed, Result{Client: c.Name, Outcome: Failed",
+		"\t\tif err != nil && false {\n\t\t\tfailed = append(failed, Result{Client: c.Name, Outcome: Failed",
+		"TestLeaderKilledMidPass/listing", "./ha"},
 }
