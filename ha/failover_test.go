@@ -160,9 +160,9 @@ func logCalls(tb testing.TB, lb *balancer, from time.Time) {
 
 // TestLeaderKilledMidPass kills the leader when the first request of one step of a pass reaches
 // the job's node: the claim, the pre-flight (sys/capabilities-self), the listing of a partner's
-// connections. No refresh token may be spent without being stored; exit code and outcomes as
-// README says (mid-pass, the client fails; --once exits 1 when a client failed), and the next
-// pass rotates what failed.
+// connections. The steps before the token request wait out the election (nothing is spent yet),
+// so the pass rotates every client and exits 0; no refresh token may be spent without being
+// stored; and the next pass finds nothing lost.
 func TestLeaderKilledMidPass(t *testing.T) {
 	for _, step := range []struct {
 		name  string
@@ -200,16 +200,10 @@ func TestLeaderKilledMidPass(t *testing.T) {
 				}
 			}()
 			o := outcomes(out)
-			wantCode := 0
-			if o["failed"] > 0 {
-				wantCode = 1
-			}
-			total := 0
-			for _, n := range o {
-				total += n
-			}
-			if code != wantCode || total == 0 || o["failed"]+o["rotated"] != total {
-				t.Errorf("exit %d, outcomes %v: want every client rotated or failed, exit 1 when one failed", code, o)
+			// Nothing is spent before the claim, so the steps before it wait out the election
+			// (rotate.DefaultVaultWait) and the pass rotates every client.
+			if code != 0 || o["rotated"] != len(paths) {
+				t.Errorf("exit %d, outcomes %v: want 0 and all %d rotated in the pass the leader died in", code, o, len(paths))
 			}
 			if n := len(w.issued()); n != o["rotated"] || len(w.stora.Requests()) != n {
 				t.Errorf("%d token requests, %d refresh tokens issued, %d rotated: a failed client spent its refresh token", len(w.stora.Requests()), n, o["rotated"])

@@ -46,10 +46,11 @@ func (r *Rotator) rotate(ctx, startCtx context.Context, t target) (Result, strin
 		a.res.Outcome = DryRun
 		return a.res, a.why
 	}
+	claimedAt := r.now() // the claim's life is counted from its first attempt (it may land unseen)
 	if done := r.claimFor(ctx, a); done {
 		return a.res, a.why
 	}
-	sendBy := r.now().Add(orDefault(r.GrantRetry, DefaultGrantRetry))
+	sendBy := claimedAt.Add(orDefault(r.GrantRetry, DefaultGrantRetry))
 	g := r.grantInSlot(ctx, startCtx, t.client.TokenURL, a.req, sendBy)
 	r.store(ctx, startCtx, a, g)
 	return a.res, a.why
@@ -73,10 +74,14 @@ func (r *Rotator) read(ctx context.Context, a *attempt) bool {
 	t := a.t
 	// A Vault token that cannot be made to last the rotation would let the job spend the refresh
 	// token and then fail to store the new one: stop here instead.
-	if err := r.Store.EnsureToken(ctx, storeTokenMargin); err != nil {
+	if err := r.untilVault(ctx, "vault token", func() error { return r.Store.EnsureToken(ctx, storeTokenMargin) }); err != nil {
 		return a.skipOrFail(ctx, StatusRetrying, fmt.Errorf("vault token would not last the rotation: %w", err))
 	}
-	secret, err := r.Store.Read(ctx, t.secret)
+	var secret *vault.Secret
+	err := r.untilVault(ctx, "read", func() (err error) {
+		secret, err = r.Store.Read(ctx, t.secret)
+		return err
+	})
 	if gone, lost := r.vanished(ctx, t, err); gone {
 		a.res, a.why = Result{Client: t.name, Outcome: Skipped, Gone: true}, "connection deleted"
 		return true
@@ -92,12 +97,18 @@ func (r *Rotator) read(ctx context.Context, a *attempt) bool {
 	r.warnRetention(t, secret) // from what the read returned: no request
 	a.secret, a.output, a.creds = secret, secret, secret.Data
 	if t.shared != "" {
-		if a.creds, err = r.sharedCredentials(ctx, t.shared); err != nil {
+		if err = r.untilVault(ctx, "read", func() (err error) {
+			a.creds, err = r.sharedCredentials(ctx, t.shared)
+			return err
+		}); err != nil {
 			return a.skipOrFail(ctx, "", err)
 		}
 	}
 	if t.output != t.secret {
-		if a.output, err = r.readOrEmpty(ctx, t.output); err != nil {
+		if err = r.untilVault(ctx, "read", func() (err error) {
+			a.output, err = r.readOrEmpty(ctx, t.output)
+			return err
+		}); err != nil {
 			return a.skipOrFail(ctx, "", err)
 		}
 	}
@@ -147,7 +158,7 @@ func (r *Rotator) check(ctx context.Context, a *attempt) bool {
 	if r.DryRun {
 		return false
 	}
-	if err := r.preflight(ctx, a.t, a.output, req); err != nil {
+	if err := r.untilVault(ctx, "pre-flight", func() error { return r.preflight(ctx, a.t, a.output, req) }); err != nil {
 		if a.skipOrFail(ctx, StatusRetrying, err); a.res.Outcome == Failed {
 			r.record(ctx, a.t.secret, a.secret.Metadata, a.res, a.secret.Version, nil)
 		}
@@ -163,7 +174,14 @@ func (r *Rotator) claimFor(ctx context.Context, a *attempt) bool {
 	if !spends(a.req) || r.Store.KVVersion() != 2 {
 		return false
 	}
-	claimed, elsewhere, err := r.claim(context.WithoutCancel(ctx), a.t.secret, a.secret, a.who)
+	var claimed *vault.Secret
+	var elsewhere bool
+	err := r.untilVault(ctx, "claim", func() (err error) {
+		// A claim that landed unseen (its answer lost) is found as this process's own by the
+		// next attempt's check-and-set mismatch.
+		claimed, elsewhere, err = r.claim(context.WithoutCancel(ctx), a.t.secret, a.secret, a.who)
+		return err
+	})
 	switch {
 	case elsewhere:
 		a.res.Outcome, a.why = ClaimedElsewhere, "another process claimed it first"

@@ -115,6 +115,9 @@ type Rotator struct {
 	// cancellation does not reach, so a shutdown mid-rotation still stores what the server issued.
 	// Default DefaultWriteDeadline: well inside the 2-hour life of the access token it stores.
 	WriteDeadline time.Duration
+	// VaultWait bounds how long a step before the token request waits out an unavailable Vault
+	// (see vault.Unavailable); default DefaultVaultWait.
+	VaultWait time.Duration
 	// WriteBackoff is the first wait between write-back attempts; it doubles up to 10 s.
 	// Default 200 ms.
 	WriteBackoff time.Duration

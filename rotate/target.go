@@ -71,7 +71,11 @@ func (r *Rotator) targets(ctx context.Context, shard Shard) ([]target, []Result)
 			}
 			continue
 		}
-		paths, err := r.Store.List(ctx, c.Connections)
+		var paths []string
+		err := r.untilVault(ctx, "list connections", func() (err error) {
+			paths, err = r.Store.List(ctx, c.Connections)
+			return err
+		})
 		if err != nil && ctx.Err() != nil { // shutdown cut the listing short: nothing was started
 			failed = append(failed, Result{Client: c.Name, Outcome: Skipped})
 			continue

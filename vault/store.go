@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -525,9 +526,36 @@ func cleanError(err error) error {
 		if msg == "" {
 			msg = http.StatusText(re.StatusCode)
 		}
-		return fmt.Errorf("vault said %d: %s", re.StatusCode, msg)
+		return &responseError{msg: fmt.Sprintf("vault said %d: %s", re.StatusCode, msg), err: re}
 	}
 	return err
+}
+
+// responseError is Vault's answer, on one line; it unwraps to vault/api's *api.ResponseError, so
+// that Unavailable can tell its status.
+type responseError struct {
+	msg string
+	err *api.ResponseError
+}
+
+func (e *responseError) Error() string { return e.msg }
+func (e *responseError) Unwrap() error { return e.err }
+
+// Unavailable reports whether err is Vault failing to answer rather than answering no: the
+// connection failed (a node down, a standby redirecting to a leader that is gone) or Vault
+// answered 5xx (sealed, no active node, an internal error). A refusal, a secret not found, a
+// check-and-set mismatch or a failed TLS check is an answer, and not Unavailable.
+func Unavailable(err error) bool {
+	var te *TLSError
+	var re *api.ResponseError
+	var ue *url.Error
+	switch {
+	case err == nil, errors.As(err, &te):
+		return false
+	case errors.As(err, &re):
+		return re.StatusCode >= http.StatusInternalServerError && re.StatusCode != http.StatusNotImplemented
+	}
+	return errors.As(err, &ue)
 }
 
 func mentions(re *api.ResponseError, s string) bool {
