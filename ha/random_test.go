@@ -74,7 +74,7 @@ func TestLeaderKilledAtRandomMoments(t *testing.T) {
 		if s.waited == 0 {
 			t.Errorf("%s: no pair was granted before a new leader was elected and stored after the kill in %d runs: the kills missed the write-back the test is for", s.name, s.runs)
 		}
-		t.Logf("RELIABILITY ha | SIGKILL to the leader at a random moment of a `--once --force` pass over %d clients, the job given a standby's address, %s; %d runs, each killed at random in its own twentieth of the %v a pass takes: %s | %s; outcomes %s; %d clients failed, each having spent nothing (the test fails otherwise); %d claims left; %d pairs granted before a new leader was elected waited in the job and were stored after the kill (the longest %v from grant to Vault); %d write-back retries; new leader elected %v median, %v max after the kill; the job's first write after the kill %v median, %v max after it (%d runs); runs took %v median, %v max | %d refresh tokens lost (the test fails above 0); every secret holds a working pair after every run",
+		t.Logf("RELIABILITY ha | SIGKILL to the leader at a random moment of a `--once --force` pass over %d clients, the job given a standby's address, %s; %d runs, each run killed at random in its own twentieth of the %v a pass takes; %s | %s; outcomes %s; %d clients failed, each having spent nothing (the test fails otherwise); %d claims left; %d pairs granted before a new leader was elected waited in the job and were stored after the kill (the longest %v from grant to Vault); %d write-back retries; new leader elected %v median, %v max after the kill; the job's first write after the kill %v median, %v max after it (%d runs); runs took %v median, %v max | %d refresh tokens lost (the test fails above 0); every secret holds a working pair after every run",
 			clients, s.name, s.runs, pass.Round(time.Millisecond), stepCounts(s.steps, clients), exitCounts(s.exits), joinCounts(s.outcomes),
 			s.failedClients, s.claimsLeft, s.waited, maxOf(s.longest).Round(100*time.Millisecond), s.writeRetries,
 			medianOf(s.elections).Round(100*time.Millisecond), maxOf(s.elections).Round(100*time.Millisecond),
@@ -182,7 +182,7 @@ func (k *leaderKiller) run(i int, delay time.Duration, s *tally) time.Duration {
 		}
 		if !w.stora.RefreshTokenValid(rt) {
 			s.lost++
-			t.Errorf("run %d (killed %v in, %d token requests made, -1: after the pass): %s lost its refresh token; outcome %q\n%s", i, delay, step, p, byClient[name], logs)
+			t.Errorf("run %d (killed %v in, %s): %s lost its refresh token; outcome %q\n%s", i, delay, stepName(step), p, byClient[name], logs)
 			w.put(p, map[string]any{"client_id": sec.Data["client_id"], "client_secret": sec.Data["client_secret"],
 				"refresh_token": w.stora.IssueRefreshToken(sec.Data["client_id"].(string), "public.contact:read")})
 			continue
@@ -202,7 +202,7 @@ func (k *leaderKiller) run(i int, delay time.Duration, s *tally) time.Duration {
 		}
 	}
 	if want := wantExit(byClient, len(w.stora.Requests())-requests); code != want {
-		t.Errorf("run %d (killed %v in, %d token requests made, -1: after the pass): exit %d, want %d for outcomes %v\n%s", i, delay, step, code, want, byClient, logs)
+		t.Errorf("run %d (killed %v in, %s): exit %d, want %d for outcomes %v\n%s", i, delay, stepName(step), code, want, byClient, logs)
 	}
 	if code != 0 {
 		t.Logf("run %d exited %d: %s", i, code, lastLine(logs))
@@ -223,8 +223,8 @@ func (k *leaderKiller) run(i int, delay time.Duration, s *tally) time.Duration {
 	if !firstWrite.IsZero() {
 		s.seen = append(s.seen, firstWrite.Sub(killedAt))
 	}
-	t.Logf("run %2d, VAULT_MAX_RETRIES=%q: killed %v in (%d token requests made, -1: after the pass); run %v; exit %d %v; leader elected after %v; job's first write after the kill %v; heal %v",
-		i, s.vaultRetries, delay.Round(time.Millisecond), step, runTime.Round(time.Millisecond), code, byClient,
+	t.Logf("run %2d, VAULT_MAX_RETRIES=%q: killed %v in (%s); run %v; exit %d %v; leader elected after %v; job's first write after the kill %v; heal %v",
+		i, s.vaultRetries, delay.Round(time.Millisecond), stepName(step), runTime.Round(time.Millisecond), code, byClient,
 		elected.Round(time.Millisecond), orNone(firstWrite, killedAt), healed.Round(time.Millisecond))
 	return healed
 }
@@ -271,15 +271,23 @@ func stepAt(done chan error, requests int) int {
 	}
 }
 
-// stepCounts writes how many kills landed at each step: "with 0 of 5 token requests made in n
-// runs, 1 in n, …; n after the pass ended".
-func stepCounts(steps map[int]int, clients int) string {
-	var parts []string
-	for k := 0; k <= clients; k++ {
-		parts = append(parts, fmt.Sprintf("%d in %d", k, steps[k]))
+// stepName says in words the step stepAt told.
+func stepName(step int) string {
+	if step < 0 {
+		return "after the pass ended"
 	}
-	parts[0] = fmt.Sprintf("with 0 of %d token requests made in %d runs", clients, steps[0])
-	return fmt.Sprintf("%s; %d after the pass ended", strings.Join(parts, ", "), steps[-1])
+	return fmt.Sprintf("%d token requests made", step)
+}
+
+// stepCounts writes how many kills landed at each step: "kills with 0, 1, …, 5 of 5 token
+// requests made: n, n, …, n runs; n after the pass ended".
+func stepCounts(steps map[int]int, clients int) string {
+	var ks, ns []string
+	for k := 0; k <= clients; k++ {
+		ks, ns = append(ks, fmt.Sprint(k)), append(ns, fmt.Sprint(steps[k]))
+	}
+	return fmt.Sprintf("kills with %s of %d token requests made: %s runs; %d after the pass ended",
+		strings.Join(ks, ", "), clients, strings.Join(ns, ", "), steps[-1])
 }
 
 // electionTime polls the nodes left, every 10 ms, until one answers that it leads, and returns
@@ -405,7 +413,7 @@ func joinCounts(m map[string]int) string {
 	return strings.Join(parts, ", ")
 }
 
-// exitCounts writes exit codes as "exit 0 in n runs, exit 1 in n".
+// exitCounts writes exit codes as "exit 0: n runs, exit 1: n runs".
 func exitCounts(m map[int]int) string {
 	var codes []int
 	for c := range m {
@@ -414,7 +422,7 @@ func exitCounts(m map[int]int) string {
 	slices.Sort(codes)
 	var parts []string
 	for _, c := range codes {
-		parts = append(parts, fmt.Sprintf("exit %d in %d runs", c, m[c]))
+		parts = append(parts, fmt.Sprintf("exit %d: %d runs", c, m[c]))
 	}
 	return strings.Join(parts, ", ")
 }
