@@ -112,14 +112,19 @@ func (r *Rotator) claim(ctx context.Context, path string, secret *vault.Secret, 
 
 // release removes who's claim after a grant that spent nothing or failed, check-and-set on the
 // claimed version, and returns the secret's version afterwards; gone is set when the secret was
-// deleted meanwhile. A failure is logged: the claim then lapses at its expiry.
+// deleted meanwhile. An unavailable Vault is waited out within StatusWriteTimeout; a failure is
+// logged: the claim then lapses at its expiry.
 func (r *Rotator) release(ctx context.Context, path string, claimed *vault.Secret, who claimant) (version int, gone bool) {
 	if !dropsClaim(claimed.Data, who) {
 		return claimed.Version, false
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), StatusWriteTimeout)
 	defer cancel()
-	v, err := r.Store.Update(ctx, path, map[string]any{keyClaim: nil}, claimed.Version)
+	var v int
+	err := r.untilVault(ctx, "release claim", func() (err error) {
+		v, err = r.Store.Update(ctx, path, map[string]any{keyClaim: nil}, claimed.Version)
+		return err
+	})
 	switch {
 	case errors.Is(err, vault.ErrNotFound):
 		return claimed.Version, true

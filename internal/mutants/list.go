@@ -144,8 +144,7 @@ var mutations = []mutation{
 		"rotate/writeback.go", "\t\tif ctx.Err() != nil || last {\n\t\t\treturn fmt.Errorf(\"after %d attempts: %w\", attempt, err)",
 		"\t\tif ctx.Err() != nil || last || true {\n\t\t\treturn fmt.Errorf(\"after %d attempts: %w\", attempt, err)",
 		"TestLeaderKilledDuringWriteBack$|TestStandbySealedWhileTokenRequestsAreInFlight", "./ha"},
-	{"ha-failed-listing-hidden", "RELIABILITY.md: Vault cluster: a listing that fails is a failed client, exit 1",
-		"rotate/target.go", "\t\tif err != nil {\n\t\t\tfailed = append(failed, Result{Client: c.Name, Outcome: Failed",
-		"\t\tif err != nil && false {\n\t\t\tfailed = append(failed, Result{Client: c.Name, Outcome: Failed",
-		"TestLeaderKilledMidPass/listing", "./ha"},
+	{"ha-no-wait-before-the-spend", "RELIABILITY.md: Vault cluster: the steps before the token request wait out an election",
+		"rotate/vaultwait.go", "if err == nil || !vault.Unavailable(err) || ctx.Err() != nil {", "if true {",
+		"TestLeaderKilledMidPass", "./ha"},
 }
