@@ -116,8 +116,9 @@ func TestStandbySealedWhileTokenRequestsAreInFlight(t *testing.T) {
 }
 
 // TestStandbySealedBeforeTheClaim seals the job's node when its first claim arrives, and leaves it
-// sealed: no client can claim its secret, so none spends its refresh token. Each fails (exit 1),
-// the server sees no request, and the next pass, the node back, rotates them all.
+// sealed: no client can claim its secret, so none spends its refresh token. Each waits for Vault
+// (rotate.DefaultVaultWait, 30 s) and then fails (exit 1), the server sees no request, and the
+// next pass, the node back, rotates them all.
 func TestStandbySealedBeforeTheClaim(t *testing.T) {
 	w := newWorld(t)
 	paths := w.seed(2)
@@ -140,8 +141,13 @@ func TestStandbySealedBeforeTheClaim(t *testing.T) {
 		t.Fatalf("no claim reached Vault: exit %d\n%s", code, out)
 	}
 	standby.Seal(t)
+	sealed := time.Now()
 	close(proceed)
 	code, out := wait()
+	waited := time.Since(sealed)
+	if logLines(out, "vault unavailable; waiting") == 0 || waited < 20*time.Second {
+		t.Errorf("the claims failed %v after the seal, logging %d waits: want them to wait for Vault (30 s)", waited.Round(time.Second), logLines(out, "vault unavailable; waiting"))
+	}
 	if code != 1 || outcomes(out)["failed"] != len(paths) {
 		t.Fatalf("exit %d, outcomes %v, want exit 1 and %d failed\n%s", code, outcomes(out), len(paths), out)
 	}
@@ -160,8 +166,8 @@ func TestStandbySealedBeforeTheClaim(t *testing.T) {
 		t.Errorf("the next pass, the node unsealed: exit %d, outcomes %v, %d of %d secrets working\n%s",
 			code2, outcomes(out2), w.working(paths), len(paths), out2)
 	}
-	t.Logf("RELIABILITY ha-failover | the job's node sealed when the first claim arrived, left sealed | exit %d, %d failed (claim: Vault sealed), 0 token requests | every refresh token still the stored one and working; the next pass, the node unsealed, rotated %d | fake, revoke at once",
-		code, outcomes(out)["failed"], outcomes(out2)["rotated"])
+	t.Logf("RELIABILITY ha-failover | the job's node sealed when the first claim arrived, left sealed | waited %v for Vault, then exit %d, %d failed (claim: Vault sealed), 0 token requests | every refresh token still the stored one and working; the next pass, the node unsealed, rotated %d | fake, revoke at once",
+		waited.Round(time.Second), code, outcomes(out)["failed"], outcomes(out2)["rotated"])
 }
 
 // TestStandbySealedAtStart gives the job a sealed node: exit 2 at start-up, naming the address,
