@@ -31,7 +31,8 @@ const lifeMargin = 2 * time.Second
 
 // lifeWorld is a daemon's world: a real Vault behind a proxy that counts the daemon's requests,
 // the token endpoint issuing 5-minute access tokens (so that every pass finds the access token
-// due and spends the refresh token), and one authorization code client holding a refresh token.
+// due and spends the refresh token) in revoke-at-once mode, and one authorization code client
+// holding a refresh token.
 type lifeWorld struct {
 	*env
 	t     *testing.T
@@ -43,6 +44,7 @@ func newLifeWorld(t *testing.T) *lifeWorld {
 	t.Helper()
 	e := newEnv(t)
 	e.stora.TTL = 5 * time.Minute
+	e.stora.RevokeImmediately = true // a spent refresh token dies at once: one not stored is dead in Vault
 	c := e.vault.Client
 	if err := c.Sys().PutPolicy("rotator", `path "secret/data/*" { capabilities = ["create", "read", "update", "patch"] }
 path "secret/metadata/*" { capabilities = ["read", "patch"] }
@@ -60,7 +62,9 @@ path "sys/internal/ui/mounts/*" { capabilities = ["read"] }`); err != nil {
 	t.Cleanup(front.Close)
 
 	prev := tuneRotator
-	tuneRotator = func(r *rotate.Rotator) { r.TokenMargin = lifeMargin }
+	tuneRotator = func(r *rotate.Rotator) { // a broken build fails in seconds, not 8 minutes of write-back
+		r.TokenMargin, r.WriteDeadline = lifeMargin, 5*time.Second
+	}
 	t.Cleanup(func() { tuneRotator = prev })
 	return &lifeWorld{env: e, t: t, reqs: reqs, front: front.URL}
 }
@@ -391,7 +395,9 @@ func TestVaultTokenExpiresBetweenTheRequestAndTheWriteBack(t *testing.T) {
 		t.Setenv("VAULT_TOKEN", tok)
 		holdFirst(w)
 		prev := tuneRotator
-		tuneRotator = func(r *rotate.Rotator) { r.TokenMargin = hold + time.Second } // the rotation's budget, as DefaultTokenMargin is in production
+		tuneRotator = func(r *rotate.Rotator) { // the margin covers the rotation, as DefaultTokenMargin does in production
+			r.TokenMargin, r.WriteDeadline = hold+time.Second, 5*time.Second
+		}
 		t.Cleanup(func() { tuneRotator = prev })
 		code, logs := w.daemon("", 30*time.Second, "--once")
 		w.refuses(code, logs, tok, "the Vault token from VAULT_TOKEN is not renewable and expires in", "before a rotation started now could end (4.5s)")
