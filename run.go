@@ -177,7 +177,7 @@ func setUp(ctx context.Context, configPath string, names []string, logLevel, log
 	if store.KVVersion() == 1 {
 		logger.Warn("KV version 1 at the mount: writes are not check-and-set", "mount", cfg.Vault.KVMount)
 	}
-	return &job{logger: logger, cfg: cfg, store: store, rotator: &rotate.Rotator{
+	j := &job{logger: logger, cfg: cfg, store: store, rotator: &rotate.Rotator{
 		Store:        store,
 		Tokens:       &oauth.Client{UserAgent: "token-rotator/" + version},
 		Clients:      clients,
@@ -187,8 +187,16 @@ func setUp(ctx context.Context, configPath string, names []string, logLevel, log
 		RateLimit:    cfg.RateLimit,
 		PassDeadline: cfg.PassDeadline,
 		Logger:       logger,
-	}}, nil
+	}}
+	if tuneRotator != nil {
+		tuneRotator(j.rotator)
+	}
+	return j, nil
 }
+
+// tuneRotator, set by tests only, adjusts the Rotator setUp builds: a test whose Vault tokens
+// live seconds shortens the margin they must cover (rotate.Rotator.TokenMargin).
+var tuneRotator func(*rotate.Rotator)
 
 // selectClients returns the clients named by --client, or all of them.
 func selectClients(cfg *config.Config, names []string) ([]config.Client, error) {

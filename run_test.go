@@ -21,6 +21,7 @@ import (
 
 	"token-rotator/internal/storafake"
 	"token-rotator/internal/testenv"
+	"token-rotator/rotate"
 )
 
 // env is one integration test's world: a real Vault dev server, the token endpoint, a config file.
@@ -394,11 +395,11 @@ func TestDeletedOutputSecretIsRecreated(t *testing.T) {
 }
 
 // TestDaemonLogsInAgainWhenItsVaultTokenExpires gives the daemon AppRole tokens that outlive the
-// margin a rotation needs (3 minutes) by a few seconds and cannot be renewed past it, and counts
+// margin a rotation needs (rotate.DefaultTokenMargin) by a few seconds and cannot be renewed past it, and counts
 // its logins through a proxy in front of Vault. Passes run every second; the job must log in again
 // each time its token comes within the margin, and not on passes while it has more to live.
 func TestDaemonLogsInAgainWhenItsVaultTokenExpires(t *testing.T) {
-	const margin, spare = 3 * time.Minute, 4 * time.Second // margin: rotate's storeTokenMargin
+	const margin, spare = rotate.DefaultTokenMargin, 4 * time.Second
 	e := newEnv(t)
 	c := e.vault.Client
 	if err := c.Sys().EnableAuthWithOptions("approle", &api.EnableAuthOptions{Type: "approle"}); err != nil {

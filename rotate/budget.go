@@ -41,3 +41,11 @@ const ClaimedFor = DefaultGrantRetry + AfterSpend
 // what another process left in the output when it finds one there, and records its state. Nothing
 // else waits: rotations that spent nothing yet are skipped at once.
 const ShutdownWait = AfterSpend + StatusWriteTimeout + StatusWriteTimeout
+
+// DefaultTokenMargin is how long the job's own Vault token must still be valid when a rotation
+// starts (Rotator.TokenMargin): as long as the claim the rotation takes moments later lives. The
+// claim outlives the rotation (ClaimedFor), so the token does too, with DefaultClaimTTL −
+// ClaimedFor for the reads before the claim: a token that Vault would stop accepting between the
+// token request and the write-back could not store a refresh token that request spent, unless
+// the job can log in again (kubernetes, approle, a token_file kept fresh).
+const DefaultTokenMargin = DefaultClaimTTL

@@ -19,6 +19,18 @@ func TestBudgetFitsTheClaim(t *testing.T) {
 	}
 }
 
+// TestVaultTokenOutlastsTheRotation fails when a rotation may run past what the job's own Vault
+// token was made to last at its start: a VAULT_TOKEN that expired between the token request and
+// the write-back could not store the refresh token that request spent.
+func TestVaultTokenOutlastsTheRotation(t *testing.T) {
+	if DefaultTokenMargin < ClaimedFor+RequestTimeout {
+		t.Errorf("the Vault token must last %v when a rotation starts, but the rotation may hold its claim %v, after reads before it", DefaultTokenMargin, ClaimedFor)
+	}
+	if DefaultTokenMargin != 15*time.Minute {
+		t.Errorf("DefaultTokenMargin is %v; README.md says 15 minutes", DefaultTokenMargin)
+	}
+}
+
 // TestBudgetFiguresInTheDocuments holds the figures README.md and deploy/*.yaml quote.
 func TestBudgetFiguresInTheDocuments(t *testing.T) {
 	if ClaimedFor != 11*time.Minute+30*time.Second {

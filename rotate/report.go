@@ -104,7 +104,7 @@ type Check struct {
 // (Vault's capabilities endpoint). A connection that is gone is fine: the pass skips it.
 func (r *Rotator) Validate(ctx context.Context) []Check {
 	var out []Check
-	if err := r.Store.EnsureToken(ctx, storeTokenMargin); err != nil {
+	if err := r.Store.EnsureToken(ctx, r.tokenMargin()); err != nil {
 		out = append(out, Check{Name: "vault token", Problem: oneLine(fmt.Errorf("would not last a rotation, so every client would fail: %w", err))})
 	}
 	ts, failed := r.targets(ctx, r.Shard)

@@ -12,9 +12,9 @@ import (
 	"token-rotator/vault"
 )
 
-// storeTokenMargin is how long the store's own Vault token must still be valid when a target's
-// rotation starts: a token request with its retries and the first write-back attempts must fit.
-const storeTokenMargin = 3 * time.Minute
+// tokenMargin is how long the store's own Vault token must still be valid when a target's
+// rotation starts: TokenMargin, default DefaultTokenMargin.
+func (r *Rotator) tokenMargin() time.Duration { return orDefault(r.TokenMargin, DefaultTokenMargin) }
 
 // attempt is one target's rotation as it goes: what was read and decided before the token request.
 type attempt struct {
@@ -74,7 +74,7 @@ func (r *Rotator) read(ctx context.Context, a *attempt) bool {
 	t := a.t
 	// A Vault token that cannot be made to last the rotation would let the job spend the refresh
 	// token and then fail to store the new one: stop here instead.
-	if err := r.untilVault(ctx, "vault token", func() error { return r.Store.EnsureToken(ctx, storeTokenMargin) }); err != nil {
+	if err := r.untilVault(ctx, "vault token", func() error { return r.Store.EnsureToken(ctx, r.tokenMargin()) }); err != nil {
 		return a.skipOrFail(ctx, StatusRetrying, fmt.Errorf("vault token would not last the rotation: %w", err))
 	}
 	var secret *vault.Secret

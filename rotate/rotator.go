@@ -125,6 +125,11 @@ type Rotator struct {
 	// rotation (ClaimedFor), so that a claim only lapses when its holder died. Default
 	// DefaultClaimTTL.
 	ClaimTTL time.Duration
+	// TokenMargin is how long the store's own Vault token must still be valid when a rotation
+	// starts: EnsureToken renews it, or logs in again, to last that long, and a rotation it cannot
+	// make last fails before anything is spent. Default DefaultTokenMargin, which covers the whole
+	// rotation (budget.go); tests with tokens of seconds shorten it.
+	TokenMargin time.Duration
 	// Holder names this process in claims; default host/pid/random.
 	Holder string
 

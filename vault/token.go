@@ -2,6 +2,7 @@ package vault
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -13,10 +14,14 @@ import (
 )
 
 // EnsureToken makes sure the Vault token will still be valid min from now, so that a rotation
-// started now can store what it is granted. A token without expiry (ttl 0) is left alone. Otherwise
-// a renewable token is renewed; if it is not renewable, renewal leaves it short of min, or Vault no
-// longer accepts it, the store logs in again (for the token method: token_file is read again, the
-// way Vault Agent's sink is meant to be used). Errors never contain the token.
+// started now can store what it is granted. A token that never expires (no expire_time, as a root
+// token) is left alone. Otherwise a renewable token (a periodic one included) is renewed, asking
+// for 2 × min; if it is not renewable (a batch token never is), renewal leaves it short of min,
+// or Vault no longer accepts it, the store logs in again (for the token method: token_file is
+// read again, the way Vault Agent's sink is meant to be used). A token from VAULT_TOKEN alone
+// cannot be replaced: then the error says what kind of token it is (batch, not renewable,
+// periodic with too short a period, or capped by its maximum TTL) and what to use instead.
+// Errors never contain the token.
 //
 // What it learns of the token's expiry is remembered, so a call while the token has long to live
 // asks Vault nothing: it is cheap enough to call before every client.
@@ -28,36 +33,67 @@ func (s *Store) EnsureToken(ctx context.Context, min time.Duration) error {
 		return nil
 	}
 	self, err := s.client.Auth().Token().LookupSelfWithContext(ctx)
+	var short error // why the current token cannot be made to last min
 	if err == nil && self != nil {
-		ttl, _ := self.TokenTTL()
-		if ttl == 0 {
+		if self.Data["expire_time"] == nil {
 			s.tokenExpiry = now.AddDate(100, 0, 0) // a token that never expires
 			return nil
 		}
+		// Vault gives whole seconds, rounded down: a token in its last second says ttl 0.
+		ttl, _ := self.TokenTTL()
 		s.tokenExpiry = now.Add(ttl)
 		if ttl >= min {
 			return nil
 		}
-		if ok, _ := self.TokenIsRenewable(); ok {
-			r, err := s.client.Auth().Token().RenewSelfWithContext(ctx, int(min.Seconds())+1)
+		renewable, _ := self.TokenIsRenewable()
+		if renewable {
+			r, err := s.client.Auth().Token().RenewSelfWithContext(ctx, int((2 * min).Seconds()))
 			if err == nil && r != nil && r.Auth != nil {
-				s.tokenExpiry = now.Add(time.Duration(r.Auth.LeaseDuration) * time.Second)
-				if s.tokenExpiry.Sub(now) >= min {
+				ttl = time.Duration(r.Auth.LeaseDuration) * time.Second
+				s.tokenExpiry = now.Add(ttl)
+				if ttl >= min {
 					return nil
 				}
 			}
 		}
+		short = shortToken(self, renewable, ttl, min)
 	} else if !isAuthError(err) {
 		return fmt.Errorf("vault token lookup: %w", cleanError(err))
+	}
+	if s.auth.Method == config.AuthToken && s.auth.TokenFile == "" && short != nil {
+		return fmt.Errorf("the Vault token from VAULT_TOKEN %w: use token_file (e.g. Vault Agent's sink), or a login method (kubernetes, approle)", short)
 	}
 	if err := s.relogin(ctx, err != nil); err != nil {
 		return err
 	}
 	if s.auth.Method == config.AuthToken && time.Until(s.tokenExpiry) < min {
 		// The token file still holds a token too short for a rotation (nothing refreshed it).
-		return fmt.Errorf("the Vault token in token_file expires within %v and cannot be renewed", min)
+		return fmt.Errorf("the Vault token in token_file %s expires within %v and nothing replaced it: keep the file fresh (Vault Agent's sink), or use a login method (kubernetes, approle)", s.auth.TokenFile, min)
 	}
 	return nil
+}
+
+// shortToken says why a token that Vault accepts cannot be made to last min: its kind, from
+// lookup-self's answer (type, renewable, period, explicit_max_ttl), and how long it has left.
+func shortToken(self *api.Secret, renewable bool, ttl, min time.Duration) error {
+	left := fmt.Sprintf("expires in %v, before a rotation started now could end (%v)", ttl, min)
+	seconds := func(key string) time.Duration { // lookup-self gives whole seconds, as json.Number
+		n, _ := self.Data[key].(json.Number)
+		i, _ := n.Int64()
+		return time.Duration(i) * time.Second
+	}
+	typ, _ := self.Data["type"].(string)
+	switch {
+	case typ == "batch":
+		return fmt.Errorf("is a batch token, which cannot be renewed, and %s", left)
+	case !renewable:
+		return fmt.Errorf("is not renewable and %s", left)
+	case seconds("period") > 0:
+		return fmt.Errorf("is periodic with a period of %v, shorter than a rotation may last (%v; give it a period at least that long)", seconds("period"), min)
+	case seconds("explicit_max_ttl") > 0:
+		return fmt.Errorf("has reached its explicit_max_ttl (%v), past which Vault renews no token, and %s", seconds("explicit_max_ttl"), left)
+	}
+	return fmt.Errorf("has reached the max TTL of its role or mount, past which Vault renews it no further, and %s", left)
 }
 
 // relogin logs in again with the configured method. The caller holds s.mu. invalid says whether
@@ -70,17 +106,17 @@ func (s *Store) relogin(ctx context.Context, invalid bool) error {
 		if invalid {
 			return errors.New("vault token is no longer valid and VAULT_TOKEN cannot be renewed: use token_file or a login method")
 		}
-		return errors.New("vault token expires soon and cannot be renewed further")
+		return errors.New("the Vault token from VAULT_TOKEN expires soon and cannot be renewed further: use token_file (e.g. Vault Agent's sink), or a login method (kubernetes, approle)")
 	}
 	s.tokenExpiry = time.Time{}
 	if err := login(ctx, s.client, s.auth); err != nil {
 		return err
 	}
 	if self, err := s.client.Auth().Token().LookupSelfWithContext(ctx); err == nil && self != nil {
-		if ttl, _ := self.TokenTTL(); ttl > 0 {
+		if ttl, _ := self.TokenTTL(); self.Data["expire_time"] != nil {
 			s.tokenExpiry = time.Now().Add(ttl)
 		} else {
-			s.tokenExpiry = time.Now().AddDate(100, 0, 0)
+			s.tokenExpiry = time.Now().AddDate(100, 0, 0) // a token that never expires
 		}
 	}
 	return nil

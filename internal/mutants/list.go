@@ -73,7 +73,7 @@ var mutations = []mutation{
 		"rotate/rotation.go", "\tif err := r.preflight(ctx, a.t, a.output, req); err != nil {", "\tif err := error(nil); err != nil {",
 		"TestReadOnlyPolicyMakesNoTokenRequest|TestNoMetadataPatchFailsBeforeAnyRequest", "./rotate"},
 	{"short-vault-token-ignored", "README: a Vault token that would not last fails before anything is spent",
-		"rotate/rotation.go", "\tif err := r.Store.EnsureToken(ctx, storeTokenMargin); err != nil {\n\t\treturn a.skipOrFail",
+		"rotate/rotation.go", "\tif err := r.Store.EnsureToken(ctx, r.tokenMargin()); err != nil {\n\t\treturn a.skipOrFail",
 		"\tif err := error(nil); err != nil {\n\t\treturn a.skipOrFail",
 		"TestShortLivedVaultTokenSpendsNothing", "./rotate"},
 	{"refused-client-retried", "RELIABILITY.md: invalid_grant waits for a new secret",
@@ -127,7 +127,7 @@ var mutations = []mutation{
 		"apptoken/transport.go", "\tnext := t.src.replacement(req.Context(), c.token)\n", "\tnext := (*cached)(nil)\n",
 		"TestAppsUnderRotation", "."},
 	{"validate-skips-the-vault-token", "README: validate applies the pass's checks",
-		"rotate/report.go", "if err := r.Store.EnsureToken(ctx, storeTokenMargin); err != nil {\n\t\tout = append", "if err := error(nil); err != nil {\n\t\tout = append",
+		"rotate/report.go", "if err := r.Store.EnsureToken(ctx, r.tokenMargin()); err != nil {\n\t\tout = append", "if err := error(nil); err != nil {\n\t\tout = append",
 		"TestValidateAppliesThePassChecks", "./rotate"},
 	// RELIABILITY.md: Vault rate-limit quota.
 	{"quota-not-paced", "RELIABILITY.md: under a Vault rate-limit quota every rotation finishes",
