@@ -406,3 +406,28 @@ func TestVaultTokenExpiresBetweenTheRequestAndTheWriteBack(t *testing.T) {
 		}
 	})
 }
+
+// TestShortLivedLoginTokensAreNotReplacedPerClient: a login method whose tokens live 10 minutes,
+// shorter than a rotation may last (rotate.DefaultTokenMargin), with the default margin. The job
+// can log in again whenever Vault refuses its token, write-back included, so such a token need
+// only last vault.ReloginMargin: a pass over five clients logs in once, at start-up, not once per
+// client.
+func TestShortLivedLoginTokensAreNotReplacedPerClient(t *testing.T) {
+	w := newLifeWorld(t)
+	tuneRotator = func(r *rotate.Rotator) { r.WriteDeadline = 5 * time.Second } // the default margin
+	auth := w.approle(map[string]any{"token_ttl": "10m", "token_max_ttl": "10m"})
+	var clients strings.Builder
+	for _, name := range []string{"a", "b", "c", "d", "e"} {
+		id, secret := w.stora.AddClient()
+		w.put("stora/"+name, map[string]any{"client_id": id, "client_secret": secret, "refresh_token": w.stora.IssueRefreshToken(id, "public.contact:read")})
+		clients.WriteString("  - {name: " + name + ", grant: authorization_code, secret: stora/" + name + "}\n")
+	}
+	cfg := writeConfig(t, "token_url: "+w.stora.TokenURL+"\nvault:\n  address: "+w.front+"\n  auth: "+auth+"\nclients:\n"+clients.String())
+	code, out := w.run("--config", cfg, "--once", "--force")
+	if code != 0 || strings.Count(out, `"outcome":"rotated"`) != 5 {
+		t.Fatalf("exit %d, want 0 and 5 rotated:\n%s", code, out)
+	}
+	if n := w.writes("/v1/auth/approle/login"); n != 1 {
+		t.Errorf("%d logins for a pass over 5 clients with 10-minute tokens, want 1 (at start-up)", n)
+	}
+}

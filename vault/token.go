@@ -13,8 +13,21 @@ import (
 	"token-rotator/config"
 )
 
-// EnsureToken makes sure the Vault token will still be valid min from now, so that a rotation
-// started now can store what it is granted. A token that never expires (no expire_time, as a root
+// ReloginMargin is the most EnsureToken asks of a token the store can replace (a login method,
+// or token_file): to last until a rotation's first write-back attempt. Past that, a write Vault
+// refuses for the token's sake logs in again and goes on (withLogin), so a role whose tokens live
+// less than a rotation may last costs one login per token life, not one per client.
+const ReloginMargin = 3 * time.Minute
+
+// canLogIn reports whether the store can replace its token: a login method, or a token_file that
+// Vault Agent keeps fresh. A token from VAULT_TOKEN alone, or a client given without a way to log
+// in, it cannot.
+func (s *Store) canLogIn() bool {
+	return s.auth.Method != "" && (s.auth.Method != config.AuthToken || s.auth.TokenFile != "")
+}
+
+// EnsureToken makes sure the Vault token will still be valid min from now (at most ReloginMargin
+// when the store can log in again), so that a rotation started now can store what it is granted. A token that never expires (no expire_time, as a root
 // token) is left alone. Otherwise a renewable token (a periodic one included) is renewed, asking
 // for 2 × min; if it is not renewable (a batch token never is), renewal leaves it short of min,
 // or Vault no longer accepts it, the store logs in again (for the token method: token_file is
@@ -28,6 +41,9 @@ import (
 func (s *Store) EnsureToken(ctx context.Context, min time.Duration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.canLogIn() && min > ReloginMargin {
+		min = ReloginMargin
+	}
 	now := time.Now()
 	if s.tokenExpiry.Sub(now) >= min {
 		return nil
