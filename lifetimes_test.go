@@ -121,7 +121,9 @@ func (w *lifeWorld) daemon(auth string, d time.Duration, args ...string) (int, s
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		w.t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), d)
+	// Half a second off the schedule's whole seconds: a pass due at the instant the daemon stops
+	// would be skipped, and the exit code (the last pass's) would say nothing of the token.
+	ctx, cancel := context.WithTimeout(context.Background(), d+500*time.Millisecond)
 	defer cancel()
 	var out testenv.SyncBuffer
 	code := exitCode(run(ctx, append([]string{"--config", cfg, "--log-format", "json", "--metrics-address", "127.0.0.1:0"}, args...), &out, &out), &out)

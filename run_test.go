@@ -21,7 +21,7 @@ import (
 
 	"token-rotator/internal/storafake"
 	"token-rotator/internal/testenv"
-	"token-rotator/rotate"
+	"token-rotator/vault"
 )
 
 // env is one integration test's world: a real Vault dev server, the token endpoint, a config file.
@@ -399,7 +399,7 @@ func TestDeletedOutputSecretIsRecreated(t *testing.T) {
 // its logins through a proxy in front of Vault. Passes run every second; the job must log in again
 // each time its token comes within the margin, and not on passes while it has more to live.
 func TestDaemonLogsInAgainWhenItsVaultTokenExpires(t *testing.T) {
-	const margin, spare = rotate.DefaultTokenMargin, 4 * time.Second
+	const margin, spare = vault.ReloginMargin, 4 * time.Second
 	e := newEnv(t)
 	c := e.vault.Client
 	if err := c.Sys().EnableAuthWithOptions("approle", &api.EnableAuthOptions{Type: "approle"}); err != nil {

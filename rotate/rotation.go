@@ -310,7 +310,7 @@ func (r *Rotator) outputExpiry(ctx context.Context, path string) time.Time {
 }
 
 // sharedCredentials reads the client_id and client_secret a client's connections share, once per
-// pass however many connections use them.
+// pass however many connections use them; a read that failed is made again by the next caller.
 func (r *Rotator) sharedCredentials(ctx context.Context, path string) (map[string]any, error) {
 	r.sharedMu.Lock()
 	if r.shared == nil {
@@ -322,21 +322,22 @@ func (r *Rotator) sharedCredentials(ctx context.Context, path string) (map[strin
 		r.shared[path] = e
 	}
 	r.sharedMu.Unlock()
-	e.once.Do(func() {
-		var s *vault.Secret
-		if s, e.err = r.Store.Read(ctx, path); e.err == nil {
-			e.data = s.Data
-		} else {
-			e.err = fmt.Errorf("client credentials: %w", e.err)
+	e.mu.Lock() // one read at a time; a failed read is not kept, so the next connection reads again
+	defer e.mu.Unlock()
+	if !e.read {
+		s, err := r.Store.Read(ctx, path)
+		if err != nil {
+			return nil, fmt.Errorf("client credentials: %w", err)
 		}
-	})
-	return e.data, e.err
+		e.data, e.read = s.Data, true
+	}
+	return e.data, nil
 }
 
 type sharedEntry struct {
-	once sync.Once
+	mu   sync.Mutex
+	read bool // data holds what a read returned
 	data map[string]any
-	err  error
 }
 
 // grantInSlot runs the grant in one of the pass's Concurrency slots for token requests, waiting

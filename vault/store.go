@@ -544,14 +544,15 @@ func (e *responseError) Unwrap() error { return e.err }
 // Unavailable reports whether err is Vault failing to answer rather than answering no: the
 // connection failed (a node down, a standby redirecting to a leader that is gone) or Vault
 // answered 5xx (sealed, no active node, an internal error). A refusal, a secret not found, a
-// check-and-set mismatch or a failed TLS check is an answer, and not Unavailable.
+// check-and-set mismatch or a failed check of Vault's certificate is an answer, and not
+// Unavailable; a connection broken after the handshake (perhaps a client certificate refused) is.
 func Unavailable(err error) bool {
 	var te *TLSError
 	var re *api.ResponseError
 	var ue *url.Error
 	switch {
-	case err == nil, errors.As(err, &te):
-		return false
+	case err == nil, errors.As(err, &te) && te.what == "":
+		return false // a failed check of Vault's certificate: an answer
 	case errors.As(err, &re):
 		return re.StatusCode >= http.StatusInternalServerError && re.StatusCode != http.StatusNotImplemented
 	}

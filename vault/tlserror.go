@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"net/url"
 	"os"
 	"strings"
@@ -104,14 +103,15 @@ func tlsError(err error) *TLSError {
 
 // refusedClient reports whether err is a request to an https Vault, made without a client
 // certificate (VAULT_CLIENT_CERT unset), that the server ended: a TLS alert about the client's
-// certificate, or the connection broken, reset or closed under the request.
+// certificate, or the connection broken under the request's write (a reset or an EOF mid-answer
+// is a node going away, which Unavailable waits out).
 func refusedClient(err error) bool {
 	var ue *url.Error
 	if !errors.As(err, &ue) || !strings.HasPrefix(ue.URL, "https://") || os.Getenv(api.EnvVaultClientCert) != "" {
 		return false
 	}
 	msg := err.Error()
-	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+	return errors.Is(err, syscall.EPIPE) ||
 		strings.Contains(msg, "remote error: tls: certificate required") || strings.Contains(msg, "remote error: tls: bad certificate")
 }
 

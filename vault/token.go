@@ -13,17 +13,17 @@ import (
 	"token-rotator/config"
 )
 
-// ReloginMargin is the most EnsureToken asks of a token the store can replace (a login method,
-// or token_file): to last until a rotation's first write-back attempt. Past that, a write Vault
+// ReloginMargin is the most EnsureToken asks of a token the store can replace by logging in (a
+// kubernetes or approle role): to last until a rotation's first write-back attempt. Past that, a write Vault
 // refuses for the token's sake logs in again and goes on (withLogin), so a role whose tokens live
 // less than a rotation may last costs one login per token life, not one per client.
 const ReloginMargin = 3 * time.Minute
 
-// canLogIn reports whether the store can replace its token: a login method, or a token_file that
-// Vault Agent keeps fresh. A token from VAULT_TOKEN alone, or a client given without a way to log
-// in, it cannot.
+// canLogIn reports whether the store can replace its token by logging in: kubernetes or approle.
+// A token_file is not counted: read again, it may hold the same token when nothing refreshed it,
+// so its token must last the whole rotation, as VAULT_TOKEN's must.
 func (s *Store) canLogIn() bool {
-	return s.auth.Method != "" && (s.auth.Method != config.AuthToken || s.auth.TokenFile != "")
+	return s.auth.Method != "" && s.auth.Method != config.AuthToken
 }
 
 // EnsureToken makes sure the Vault token will still be valid min from now (at most ReloginMargin
