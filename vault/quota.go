@@ -23,6 +23,9 @@ const (
 	// quotaFloor and quotaCeiling bound the pace, in requests a second: below the floor the
 	// client would rather be refused now and then; above the ceiling it stops pacing at all.
 	quotaFloor, quotaCeiling = 1.0, 10000.0
+	// maxQuotaPause bounds the pause a Retry-After asks for (Vault's block_interval): longer
+	// than the quotas Vault users set, far shorter than the write-back's deadline.
+	maxQuotaPause = time.Minute
 )
 
 // quotaTransport is the one limiter every request of a Vault client waits on. It starts
@@ -137,6 +140,9 @@ func (q *quotaTransport) refuse(now time.Time, retryAfter string) {
 		q.resume = later(q.resume, now.Add(time.Duration(secs)*time.Second))
 	} else if at, err := http.ParseTime(retryAfter); err == nil {
 		q.resume = later(q.resume, at)
+	}
+	if limit := now.Add(maxQuotaPause); q.resume.After(limit) {
+		q.resume = limit // a proxy's hour, or a clock gone wrong, must not hold a write-back past its deadline
 	}
 	if now.Sub(q.lastCut) < time.Second {
 		return
