@@ -121,9 +121,10 @@ func (w *lifeWorld) daemon(auth string, d time.Duration, args ...string) (int, s
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		w.t.Fatal(err)
 	}
-	// Half a second off the schedule's whole seconds: a pass due at the instant the daemon stops
-	// would be skipped, and the exit code (the last pass's) would say nothing of the token.
-	ctx, cancel := context.WithTimeout(context.Background(), d+500*time.Millisecond)
+	// Stop half a second off the schedule's whole wall-clock seconds (robfig/cron's @every runs on
+	// them): a pass due at the instant the daemon stops would be skipped, and the exit code (the
+	// last pass's) would say nothing of the token.
+	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(d).Truncate(time.Second).Add(500*time.Millisecond))
 	defer cancel()
 	var out testenv.SyncBuffer
 	code := exitCode(run(ctx, append([]string{"--config", cfg, "--log-format", "json", "--metrics-address", "127.0.0.1:0"}, args...), &out, &out), &out)
