@@ -127,7 +127,7 @@ type loadWorld struct {
 }
 
 func newLoadWorld(t *testing.T, immediate bool) *loadWorld {
-	binary(t)
+	testenv.JobBinary(t)
 	w := &loadWorld{t: t, vault: testenv.StartVault(t), dk: testenv.StartDoorkeeper(t, testenv.DoorkeeperOptions{RevokeImmediately: immediate})}
 	id, secret := w.dk.AddClient(t, "https://partner.example/callback", "")
 	_, rt := w.dk.IssueTokenPair(t, id, "public.contact:read")
@@ -146,7 +146,7 @@ func newLoadWorld(t *testing.T, immediate bool) *loadWorld {
 // rotate runs `token-rotator --once --force` once and returns an error when it did not exit 0
 // with the client rotated.
 func (w *loadWorld) rotate() error {
-	cmd := exec.Command(binary(w.t), "--config", w.cfg, "--once", "--force", "--log-format", "json")
+	cmd := exec.Command(testenv.JobBinary(w.t), "--config", w.cfg, "--once", "--force", "--log-format", "json")
 	cmd.Env = append(os.Environ(), "VAULT_TOKEN="+w.vault.Token)
 	out, err := cmd.CombinedOutput()
 	if n := outcomes(string(out)); err != nil || n["rotated"] != 1 {

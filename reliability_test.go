@@ -14,7 +14,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -31,31 +30,11 @@ import (
 // CronJob and a manual run would overlap, and signal them. Each logs a "RELIABILITY" line that
 // scripts/reliability gathers into RELIABILITY.md.
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-// binary builds token-rotator once per test run.
-func binary(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "token-rotator-bin")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "token-rotator")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
+// TestMain removes the binary the tests in this package built (testenv.JobBinary).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testenv.RemoveJobBinary()
+	os.Exit(code)
 }
 
 // issuance remembers, per client, the refresh tokens the server issued, in order, and when.
@@ -151,7 +130,7 @@ func (w *procWorld) config(vaultAddr string, paths []string) string {
 }
 
 func (w *procWorld) command(cfg string, args ...string) *exec.Cmd {
-	cmd := exec.Command(binary(w.t), append([]string{"--config", cfg, "--once", "--log-format", "json"}, args...)...)
+	cmd := exec.Command(testenv.JobBinary(w.t), append([]string{"--config", cfg, "--once", "--log-format", "json"}, args...)...)
 	cmd.Env = append(os.Environ(), "VAULT_TOKEN="+w.vault.Token)
 	return cmd
 }

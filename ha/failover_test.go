@@ -5,13 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -241,13 +239,4 @@ func clients(n int) func(w *world, addr string) (string, []string) {
 		paths := w.seed(n)
 		return w.config(addr, paths), paths
 	}
-}
-
-// summary is outcomes as "2 rotated, 1 failed", in a stable order.
-func summary(o map[string]int) string {
-	var parts []string
-	for _, k := range slices.Sorted(maps.Keys(o)) {
-		parts = append(parts, fmt.Sprintf("%d %s", o[k], k))
-	}
-	return strings.Join(parts, ", ")
 }

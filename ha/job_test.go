@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -23,32 +24,6 @@ import (
 	"token-rotator/internal/storafake"
 	"token-rotator/internal/testenv"
 )
-
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-// binary builds token-rotator once per test run.
-func binary(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "token-rotator-ha")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "token-rotator")
-		if out, err := exec.Command("go", "build", "-o", binPath, "token-rotator").CombinedOutput(); err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
 
 // world is the shared Vault cluster, healed when the test ends, and a fresh Stora-compatible
 // token endpoint that retires a refresh token the moment it is used (the strictest mode: a
@@ -215,7 +190,7 @@ func (w *world) writeConfig(text string) string {
 // command is `token-rotator --config cfg --once --log-format json ARGS`, logged in to Vault with
 // the job's token.
 func (w *world) command(cfg string, args ...string) *exec.Cmd {
-	cmd := exec.Command(binary(w.t), append([]string{"--config", cfg, "--once", "--log-format", "json"}, args...)...)
+	cmd := exec.Command(testenv.JobBinary(w.t), append([]string{"--config", cfg, "--once", "--log-format", "json"}, args...)...)
 	cmd.Env = append(os.Environ(), "VAULT_TOKEN="+w.jobToken, "VAULT_ADDR=")
 	return cmd
 }
@@ -234,6 +209,19 @@ func (w *world) run(cfg string, args ...string) (int, string) {
 // outcomes counts the outcome of every client line in JSON logs.
 func outcomes(logs string) map[string]int {
 	n := map[string]int{}
+	eachOutcome(logs, func(_, outcome string) { n[outcome]++ })
+	return n
+}
+
+// clientOutcomes maps each client named in JSON logs to its (last) outcome.
+func clientOutcomes(logs string) map[string]string {
+	m := map[string]string{}
+	eachOutcome(logs, func(client, outcome string) { m[client] = outcome })
+	return m
+}
+
+// eachOutcome calls f with the client and outcome of every client line in JSON logs.
+func eachOutcome(logs string, f func(client, outcome string)) {
 	sc := bufio.NewScanner(strings.NewReader(logs))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -242,10 +230,9 @@ func outcomes(logs string) map[string]int {
 			Outcome string `json:"outcome"`
 		}
 		if json.Unmarshal(sc.Bytes(), &l) == nil && l.Client != "" && l.Outcome != "" {
-			n[l.Outcome]++
+			f(l.Client, l.Outcome)
 		}
 	}
-	return n
 }
 
 // logLines counts the JSON log lines whose msg is msg.
@@ -428,4 +415,13 @@ func (k *killer) when() time.Time {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.at
+}
+
+// summary is outcomes as "2 rotated, 1 failed", in a stable order.
+func summary(o map[string]int) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(o)) {
+		parts = append(parts, fmt.Sprintf("%d %s", o[k], k))
+	}
+	return strings.Join(parts, ", ")
 }

@@ -2,7 +2,6 @@ package ha
 
 import (
 	"os"
-	"path/filepath"
 	"testing"
 
 	"token-rotator/internal/testenv"
@@ -11,8 +10,6 @@ import (
 func TestMain(m *testing.M) {
 	code := m.Run()
 	testenv.StopSharedCluster()
-	if binPath != "" {
-		_ = os.RemoveAll(filepath.Dir(binPath)) // the job built for this run
-	}
+	testenv.RemoveJobBinary()
 	os.Exit(code)
 }

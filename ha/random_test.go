@@ -1,9 +1,7 @@
 package ha
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -75,7 +73,7 @@ func TestLeaderKilledAtRandomMoments(t *testing.T) {
 			t.Errorf("%s: no pair was granted before a new leader was elected and stored after the kill in %d runs: the kills missed the write-back the test is for", s.name, s.runs)
 		}
 		t.Logf("RELIABILITY ha | SIGKILL to the leader at a random moment of a `--once --force` pass over %d clients (Stora's per-minute token limit off, so a pass takes half a second), the job given a standby's address, %s; %d runs, each run killed at random in its own twentieth of the %v a pass takes; %s | %s; outcomes %s; %d clients failed, each having spent nothing (the test fails otherwise); %d claims left; %d pairs granted before a new leader was elected waited in the job and were stored after the kill (the longest %v from grant to Vault); %d write-back retries; new leader elected %v median, %v max after the kill; the job's first write after the kill %v median, %v max after it (%d runs); runs took %v median, %v max | %d refresh tokens lost (the test fails above 0); every secret holds a working pair after every run",
-			clients, s.name, s.runs, pass.Round(time.Millisecond), stepCounts(s.steps, clients), exitCounts(s.exits), joinCounts(s.outcomes),
+			clients, s.name, s.runs, pass.Round(time.Millisecond), stepCounts(s.steps, clients), exitCounts(s.exits), summary(s.outcomes),
 			s.failedClients, s.claimsLeft, s.waited, maxOf(s.longest).Round(100*time.Millisecond), s.writeRetries,
 			medianOf(s.elections).Round(100*time.Millisecond), maxOf(s.elections).Round(100*time.Millisecond),
 			medianOf(s.seen).Round(100*time.Millisecond), maxOf(s.seen).Round(100*time.Millisecond), len(s.seen),
@@ -121,7 +119,7 @@ func (k *leaderKiller) run(i int, delay time.Duration, s *tally) time.Duration {
 	k.mu.Unlock()
 	requests := len(w.stora.Requests())
 
-	var out syncOutput
+	var out testenv.SyncBuffer
 	cmd := w.command(cfg, "--force")
 	cmd.Env = withEnv(cmd.Env, "VAULT_MAX_RETRIES", s.vaultRetries)
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -325,23 +323,6 @@ func versions(t *testing.T, w *world, path string) []time.Time {
 	return at
 }
 
-// clientOutcomes maps each client named in JSON logs to its outcome.
-func clientOutcomes(logs string) map[string]string {
-	m := map[string]string{}
-	sc := bufio.NewScanner(strings.NewReader(logs))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var l struct {
-			Client  string `json:"client"`
-			Outcome string `json:"outcome"`
-		}
-		if json.Unmarshal(sc.Bytes(), &l) == nil && l.Client != "" && l.Outcome != "" {
-			m[l.Client] = l.Outcome
-		}
-	}
-	return m
-}
-
 // wantExit is README's exit code for a --once pass with these outcomes: 1 when a client failed,
 // 0 otherwise; 2 (a start-up error) when no client was attempted and no token requested.
 func wantExit(byClient map[string]string, requests int) int {
@@ -354,24 +335,6 @@ func wantExit(byClient map[string]string, requests int) int {
 		}
 	}
 	return 0
-}
-
-// syncOutput is the job's combined output, written by two pipes' copiers.
-type syncOutput struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (o *syncOutput) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.Write(p)
-}
-
-func (o *syncOutput) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.String()
 }
 
 func medianOf(d []time.Duration) time.Duration {
@@ -395,22 +358,6 @@ func orNone(at, from time.Time) string {
 		return "none"
 	}
 	return at.Sub(from).Round(time.Millisecond).String()
-}
-
-// joinCounts writes counts as "n key, n key", keys sorted.
-func joinCounts(m map[string]int) string {
-	var keys []string
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	var parts []string
-	for _, k := range keys {
-		if m[k] > 0 {
-			parts = append(parts, fmt.Sprintf("%d %s", m[k], k))
-		}
-	}
-	return strings.Join(parts, ", ")
 }
 
 // exitCounts writes exit codes as "exit 0: n runs, exit 1: n runs".
