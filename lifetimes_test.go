@@ -355,7 +355,10 @@ func TestDaemonWithBatchVaultTokens(t *testing.T) {
 	})
 	t.Run("VAULT_TOKEN", func(t *testing.T) {
 		w := newLifeWorld(t)
-		tok := w.token(map[string]any{"type": "batch", "ttl": "4s"})
+		// A margin of 4 s on a 6 s token: the whole-second passes land in the last 4 s of its
+		// life three times, so the refusal comes before the token expires even on a loaded machine.
+		tuneRotator = func(r *rotate.Rotator) { r.TokenMargin, r.WriteDeadline = 4*time.Second, 5*time.Second }
+		tok := w.token(map[string]any{"type": "batch", "ttl": "6s"})
 		t.Setenv("VAULT_TOKEN", tok)
 		start := time.Now()
 		code, logs := w.daemon("", span)
