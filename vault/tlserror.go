@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -103,15 +104,18 @@ func tlsError(err error) *TLSError {
 
 // refusedClient reports whether err is a request to an https Vault, made without a client
 // certificate (VAULT_CLIENT_CERT unset), that the server ended: a TLS alert about the client's
-// certificate, or the connection broken under the request's write (a reset or an EOF mid-answer
-// is a node going away, which Unavailable waits out).
+// certificate, or the connection broken or reset under the request's write (a reset or an EOF
+// on the read of the answer is a node going away). Unavailable waits out both kinds alike; this
+// only adds the hint.
 func refusedClient(err error) bool {
 	var ue *url.Error
 	if !errors.As(err, &ue) || !strings.HasPrefix(ue.URL, "https://") || os.Getenv(api.EnvVaultClientCert) != "" {
 		return false
 	}
+	var op *net.OpError
 	msg := err.Error()
 	return errors.Is(err, syscall.EPIPE) ||
+		errors.As(err, &op) && op.Op == "write" && errors.Is(err, syscall.ECONNRESET) ||
 		strings.Contains(msg, "remote error: tls: certificate required") || strings.Contains(msg, "remote error: tls: bad certificate")
 }
 

@@ -9,7 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
+	"net/url"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -55,5 +59,38 @@ func TestTLSErrorForAnExpiredCertificate(t *testing.T) {
 	}
 	if tlsError(fmt.Errorf("dial tcp: connection refused")) != nil {
 		t.Error("a network error was taken for a certificate error")
+	}
+}
+
+// TestRefusedClientCertificateHint checks every shape in which Vault's refusal of a client that
+// sent no certificate reaches the job over TLS 1.3 (the alert, a broken pipe or a reset on the
+// request's write; CI saw the reset) carries the hint to set VAULT_CLIENT_CERT, while a reset on
+// the read of the answer (a node going away) and a plain-HTTP address do not.
+func TestRefusedClientCertificateHint(t *testing.T) {
+	t.Setenv("VAULT_CLIENT_CERT", "")
+	sys := func(op string, errno syscall.Errno) error {
+		return &net.OpError{Op: op, Net: "tcp", Err: os.NewSyscallError(op, errno)}
+	}
+	get := func(addr string, err error) error { return &url.Error{Op: "Get", URL: addr + "/v1/sys/health", Err: err} }
+	for _, c := range []struct {
+		name string
+		err  error
+		hint bool
+	}{
+		{"alert", get("https://v:8200", errors.New("remote error: tls: certificate required")), true},
+		{"broken pipe on write", get("https://v:8200", sys("write", syscall.EPIPE)), true},
+		{"reset on write", get("https://v:8200", sys("write", syscall.ECONNRESET)), true},
+		{"reset on read", get("https://v:8200", sys("read", syscall.ECONNRESET)), false},
+		{"reset on write over http", get("http://v:8200", sys("write", syscall.ECONNRESET)), false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			te := tlsError(c.err)
+			if got := te != nil && strings.Contains(te.Error(), "VAULT_CLIENT_CERT"); got != c.hint {
+				t.Errorf("hint to set VAULT_CLIENT_CERT: %v, want %v (%v)", got, c.hint, te)
+			}
+			if !Unavailable(c.err) {
+				t.Error("not waited out as Vault being unavailable")
+			}
+		})
 	}
 }
