@@ -2,7 +2,7 @@
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: build test demo vault reliability bench mutants clean
+.PHONY: build test demo vault reliability bench mutants chart-docs clean
 
 build:
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o bin/token-rotator .
@@ -25,6 +25,10 @@ reliability:
 
 demo:
 	@scripts/demo
+
+# The Helm chart's README (its values table) from charts/token-rotator/values.yaml, with helm-docs.
+chart-docs:
+	cd charts && go tool helm-docs --skip-version-footer --sort-values-order file --chart-search-root .
 
 clean:
 	rm -rf bin

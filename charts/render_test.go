@@ -69,11 +69,17 @@ func loadChart(t *testing.T) *chartv2.Chart {
 // values are merged over values.yaml and checked against values.schema.json first.
 func renderChart(t *testing.T, values map[string]any) (*rendered, error) {
 	t.Helper()
+	return renderChartIn(t, namespace, values)
+}
+
+// renderChartIn is renderChart into another namespace (`helm install -n ns`).
+func renderChartIn(t *testing.T, ns string, values map[string]any) (*rendered, error) {
+	t.Helper()
 	install := action.NewInstall(action.NewConfiguration())
 	install.DryRunStrategy = action.DryRunClient
 	install.Replace = true
 	install.ReleaseName = release
-	install.Namespace = namespace
+	install.Namespace = ns
 	install.APIVersions = []string{"monitoring.coreos.com/v1"}
 	// The oldest Kubernetes the chart supports (Chart.yaml's kubeVersion): backoffLimitPerIndex,
 	// which the sharded mode needs, is GA from 1.33.
@@ -96,7 +102,13 @@ func renderChart(t *testing.T, values map[string]any) (*rendered, error) {
 // mustRender is renderChart for values that must render.
 func mustRender(t *testing.T, values map[string]any) *rendered {
 	t.Helper()
-	r, err := renderChart(t, values)
+	return mustRenderIn(t, namespace, values)
+}
+
+// mustRenderIn is renderChartIn for values that must render.
+func mustRenderIn(t *testing.T, ns string, values map[string]any) *rendered {
+	t.Helper()
+	r, err := renderChartIn(t, ns, values)
 	if err != nil {
 		t.Fatalf("render with %v: %v", values, err)
 	}

@@ -289,18 +289,13 @@ func TestPodsAreLockedDown(t *testing.T) {
 			if p.TerminationGracePeriodSeconds == nil || *p.TerminationGracePeriodSeconds < 120 {
 				t.Errorf("terminationGracePeriodSeconds %v: want at least 120, time for a write-back to land after SIGTERM", ptrString(p.TerminationGracePeriodSeconds))
 			}
+			// The restricted Pod Security profile (non-root, no privilege escalation, capabilities
+			// dropped, RuntimeDefault seccomp, allowed volume types) is checked with the Pod
+			// Security admission library itself, for these manifests and the Helm chart:
+			// charts/podsecurity_test.go. Here: what that profile does not require.
 			psc := p.SecurityContext
-			if psc == nil {
-				t.Fatal("no pod securityContext")
-			}
-			if !isTrue(psc.RunAsNonRoot) {
-				t.Error("pod runAsNonRoot is not true")
-			}
-			if psc.RunAsUser == nil || *psc.RunAsUser != 65532 {
-				t.Errorf("pod runAsUser %s, want 65532 (the image's user)", ptrString(psc.RunAsUser))
-			}
-			if psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
-				t.Error("pod seccompProfile is not RuntimeDefault")
+			if psc == nil || psc.RunAsUser == nil || *psc.RunAsUser != 65532 {
+				t.Errorf("pod runAsUser %v, want 65532 (the image's user)", psc)
 			}
 			if len(p.Containers) != 1 || len(p.InitContainers) != 0 {
 				t.Fatalf("%d containers and %d init containers, want one container", len(p.Containers), len(p.InitContainers))
@@ -309,27 +304,8 @@ func TestPodsAreLockedDown(t *testing.T) {
 			if c.Image == "" || !strings.HasPrefix(c.Image, "token-rotator") {
 				t.Errorf("image %q", c.Image)
 			}
-			sc := c.SecurityContext
-			if sc == nil {
-				t.Fatal("no container securityContext")
-			}
-			if !isTrue(sc.ReadOnlyRootFilesystem) {
+			if sc := c.SecurityContext; sc == nil || !isTrue(sc.ReadOnlyRootFilesystem) {
 				t.Error("readOnlyRootFilesystem is not true")
-			}
-			if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
-				t.Error("allowPrivilegeEscalation is not false")
-			}
-			if sc.Privileged != nil && *sc.Privileged {
-				t.Error("privileged")
-			}
-			if sc.RunAsNonRoot != nil && !*sc.RunAsNonRoot {
-				t.Error("container runAsNonRoot is false")
-			}
-			if sc.RunAsUser != nil && *sc.RunAsUser == 0 {
-				t.Error("container runs as root")
-			}
-			if sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") || len(sc.Capabilities.Add) > 0 {
-				t.Errorf("capabilities %+v: want drop ALL and nothing added", sc.Capabilities)
 			}
 			for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
 				if q, ok := c.Resources.Requests[r]; !ok || q.IsZero() {
