@@ -119,6 +119,10 @@ func (r *Rotator) read(ctx context.Context, a *attempt) bool {
 // it waits for a human (stuck), nor while its access token has long to live (unless forced or a
 // code waits to be exchanged).
 func (r *Rotator) decide(ctx context.Context, a *attempt) bool {
+	isDue, expiresAt, why := due(r.now(), a.output.Data, r.RenewBefore+time.Duration(spread(a.t.name)*float64(r.Spread)))
+	// What is in Vault now, until a rotation replaces it: also for a target held elsewhere or
+	// stuck, whose token's expiry alerts must still see.
+	a.res.ExpiresAt = expiresAt
 	if heldElsewhere(a.secret.Data, a.who, r.now()) {
 		a.res.Outcome, a.why = ClaimedElsewhere, "another process is rotating it"
 		return true
@@ -128,11 +132,10 @@ func (r *Rotator) decide(ctx context.Context, a *attempt) bool {
 		a.res.Err = fmt.Errorf("%s since %s: not retried until a new code or refresh token is stored in %s", status, a.secret.Metadata[metaLastAttempt], a.t.secret)
 		return true
 	}
-	isDue, expiresAt, why := due(r.now(), a.output.Data, r.RenewBefore+time.Duration(spread(a.t.name)*float64(r.Spread)))
 	if code, _ := stringField(a.secret.Data, keyCode); code != "" && a.t.client.Grant == config.GrantAuthorizationCode {
 		isDue, why = true, "authorization code waiting to be exchanged"
 	}
-	a.res.ExpiresAt, a.why = expiresAt, why // what is in Vault now, until a rotation replaces it
+	a.why = why
 	switch {
 	case r.Force:
 		a.why = "forced"
