@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
 
 	"token-rotator/internal/testenv"
 )
@@ -345,4 +348,71 @@ func waitFor(t *testing.T, out *testenv.SyncBuffer, re *regexp.Regexp) string {
 	}
 	t.Fatalf("no %s in:\n%s", re, out.String())
 	return ""
+}
+
+// TestStuckClientIsPushedForItsAlerts: a --once run with --pushgateway pushes, for a client whose
+// refresh token the server refuses, token_rotator_reauthorization_required 1 and the expiry of
+// the access token still in Vault (what the TokenRotatorReauthorizationRequired and
+// ...ExpiringSoon alerts read), on the run that finds it and on the next, which does not try it;
+// once a new code is stored and exchanged, the run pushes 0.
+func TestStuckClientIsPushedForItsAlerts(t *testing.T) {
+	e := newEnv(t)
+	var mu sync.Mutex
+	var pushed []map[string]float64 // each push: `name{client="..."}` to its value
+	pg := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		values := map[string]float64{}
+		dec := expfmt.NewDecoder(r.Body, expfmt.ResponseFormat(r.Header))
+		for {
+			var mf dto.MetricFamily
+			if err := dec.Decode(&mf); err != nil {
+				break
+			}
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "client" {
+						values[fmt.Sprintf("%s{client=%q}", mf.GetName(), l.GetValue())] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+		mu.Lock()
+		pushed = append(pushed, values)
+		mu.Unlock()
+	}))
+	defer pg.Close()
+	last := func() map[string]float64 {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(pushed) == 0 {
+			return nil
+		}
+		return pushed[len(pushed)-1]
+	}
+	id, secret := e.stora.AddClient()
+	expires := time.Now().Add(10 * time.Minute).UTC().Truncate(time.Second)
+	e.put("stora/partner", map[string]any{"client_id": id, "client_secret": secret, "refresh_token": "never-issued"})
+	e.put("apps/partner", map[string]any{"access_token": "still-working", "token_type": "Bearer", "expires_at": expires.Format(time.RFC3339)})
+	cfg := e.config("  - name: partner\n    grant: authorization_code\n    secret: stora/partner\n    output: apps/partner\n")
+	const (
+		reauth = `token_rotator_reauthorization_required{client="partner"}`
+		expiry = `token_rotator_access_token_expiry_timestamp_seconds{client="partner"}`
+	)
+	for run := 1; run <= 2; run++ {
+		if code, out := e.run("--config", cfg, "--once", "--pushgateway", pg.URL); code != 1 {
+			t.Fatalf("run %d: exit %d, want 1 (re-authorization required):\n%s", run, code, out)
+		}
+		if got := last(); got[reauth] != 1 || got[expiry] != float64(expires.Unix()) {
+			t.Errorf("run %d pushed %s = %v and %s = %v; want 1 and %d", run, reauth, got[reauth], expiry, got[expiry], expires.Unix())
+		}
+	}
+	const redirect = "https://partner.example/callback"
+	data := e.get("stora/partner").Data
+	data["code"], data["redirect_uri"] = e.stora.IssueCode(id, redirect, "public.contact:read", ""), redirect
+	e.put("stora/partner", data)
+	if code, out := e.run("--config", cfg, "--once", "--pushgateway", pg.URL); code != 0 {
+		t.Fatalf("after a new code: exit %d:\n%s", code, out)
+	}
+	if got, ok := last()[reauth]; !ok || got != 0 {
+		t.Errorf("after a new code was exchanged, pushed %s = %v (present: %v); want 0", reauth, got, ok)
+	}
 }

@@ -33,9 +33,9 @@ func restricted(t *testing.T, obj runtime.Object) (name, forbidden string) {
 // variant) would create is admitted under the restricted Pod Security profile.
 func TestRestrictedPodSecurity(t *testing.T) {
 	sources := map[string][]object{
-		"chart cronjob": mustRender(t, map[string]any{"vault": map[string]any{"caCert": map[string]any{"secretName": "vault-ca"}}}).objects,
-		"chart sharded": mustRender(t, map[string]any{"mode": "sharded"}).objects,
-		"chart daemon":  mustRender(t, map[string]any{"mode": "daemon"}).objects,
+		"chart cronjob":            mustRender(t, map[string]any{"vault": map[string]any{"caCert": map[string]any{"secretName": "vault-ca"}}}).objects,
+		"chart sharded":            mustRender(t, map[string]any{"mode": "sharded"}).objects,
+		"chart daemon":             mustRender(t, map[string]any{"mode": "daemon"}).objects,
 		"deploy/ cronjob.yaml":     kustomizeBuild(t),
 		"deploy/ indexed-job.yaml": kustomizeBuild(t, "serviceaccount.yaml", "configmap.yaml", "indexed-job.yaml"),
 		"deploy/ deployment.yaml":  kustomizeBuild(t, "serviceaccount.yaml", "configmap.yaml", "deployment.yaml"),

@@ -1,11 +1,14 @@
 package charts
 
 import (
+	"bytes"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
@@ -13,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/yaml"
 
 	"token-rotator/config"
 )
@@ -269,5 +273,47 @@ func TestNotesTellTheNextStep(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPrometheusRuleIsDeployRules: the chart's PrometheusRule holds exactly the rules of
+// deploy/alerts/token-rotator.rules.yaml, the file promtool tests (deploy/alerts_test.go): the
+// chart's copy is the same bytes, and the rendered object's groups are that file's.
+func TestPrometheusRuleIsDeployRules(t *testing.T) {
+	deployRules, err := os.ReadFile(deployDir + "/alerts/token-rotator.rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	chartRules, err := os.ReadFile(chartDir + "/files/token-rotator.rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(deployRules, chartRules) {
+		t.Fatal("charts/token-rotator/files/token-rotator.rules.yaml differs from deploy/alerts/token-rotator.rules.yaml: copy it over")
+	}
+	var want monitoringv1.PrometheusRuleSpec
+	if err := yaml.UnmarshalStrict(deployRules, &want); err != nil {
+		t.Fatalf("deploy's rules do not decode as a PrometheusRule's spec: %v", err)
+	}
+	if len(want.Groups) == 0 || len(want.Groups[0].Rules) < 5 {
+		t.Fatalf("deploy's rules hold %d groups", len(want.Groups))
+	}
+	var rule *monitoringv1.PrometheusRule
+	for _, obj := range decodeAll(t, mustRender(t, map[string]any{"prometheusRule": map[string]any{"enabled": true, "labels": map[string]any{"release": "prom"}}}).objects) {
+		if r, ok := obj.(*monitoringv1.PrometheusRule); ok {
+			rule = r
+		}
+	}
+	if rule == nil {
+		t.Fatal("prometheusRule.enabled rendered no PrometheusRule")
+	}
+	if rule.Labels["release"] != "prom" {
+		t.Errorf("labels %v lack prometheusRule.labels", rule.Labels)
+	}
+	if diff := cmp.Diff(want, rule.Spec); diff != "" {
+		t.Errorf("the PrometheusRule's spec differs from deploy's rules (-deploy +chart):\n%s", diff)
+	}
+	if has(mustRender(t, nil).objects, "PrometheusRule") {
+		t.Error("a PrometheusRule was rendered with prometheusRule.enabled false")
 	}
 }

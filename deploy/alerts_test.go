@@ -159,14 +159,14 @@ func TestAlertRulesShape(t *testing.T) {
 }
 
 // gatheredNames is every metric name the job's registry exposes once a pass has recorded a rotation,
-// a failure, a token endpoint answer and its end: the names Prometheus sees (a histogram's with
+// a failure waiting for re-authorization, a token endpoint answer and its end: the names Prometheus sees (a histogram's with
 // their _bucket, _sum and _count).
 func gatheredNames(t *testing.T) map[string]bool {
 	t.Helper()
 	m := metrics.New()
 	expires := time.Now().Add(2 * time.Hour)
 	m.Rotation(rotate.Result{Client: "acme", Grant: "client_credentials", Outcome: rotate.Rotated, ExpiresAt: expires}, time.Second)
-	m.Rotation(rotate.Result{Client: "partner", Grant: "refresh_token", Outcome: rotate.Failed, ExpiresAt: expires}, time.Second)
+	m.Rotation(rotate.Result{Client: "partner", Grant: "refresh_token", Outcome: rotate.Failed, Status: rotate.StatusReauthorizationRequired, ExpiresAt: expires}, time.Second)
 	m.TokenResponse(http.StatusOK)
 	m.PassDone()
 	families, err := m.Registry.Gather()

@@ -28,6 +28,7 @@ type Metrics struct {
 	rotations   *prometheus.CounterVec
 	expiry      *prometheus.GaugeVec
 	lastSuccess *prometheus.GaugeVec
+	reauth      *prometheus.GaugeVec
 	duration    *prometheus.HistogramVec
 	responses   *prometheus.CounterVec
 	lastPass    prometheus.Gauge
@@ -52,6 +53,10 @@ func New() *Metrics {
 		Name: "token_rotator_last_success_timestamp_seconds",
 		Help: "When the client was last rotated successfully by this process, Unix seconds.",
 	}, []string{"client"})
+	m.reauth = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "token_rotator_reauthorization_required",
+		Help: "1 while the client or connection waits for an operator to authorize it again (status reauthorization_required or rotation_lost in Vault), 0 once a pass finds it otherwise.",
+	}, []string{"client"})
 	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "token_rotator_rotation_duration_seconds",
 		Help:    "Time from reading a client's secret to its new token stored, for rotations attempted.",
@@ -65,7 +70,7 @@ func New() *Metrics {
 		Name: "token_rotator_last_pass_timestamp_seconds",
 		Help: "When the last pass ended, Unix seconds.",
 	})
-	m.Registry.MustRegister(m.rotations, m.expiry, m.lastSuccess, m.duration, m.responses, m.lastPass,
+	m.Registry.MustRegister(m.rotations, m.expiry, m.lastSuccess, m.reauth, m.duration, m.responses, m.lastPass,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
@@ -76,7 +81,15 @@ func (m *Metrics) Rotation(res rotate.Result, took time.Duration) {
 	switch {
 	case res.Gone: // Vault holds no token for it any more
 		m.forget(res.Client)
-	case !res.ExpiresAt.IsZero():
+	case res.Status == "": // the pass attempted nothing: the last status seen stands
+	case res.Status == rotate.StatusReauthorizationRequired, res.Status == rotate.StatusRotationLost:
+		m.reauth.WithLabelValues(res.Client).Set(1)
+		m.track(res.Client)
+	default:
+		m.reauth.WithLabelValues(res.Client).Set(0)
+		m.track(res.Client)
+	}
+	if !res.Gone && !res.ExpiresAt.IsZero() {
 		m.expiry.WithLabelValues(res.Client).Set(float64(res.ExpiresAt.Unix()))
 		m.track(res.Client)
 	}
@@ -111,6 +124,7 @@ func (m *Metrics) track(client string) {
 func (m *Metrics) forget(client string) {
 	m.expiry.DeleteLabelValues(client)
 	m.lastSuccess.DeleteLabelValues(client)
+	m.reauth.DeleteLabelValues(client)
 	m.mu.Lock()
 	delete(m.tracked, client)
 	m.mu.Unlock()

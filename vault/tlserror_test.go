@@ -71,7 +71,9 @@ func TestRefusedClientCertificateHint(t *testing.T) {
 	sys := func(op string, errno syscall.Errno) error {
 		return &net.OpError{Op: op, Net: "tcp", Err: os.NewSyscallError(op, errno)}
 	}
-	get := func(addr string, err error) error { return &url.Error{Op: "Get", URL: addr + "/v1/sys/health", Err: err} }
+	get := func(addr string, err error) error {
+		return &url.Error{Op: "Get", URL: addr + "/v1/sys/health", Err: err}
+	}
 	for _, c := range []struct {
 		name string
 		err  error
