@@ -16,6 +16,8 @@ import (
 //     managed-by, helm.sh/chart), in metadata and in selectors;
 //   - deploy/'s Namespace object (`helm install --create-namespace` makes it);
 //   - the image tag (kustomize users set theirs with `images:`, the chart defaults to appVersion);
+//   - the daemon's checksum/config pod annotation, with which `helm upgrade` restarts it on a new
+//     config (kubectl apply -k users restart it themselves);
 //   - config.yaml's formatting: both are parsed, so comments and key order do not count.
 func TestChartMatchesDeploy(t *testing.T) {
 	for _, c := range []struct {
@@ -85,6 +87,12 @@ func normalise(t *testing.T, objs []object) []object {
 			if strings.HasSuffix(path, "/labels") || strings.HasSuffix(path, "/matchLabels") || strings.HasSuffix(path, "/spec/selector") && o.kind() == "Service" {
 				for _, l := range helmLabels {
 					delete(m, l)
+				}
+			}
+			if a, ok := m["annotations"].(map[string]any); ok && strings.HasSuffix(path, "/template/metadata") {
+				delete(a, "checksum/config")
+				if len(a) == 0 {
+					delete(m, "annotations")
 				}
 			}
 			if img, ok := m["image"].(string); ok && strings.HasSuffix(path, "/containers[]") {

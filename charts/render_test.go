@@ -75,10 +75,16 @@ func renderChart(t *testing.T, values map[string]any) (*rendered, error) {
 // renderChartIn is renderChart into another namespace (`helm install -n ns`).
 func renderChartIn(t *testing.T, ns string, values map[string]any) (*rendered, error) {
 	t.Helper()
+	return renderRelease(t, release, ns, values)
+}
+
+// renderRelease is renderChart with a release name and namespace of its own.
+func renderRelease(t *testing.T, releaseName, ns string, values map[string]any) (*rendered, error) {
+	t.Helper()
 	install := action.NewInstall(action.NewConfiguration())
 	install.DryRunStrategy = action.DryRunClient
 	install.Replace = true
-	install.ReleaseName = release
+	install.ReleaseName = releaseName
 	install.Namespace = ns
 	install.APIVersions = []string{"monitoring.coreos.com/v1"}
 	// The oldest Kubernetes the chart supports (Chart.yaml's kubeVersion): backoffLimitPerIndex,

@@ -13,6 +13,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -315,5 +317,90 @@ func TestPrometheusRuleIsDeployRules(t *testing.T) {
 	}
 	if has(mustRender(t, nil).objects, "PrometheusRule") {
 		t.Error("a PrometheusRule was rendered with prometheusRule.enabled false")
+	}
+}
+
+// renderAs renders with a release name of its own (`helm install <release>`).
+func renderAs(t *testing.T, releaseName string, values map[string]any) []runtime.Object {
+	t.Helper()
+	r, err := renderRelease(t, releaseName, namespace, values)
+	if err != nil {
+		t.Fatalf("render as %s: %v", releaseName, err)
+	}
+	return decodeAll(t, r.objects)
+}
+
+// TestNamesFitAndStayApart: with the longest release name Helm allows (53 characters) every
+// object's name fits its kind's limit (a CronJob's 52, so that its Jobs' names fit 63), the
+// sharded CronJob's included; the cluster-wide ClusterRoleBinding carries the namespace, so two
+// releases of one name in two namespaces do not collide.
+func TestNamesFitAndStayApart(t *testing.T) {
+	long := strings.Repeat("r", 53)
+	for _, mode := range []string{"cronjob", "sharded", "daemon"} {
+		for _, obj := range renderAs(t, long, map[string]any{"mode": mode, "authDelegator": true}) {
+			m, err := meta.Accessor(obj)
+			if err != nil {
+				t.Fatal(err)
+			}
+			limit := 63
+			if _, ok := obj.(*batchv1.CronJob); ok {
+				limit = 52
+			}
+			if len(m.GetName()) > limit {
+				t.Errorf("%s: %T %q is %d characters, over %d", mode, obj, m.GetName(), len(m.GetName()), limit)
+			}
+			if crb, ok := obj.(*rbacv1.ClusterRoleBinding); ok && !strings.HasPrefix(crb.Name, namespace+"-") {
+				t.Errorf("ClusterRoleBinding %q does not carry the namespace", crb.Name)
+			}
+		}
+	}
+}
+
+// TestDaemonRestartsOnANewConfig: the daemon reads its config once, so its pod template changes
+// (checksum/config) when the config does, and `helm upgrade` rolls it; it does not change
+// otherwise.
+func TestDaemonRestartsOnANewConfig(t *testing.T) {
+	checksum := func(values map[string]any) string {
+		values["mode"] = "daemon"
+		for _, obj := range decodeAll(t, mustRender(t, values).objects) {
+			if d, ok := obj.(*appsv1.Deployment); ok {
+				return d.Spec.Template.Annotations["checksum/config"]
+			}
+		}
+		t.Fatal("no Deployment")
+		return ""
+	}
+	a, b := checksum(map[string]any{}), checksum(map[string]any{"config": map[string]any{"renew_before": "40m"}})
+	if a == "" || a == b {
+		t.Errorf("checksum/config %q, then %q after a config change: want two different values", a, b)
+	}
+	if c := checksum(map[string]any{"resources": map[string]any{"limits": map[string]any{"memory": "256Mi"}}}); c != a {
+		t.Errorf("checksum/config changed with the resources alone")
+	}
+}
+
+// TestImageAndPullSecrets: a tag and a digest give repository:tag@digest; a digest alone
+// repository@digest; a parent chart's global.imagePullSecrets are used with the chart's own.
+func TestImageAndPullSecrets(t *testing.T) {
+	const digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	for values, want := range map[*map[string]any]string{
+		{"image": map[string]any{"tag": "v1", "digest": digest}}: "token-rotator:v1@" + digest,
+		{"image": map[string]any{"digest": digest}}:             "token-rotator@" + digest,
+	} {
+		_, c := container(t, decodeAll(t, mustRender(t, *values).objects))
+		if c.Image != want {
+			t.Errorf("image %q, want %q", c.Image, want)
+		}
+	}
+	pod, _ := container(t, decodeAll(t, mustRender(t, map[string]any{
+		"imagePullSecrets": []any{map[string]any{"name": "own"}},
+		"global":           map[string]any{"imagePullSecrets": []any{map[string]any{"name": "parent"}}},
+	}).objects))
+	var names []string
+	for _, s := range pod.ImagePullSecrets {
+		names = append(names, s.Name)
+	}
+	if !slices.Equal(names, []string{"own", "parent"}) {
+		t.Errorf("imagePullSecrets %v, want [own parent]", names)
 	}
 }

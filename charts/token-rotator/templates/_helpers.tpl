@@ -18,6 +18,13 @@
 {{- end }}
 {{- end }}
 
+{{/* The full name with a suffix (.suffix), cut so that the whole stays within 52 characters (a
+CronJob's limit). Called with (dict "ctx" $ "suffix" "-sharded"). */}}
+{{- define "token-rotator.componentName" -}}
+{{- $max := sub 52 (len .suffix) | int }}
+{{- printf "%s%s" (include "token-rotator.fullname" .ctx | trunc $max | trimSuffix "-") .suffix }}
+{{- end }}
+
 {{/* The labels that select the pods. */}}
 {{- define "token-rotator.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "token-rotator.name" . }}
@@ -48,10 +55,13 @@ app.kubernetes.io/part-of: token-rotator
 {{- end }}
 {{- end }}
 
-{{/* The image reference: repository, then @digest or :tag (appVersion by default). */}}
+{{/* The image reference: repository:tag (appVersion by default), then @digest when set; a digest
+alone, without a tag, is repository@digest. */}}
 {{- define "token-rotator.image" -}}
-{{- if .Values.image.digest }}
+{{- if and .Values.image.digest (not .Values.image.tag) }}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else if .Values.image.digest }}
+{{- printf "%s:%s@%s" .Values.image.repository .Values.image.tag .Values.image.digest }}
 {{- else }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
@@ -88,7 +98,7 @@ automountServiceAccountToken: false
 restartPolicy: Never
 {{- end }}
 terminationGracePeriodSeconds: {{ .Values.terminationGracePeriodSeconds }}
-{{- with .Values.imagePullSecrets }}
+{{- with concat .Values.imagePullSecrets (dig "imagePullSecrets" list (default dict .Values.global)) | uniq }}
 imagePullSecrets: {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- with .Values.priorityClassName }}
@@ -162,14 +172,20 @@ volumes:
   {{- end }}
 {{- end }}
 
-{{/* The pod template's metadata. */}}
+{{/* The pod template's metadata. The daemon's pods carry the checksum of the config the chart
+renders, so that `helm upgrade` with another config restarts the daemon, which reads its config
+once; a CronJob's pods read it at each run. */}}
 {{- define "token-rotator.podMetadata" -}}
 labels:
   {{- include "token-rotator.templateLabels" . | nindent 2 }}
   {{- with .Values.podLabels }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
-{{- with .Values.podAnnotations }}
+{{- $annotations := deepCopy .Values.podAnnotations }}
+{{- if and (eq .Values.mode "daemon") (not .Values.existingConfigMap) }}
+{{- $_ := set $annotations "checksum/config" (include (print $.Template.BasePath "/configmap.yaml") . | sha256sum) }}
+{{- end }}
+{{- with $annotations }}
 annotations: {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
