@@ -324,7 +324,7 @@ func TestDaemonAcrossExplicitMaxTTL(t *testing.T) {
 		t.Setenv("VAULT_TOKEN", tok)
 		start := time.Now()
 		code, logs := w.daemon("", span)
-		f := w.refuses(code, logs, tok, "the Vault token from VAULT_TOKEN has reached its explicit_max_ttl (5s)", "use token_file (e.g. Vault Agent's sink), or a login method (kubernetes, approle)")
+		f := w.refuses(code, logs, tok, "the Vault token from VAULT_TOKEN is capped by its explicit_max_ttl (5s)", "use token_file (e.g. Vault Agent's sink), or a login method (kubernetes, approle)")
 		if n := w.refreshes(start); n < 2 {
 			t.Errorf("%d rotations while the token still covered one, want at least 2", n)
 		}

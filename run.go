@@ -166,7 +166,19 @@ func setUp(ctx context.Context, configPath string, names []string, logLevel, log
 	if err != nil {
 		return nil, err
 	}
-	store, err := vault.Open(ctx, cfg.Vault)
+	var store *vault.Store
+	err = rotate.UntilVault(ctx, logger, "login", func() (err error) {
+		store, err = vault.Open(ctx, cfg.Vault)
+		var te *vault.TLSError
+		if errors.As(err, &te) {
+			return &startError{err} // a certificate Vault or the job refused: waiting will not help
+		}
+		return err
+	})
+	var se *startError
+	if errors.As(err, &se) {
+		err = se.err
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			logger.Info("interrupted before the first pass")
@@ -193,6 +205,12 @@ func setUp(ctx context.Context, configPath string, names []string, logLevel, log
 	}
 	return j, nil
 }
+
+// startError is an error of the job's start that is not worth waiting out, although
+// vault.Unavailable would take it for Vault being away.
+type startError struct{ err error }
+
+func (e *startError) Error() string { return e.err.Error() }
 
 // tuneRotator, set by tests only, adjusts the Rotator setUp builds: a test whose Vault tokens
 // live seconds shortens the margin they must cover (rotate.Rotator.TokenMargin).

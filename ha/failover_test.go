@@ -10,6 +10,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -156,22 +157,42 @@ func logCalls(tb testing.TB, lb *balancer, from time.Time) {
 	}
 }
 
-// TestLeaderKilledMidPass kills the leader when the first request of one step of a pass reaches
-// the job's node: the claim, the pre-flight (sys/capabilities-self), the listing of a partner's
-// connections. The steps before the token request wait out the election (nothing is spent yet),
-// so the pass rotates every client and exits 0; no refresh token may be spent without being
-// stored; and the next pass finds nothing lost.
+// TestLeaderKilledMidPass kills the leader when one step of a pass sends its first request to
+// the job's node: the job's start (its first request of all: the login's and the mount's), the
+// read of a credential secret, the claim, the client's pre-flight, the listing of a partner's
+// connections. The pre-flight sends a request of its own (sys/capabilities-self) only when the
+// pass's prefetch of capabilities failed: the balancer answers that prefetch 503, and the leader
+// dies at the next one, the first client's pre-flight. Every step before the token request waits out the
+// election (nothing is spent yet), so the pass rotates every client and exits 0; no refresh
+// token may be spent without being stored; and the next pass finds nothing lost.
 func TestLeaderKilledMidPass(t *testing.T) {
+	nth := func(n int, match func(c vaultCall) bool) func() func(c vaultCall) bool {
+		return func() func(c vaultCall) bool {
+			var mu sync.Mutex
+			seen := 0
+			return func(c vaultCall) bool {
+				if !match(c) {
+					return false
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				seen++
+				return seen == n
+			}
+		}
+	}
 	for _, step := range []struct {
 		name  string
-		at    func(c vaultCall) bool
+		at    func() func(c vaultCall) bool
 		setup func(w *world, addr string) (cfg string, paths []string)
 	}{
-		{"claim", func(c vaultCall) bool {
+		{"start", nth(1, func(vaultCall) bool { return true }), clients(2)},
+		{"read", nth(1, func(c vaultCall) bool { return c.Method == http.MethodGet && strings.HasPrefix(c.Path, "secret/data/") }), clients(2)},
+		{"claim", nth(1, func(c vaultCall) bool {
 			return c.Method == http.MethodPatch && slices.Contains(c.Keys, "rotation_claim") && !slices.Contains(c.Keys, "refresh_token")
-		}, clients(2)},
-		{"pre-flight", func(c vaultCall) bool { return c.Path == "sys/capabilities-self" }, clients(2)},
-		{"listing", func(c vaultCall) bool { return c.Method == "LIST" }, func(w *world, addr string) (string, []string) {
+		}), clients(2)},
+		{"pre-flight", nth(2, func(c vaultCall) bool { return c.Path == "sys/capabilities-self" }), clients(2)},
+		{"listing", nth(1, func(c vaultCall) bool { return c.Method == "LIST" }), func(w *world, addr string) (string, []string) {
 			shared, conns := w.seedPartner(2)
 			return w.partnerConfig(addr, shared), conns
 		}},
@@ -181,8 +202,12 @@ func TestLeaderKilledMidPass(t *testing.T) {
 			lb := w.balancer(w.cluster.Standby(t))
 			cfg, paths := step.setup(w, lb.URL)
 			k := w.leaderKiller(lb)
+			at := step.at()
+			if step.name == "pre-flight" {
+				lb.setRefuse(nth(1, func(c vaultCall) bool { return c.Path == "sys/capabilities-self" })())
+			}
 			lb.setHook(func(c vaultCall) {
-				if step.at(c) {
+				if at(c) {
 					k.kill()
 				}
 			})

@@ -259,9 +259,10 @@ type balancer struct {
 	URL  string
 	node *testenv.Node
 
-	mu    sync.Mutex
-	hook  func(c vaultCall)
-	calls []vaultCall
+	mu     sync.Mutex
+	hook   func(c vaultCall)
+	refuse func(c vaultCall) bool // answers 503 itself, as a sealed node would, when it says so
+	calls  []vaultCall
 }
 
 // vaultCall is one request the balancer forwarded.
@@ -314,13 +315,19 @@ func (w *world) balancer(node *testenv.Node) *balancer {
 			}
 		}
 		b.mu.Lock()
-		hook := b.hook
+		hook, refuse := b.hook, b.refuse
 		b.mu.Unlock()
 		if hook != nil {
 			hook(c)
 		}
 		rec := &statusWriter{ResponseWriter: rw, status: http.StatusOK}
-		proxy.ServeHTTP(rec, r)
+		if refuse != nil && refuse(c) {
+			rec.Header().Set("Content-Type", "application/json")
+			rec.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = rec.Write([]byte(`{"errors":["Vault is sealed"]}`))
+		} else {
+			proxy.ServeHTTP(rec, r)
+		}
 		c.Status, c.Done = rec.status, time.Now()
 		b.mu.Lock()
 		b.calls = append(b.calls, c)
@@ -329,6 +336,13 @@ func (w *world) balancer(node *testenv.Node) *balancer {
 	w.t.Cleanup(srv.Close)
 	b.URL = srv.URL
 	return b
+}
+
+// setRefuse sets the function that picks requests the balancer answers 503 itself.
+func (b *balancer) setRefuse(refuse func(c vaultCall) bool) {
+	b.mu.Lock()
+	b.refuse = refuse
+	b.mu.Unlock()
 }
 
 // setHook sets the function shown each request before it is forwarded.

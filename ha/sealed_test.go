@@ -170,20 +170,26 @@ func TestStandbySealedBeforeTheClaim(t *testing.T) {
 		waited.Round(time.Second), code, outcomes(out)["failed"], outcomes(out2)["rotated"])
 }
 
-// TestStandbySealedAtStart gives the job a sealed node: exit 2 at start-up, naming the address,
-// with no token request.
+// TestStandbySealedAtStart gives the job a sealed node, left sealed: it waits out a Vault that
+// cannot answer (rotate.DefaultVaultWait, 30 s: a node restarting in an upgrade comes back within
+// it), then exits 2 naming the address, with no token request.
 func TestStandbySealedAtStart(t *testing.T) {
 	w := newWorld(t)
 	paths := w.seed(1)
 	standby := w.cluster.Standby(t)
 	lb := w.balancer(standby)
 	standby.Seal(t)
+	start := time.Now()
 	code, out := w.run(w.config(lb.URL, paths))
+	waited := time.Since(start)
 	if code != 2 || !strings.Contains(out, lb.URL) || !strings.Contains(out, "sealed") {
 		t.Fatalf("exit %d, want 2 with a message naming %s and the seal:\n%s", code, lb.URL, out)
+	}
+	if waited < 20*time.Second || logLines(out, "vault unavailable; waiting") == 0 {
+		t.Errorf("exit after %v with %d waits logged: want the start to wait for Vault (30 s)", waited, logLines(out, "vault unavailable; waiting"))
 	}
 	if n := len(w.stora.Requests()); n != 0 {
 		t.Errorf("the server saw %d token requests, want 0", n)
 	}
-	t.Logf("RELIABILITY ha-failover | the job's node sealed before the job starts | exit %d, naming the address | 0 token requests | fake, revoke at once", code)
+	t.Logf("RELIABILITY ha-failover | the job's node sealed before the job starts, left sealed | waited %v for Vault, then exit %d, naming the address | 0 token requests | fake, revoke at once", waited.Round(time.Second), code)
 }

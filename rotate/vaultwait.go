@@ -2,6 +2,7 @@ package rotate
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -19,12 +20,23 @@ const DefaultVaultWait = 30 * time.Second
 // (vault.Unavailable), for up to VaultWait (default DefaultVaultWait) or until ctx ends. It returns
 // op's last error. step names the step in the warning logged before each wait.
 func (r *Rotator) untilVault(ctx context.Context, step string, op func() error) error {
+	return waitForVault(ctx, r.logger(), orDefault(r.WriteBackoff, 200*time.Millisecond), orDefault(r.VaultWait, DefaultVaultWait), step, op)
+}
+
+// UntilVault is untilVault for the job's start (the login and the mount's KV version, before any
+// Rotator exists): it waits out a Vault that cannot answer now for up to DefaultVaultWait, logging
+// a warning before each wait, and returns op's last error.
+func UntilVault(ctx context.Context, logger *slog.Logger, step string, op func() error) error {
+	return waitForVault(ctx, logger, 200*time.Millisecond, DefaultVaultWait, step, op)
+}
+
+func waitForVault(ctx context.Context, logger *slog.Logger, initial, maxWait time.Duration, step string, op func() error) error {
 	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = orDefault(r.WriteBackoff, 200*time.Millisecond)
+	b.InitialInterval = initial
 	b.MaxInterval = 5 * time.Second
 	b.MaxElapsedTime = 0
 	b.Reset()
-	deadline := time.Now().Add(orDefault(r.VaultWait, DefaultVaultWait))
+	deadline := time.Now().Add(maxWait)
 	for attempt := 1; ; attempt++ {
 		err := op()
 		if err == nil || !vault.Unavailable(err) || ctx.Err() != nil {
@@ -34,7 +46,7 @@ func (r *Rotator) untilVault(ctx context.Context, step string, op func() error) 
 		if time.Now().Add(wait).After(deadline) {
 			return err
 		}
-		r.logger().Warn("vault unavailable; waiting", "step", step, "attempt", attempt, "wait", wait.Round(time.Millisecond).String(), "error", err.Error())
+		logger.Warn("vault unavailable; waiting", "step", step, "attempt", attempt, "wait", wait.Round(time.Millisecond).String(), "error", err.Error())
 		if !sleep(ctx, wait) {
 			return err
 		}

@@ -108,7 +108,7 @@ func Open(ctx context.Context, cfg config.Vault) (*Store, error) {
 // Connect makes a Vault client from the environment (VAULT_ADDR, VAULT_CACERT, VAULT_TOKEN and
 // the rest, as the vault CLI reads them) overlaid with cfg.Address, and logs it in with cfg.Auth
 // (its method's defaults filled in). The client makes up to 2 retries of a request that failed
-// (VAULT_MAX_RETRIES sets them) and gives up on one after 15 s. Under a Vault rate-limit quota it
+// (VAULT_MAX_RETRIES sets them) and gives up on one after 15 s (VAULT_CLIENT_TIMEOUT sets it). Under a Vault rate-limit quota it
 // slows all its requests down and sends each one Vault refused with 429 again, within those 15 s
 // (quota.go). Errors never contain a token.
 func Connect(ctx context.Context, cfg config.Vault) (*api.Client, error) {
@@ -122,7 +122,9 @@ func Connect(ctx context.Context, cfg config.Vault) (*api.Client, error) {
 	if _, set := os.LookupEnv(api.EnvVaultMaxRetries); !set {
 		vc.MaxRetries = 2 // the client's own retries of a failed request; VAULT_MAX_RETRIES sets them, as for the vault CLI
 	}
-	vc.Timeout = 15 * time.Second // a stalled Vault must not hold a write-back for the default minute
+	if _, set := os.LookupEnv(api.EnvVaultClientTimeout); !set {
+		vc.Timeout = 15 * time.Second // a stalled Vault must not hold a write-back for the default minute
+	}
 	if t, ok := vc.HttpClient.Transport.(*http.Transport); ok {
 		t.MaxIdleConnsPerHost = 64 // many rotations at once; the default (cores + 1) reconnects each time
 	}
@@ -543,7 +545,8 @@ func (e *responseError) Unwrap() error { return e.err }
 
 // Unavailable reports whether err is Vault failing to answer rather than answering no: the
 // connection failed (a node down, a standby redirecting to a leader that is gone) or Vault
-// answered 5xx (sealed, no active node, an internal error). A refusal, a secret not found, a
+// answered 5xx (sealed, no active node, an internal error), or 429 to a request a rate-limit
+// quota still blocked when the request's own 15 s ran out, or that timeout ran out. A refusal, a secret not found, a
 // check-and-set mismatch or a failed check of Vault's certificate is an answer, and not
 // Unavailable; a connection broken after the handshake (perhaps a client certificate refused) is.
 func Unavailable(err error) bool {
@@ -554,7 +557,10 @@ func Unavailable(err error) bool {
 	case err == nil, errors.As(err, &te) && te.what == "":
 		return false // a failed check of Vault's certificate: an answer
 	case errors.As(err, &re):
-		return re.StatusCode >= http.StatusInternalServerError && re.StatusCode != http.StatusNotImplemented
+		return re.StatusCode >= http.StatusInternalServerError && re.StatusCode != http.StatusNotImplemented ||
+			re.StatusCode == http.StatusTooManyRequests // a rate-limit quota whose block outlasted the request
+	case errors.Is(err, context.DeadlineExceeded):
+		return true // the request's own timeout (15 s) ran out, in the client's retries or a quota's pause
 	}
 	return errors.As(err, &ue)
 }

@@ -116,6 +116,7 @@ func refusedClient(err error) bool {
 	msg := err.Error()
 	return errors.Is(err, syscall.EPIPE) ||
 		errors.As(err, &op) && op.Op == "write" && errors.Is(err, syscall.ECONNRESET) ||
+		strings.Contains(msg, "http2: client conn could not be established") || // the server closed it before HTTP/2's preface
 		strings.Contains(msg, "remote error: tls: certificate required") || strings.Contains(msg, "remote error: tls: bad certificate")
 }
 

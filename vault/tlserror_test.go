@@ -1,6 +1,7 @@
 package vault
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -16,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/vault/api"
 )
 
 // TestTLSErrorForAnExpiredCertificate checks the message for a certificate crypto/x509 itself
@@ -64,7 +67,7 @@ func TestTLSErrorForAnExpiredCertificate(t *testing.T) {
 
 // TestRefusedClientCertificateHint checks every shape in which Vault's refusal of a client that
 // sent no certificate reaches the job over TLS 1.3 (the alert, a broken pipe or a reset on the
-// request's write; CI saw the reset) carries the hint to set VAULT_CLIENT_CERT, while a reset on
+// request's write, or the connection closed before HTTP/2's preface; CI saw the reset) carries the hint to set VAULT_CLIENT_CERT, while a reset on
 // the read of the answer (a node going away) and a plain-HTTP address do not.
 func TestRefusedClientCertificateHint(t *testing.T) {
 	t.Setenv("VAULT_CLIENT_CERT", "")
@@ -82,6 +85,7 @@ func TestRefusedClientCertificateHint(t *testing.T) {
 		{"alert", get("https://v:8200", errors.New("remote error: tls: certificate required")), true},
 		{"broken pipe on write", get("https://v:8200", sys("write", syscall.EPIPE)), true},
 		{"reset on write", get("https://v:8200", sys("write", syscall.ECONNRESET)), true},
+		{"closed before HTTP/2's preface", get("https://v:8200", errors.New("http2: client conn could not be established")), true},
 		{"reset on read", get("https://v:8200", sys("read", syscall.ECONNRESET)), false},
 		{"reset on write over http", get("http://v:8200", sys("write", syscall.ECONNRESET)), false},
 	} {
@@ -94,5 +98,30 @@ func TestRefusedClientCertificateHint(t *testing.T) {
 				t.Error("not waited out as Vault being unavailable")
 			}
 		})
+	}
+}
+
+// TestUnavailable: which errors the job waits out as Vault being away (rotate's 30 s wait before
+// anything is spent), and which are answers.
+func TestUnavailable(t *testing.T) {
+	resp := func(code int) error { return cleanError(&api.ResponseError{StatusCode: code, Errors: []string{"x"}}) }
+	for _, c := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"503 sealed or no leader", resp(503), true},
+		{"500", resp(500), true},
+		{"501 not a Vault API", resp(501), false},
+		{"429 a quota still blocking", resp(429), true},
+		{"the request's own timeout", fmt.Errorf("read: %w", context.DeadlineExceeded), true},
+		{"connection refused", &url.Error{Op: "Get", URL: "http://v:8200/v1/x", Err: errors.New("connection refused")}, true},
+		{"403 refused", resp(403), false},
+		{"404", resp(404), false},
+		{"nil", nil, false},
+	} {
+		if got := Unavailable(c.err); got != c.want {
+			t.Errorf("%s: Unavailable %v, want %v", c.name, got, c.want)
+		}
 	}
 }

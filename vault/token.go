@@ -107,7 +107,7 @@ func shortToken(self *api.Secret, renewable bool, ttl, min time.Duration) error 
 	case seconds("period") > 0:
 		return fmt.Errorf("is periodic with a period of %v, shorter than a rotation may last (%v; give it a period at least that long)", seconds("period"), min)
 	case seconds("explicit_max_ttl") > 0:
-		return fmt.Errorf("has reached its explicit_max_ttl (%v), past which Vault renews no token, and %s", seconds("explicit_max_ttl"), left)
+		return fmt.Errorf("is capped by its explicit_max_ttl (%v), past which Vault renews no token, and %s", seconds("explicit_max_ttl"), left)
 	}
 	return fmt.Errorf("has reached the max TTL of its role or mount, past which Vault renews it no further, and %s", left)
 }

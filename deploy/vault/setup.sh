@@ -54,7 +54,7 @@ if [ -n "${KUBERNETES_HOST:-}" ]; then
   vault write auth/kubernetes/config "$@"
 
   # token-rotator's role. A token lives 1 hour; the job renews it or logs in again before each
-  # client when less than 15 minutes (the longest a rotation may run) are left.
+  # client when less than 3 minutes are left, and again whenever Vault refuses it mid-rotation.
   vault write auth/kubernetes/role/token-rotator \
     bound_service_account_names=token-rotator \
     bound_service_account_namespaces="$NAMESPACE" \
