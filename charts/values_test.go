@@ -385,7 +385,7 @@ func TestImageAndPullSecrets(t *testing.T) {
 	const digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 	for values, want := range map[*map[string]any]string{
 		{"image": map[string]any{"tag": "v1", "digest": digest}}: "token-rotator:v1@" + digest,
-		{"image": map[string]any{"digest": digest}}:             "token-rotator@" + digest,
+		{"image": map[string]any{"digest": digest}}:              "token-rotator@" + digest,
 	} {
 		_, c := container(t, decodeAll(t, mustRender(t, *values).objects))
 		if c.Image != want {
