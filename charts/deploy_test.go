@@ -58,7 +58,7 @@ func TestNormalisationKeepsDifferences(t *testing.T) {
 	deploy := normalise(t, kustomizeBuild(t))
 	for name, values := range map[string]map[string]any{
 		"schedule":     {"schedule": "*/10 * * * *"},
-		"grace period": {"terminationGracePeriodSeconds": 30},
+		"grace period": {"terminationGracePeriodSeconds": 900},
 		"read-only root filesystem": {"securityContext": map[string]any{
 			"runAsNonRoot": true, "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": false,
 			"privileged": false, "capabilities": map[string]any{"drop": []any{"ALL"}}}},
