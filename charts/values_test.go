@@ -244,6 +244,10 @@ func TestBadValuesFailWithTheirPath(t *testing.T) {
 		{"a second schedule in config", map[string]any{"config": map[string]any{"schedule": "0 * * * *"}}, []string{"config.schedule", "schedule"}},
 		{"ServiceMonitor for a CronJob", map[string]any{"metrics": map[string]any{"serviceMonitor": map[string]any{"enabled": true}}}, []string{"metrics.serviceMonitor.enabled", "mode daemon", "metrics.pushgateway"}},
 		{"no service account name", map[string]any{"serviceAccount": map[string]any{"create": false}}, []string{"serviceAccount.name"}},
+		{"jwt_file not the mounted token", map[string]any{"config": map[string]any{"vault": map[string]any{"auth": map[string]any{"jwt_file": "/var/run/secrets/kubernetes.io/serviceaccount/token"}}}}, []string{"config.vault.auth.jwt_file", "/var/run/secrets/vault/token"}},
+		{"Job deadline under pass_deadline + a rotation", map[string]any{"config": map[string]any{"pass_deadline": "30m"}}, []string{"cronjob.activeDeadlineSeconds 1800", "config.pass_deadline (30m)"}},
+		{"alerts with no metrics to read", map[string]any{"prometheusRule": map[string]any{"enabled": true}}, []string{"prometheusRule.enabled", "metrics.pushgateway"}},
+		{"a time zone the config's schedule is not in", map[string]any{"timeZone": "Europe/London"}, []string{"/timeZone"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := renderChart(t, c.values)
@@ -269,7 +273,7 @@ func TestNotesTellTheNextStep(t *testing.T) {
 	} {
 		t.Run(mode, func(t *testing.T) {
 			install := mustRenderIn(t, "tools", map[string]any{"mode": mode})
-			for _, w := range append(want, "service account\ntoken-rotator in namespace tools", "NAMESPACE=tools", "deploy/vault/setup.sh") {
+			for _, w := range append(want, "service account\ntoken-rotator in namespace tools", "NAMESPACE=tools SERVICE_ACCOUNT=token-rotator AUDIENCE=vault", "deploy/vault/setup.sh") {
 				if !strings.Contains(install.notes, w) {
 					t.Errorf("NOTES.txt lacks %q:\n%s", w, install.notes)
 				}
@@ -301,7 +305,7 @@ func TestPrometheusRuleIsDeployRules(t *testing.T) {
 		t.Fatalf("deploy's rules hold %d groups", len(want.Groups))
 	}
 	var rule *monitoringv1.PrometheusRule
-	for _, obj := range decodeAll(t, mustRender(t, map[string]any{"prometheusRule": map[string]any{"enabled": true, "labels": map[string]any{"release": "prom"}}}).objects) {
+	for _, obj := range decodeAll(t, mustRender(t, map[string]any{"prometheusRule": map[string]any{"enabled": true, "labels": map[string]any{"release": "prom"}}, "metrics": map[string]any{"pushgateway": "http://pushgateway:9091"}}).objects) {
 		if r, ok := obj.(*monitoringv1.PrometheusRule); ok {
 			rule = r
 		}
@@ -402,5 +406,14 @@ func TestImageAndPullSecrets(t *testing.T) {
 	}
 	if !slices.Equal(names, []string{"own", "parent"}) {
 		t.Errorf("imagePullSecrets %v, want [own parent]", names)
+	}
+}
+
+// TestJWTFileIsTheMountedToken: with kubernetes auth and no jwt_file, the rendered config names the
+// token the pods mount, not the loader's default (the API token, which the pods do not mount).
+func TestJWTFileIsTheMountedToken(t *testing.T) {
+	objs := decodeAll(t, mustRender(t, map[string]any{"config": map[string]any{"vault": map[string]any{"auth": map[string]any{"jwt_file": nil}}}}).objects)
+	if got := configOf(t, objs).Vault.Auth.JWTFile; got != "/var/run/secrets/vault/token" {
+		t.Errorf("jwt_file %q, want the mounted /var/run/secrets/vault/token", got)
 	}
 }

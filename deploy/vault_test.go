@@ -599,3 +599,31 @@ func keys(m map[string]any) []string {
 	}
 	return out
 }
+
+// TestSetupBindsAnotherServiceAccount: setup.sh's SERVICE_ACCOUNT and AUDIENCE (what the Helm
+// chart's NOTES print for a release of another name or audience) make the job's role bind that
+// service account and audience: its token logs in, the default name's is refused.
+func TestSetupBindsAnotherServiceAccount(t *testing.T) {
+	v := testenv.StartVault(t)
+	k8s := testenv.StartKubeAPI(t)
+	runSetup(t, v, "KUBERNETES_HOST="+k8s.URL, "KUBERNETES_CA_CERT="+writeFile(t, "ca.crt", k8s.CACertPEM),
+		"NAMESPACE=tools", "SERVICE_ACCOUNT=rotator-token-rotator", "AUDIENCE=https://vault.example")
+	seed(t, v)
+	login := func(sa testenv.ServiceAccount, audience string) error {
+		jwt := k8s.Issue(t, sa, testenv.TokenOptions{Audiences: []string{audience}})
+		_, err := vault.Open(context.Background(), config.Vault{
+			Address: v.Addr, KVMount: "secret",
+			Auth: config.Auth{Method: config.AuthKubernetes, Role: "token-rotator", Mount: "kubernetes", JWTFile: writeFile(t, "token", jwt)},
+		})
+		return err
+	}
+	if err := login(testenv.ServiceAccount{Namespace: "tools", Name: "rotator-token-rotator"}, "https://vault.example"); err != nil {
+		t.Errorf("the named service account with the named audience: %v", err)
+	}
+	if err := login(testenv.ServiceAccount{Namespace: "tools", Name: "token-rotator"}, "https://vault.example"); err == nil {
+		t.Error("the default service account name logged in: the role binds more than SERVICE_ACCOUNT")
+	}
+	if err := login(testenv.ServiceAccount{Namespace: "tools", Name: "rotator-token-rotator"}, "vault"); err == nil {
+		t.Error("audience vault logged in: the role binds more than AUDIENCE")
+	}
+}

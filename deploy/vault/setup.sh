@@ -18,6 +18,10 @@
 #                        token-rotator (and the apps' service accounts) to system:auth-delegator
 #                        (deploy/auth-delegator.yaml).
 #   NAMESPACE            token-rotator's namespace (default token-rotator; kustomization.yaml's)
+#   SERVICE_ACCOUNT      token-rotator's service account (default token-rotator; the Helm chart's
+#                        NOTES print the one it made)
+#   AUDIENCE             the audience of the job's projected token (default vault; the chart's
+#                        vault.serviceAccountToken.audience)
 #   APP_SERVICE_ACCOUNTS, APP_NAMESPACES  the apps allowed to read access tokens (comma-separated;
 #                        default: service accounts named stora-client, in namespace default)
 #   APPROLE=true         also set up AppRole for token-rotator (a VM, CI: anywhere without
@@ -28,6 +32,8 @@ set -eu
 
 dir=$(cd "$(dirname "$0")" && pwd)
 NAMESPACE=${NAMESPACE:-token-rotator}
+SERVICE_ACCOUNT=${SERVICE_ACCOUNT:-token-rotator}
+AUDIENCE=${AUDIENCE:-vault}
 APP_SERVICE_ACCOUNTS=${APP_SERVICE_ACCOUNTS:-stora-client}
 APP_NAMESPACES=${APP_NAMESPACES:-default}
 
@@ -56,9 +62,9 @@ if [ -n "${KUBERNETES_HOST:-}" ]; then
   # token-rotator's role. A token lives 1 hour; the job renews it or logs in again before each
   # client when less than 3 minutes are left, and again whenever Vault refuses it mid-rotation.
   vault write auth/kubernetes/role/token-rotator \
-    bound_service_account_names=token-rotator \
+    bound_service_account_names="$SERVICE_ACCOUNT" \
     bound_service_account_namespaces="$NAMESPACE" \
-    audience=vault \
+    audience="$AUDIENCE" \
     token_policies=token-rotator \
     token_ttl=1h \
     token_max_ttl=4h
