@@ -146,4 +146,18 @@ var mutations = []mutation{
 	{"ha-no-wait-before-the-spend", "RELIABILITY.md: Vault cluster: the steps before the token request wait out an election",
 		"rotate/vaultwait.go", "if err == nil || !vault.Unavailable(err) || ctx.Err() != nil {", "if true {",
 		"TestLeaderKilledMidPass", "./ha"},
+	{"ha-start-does-not-wait", "README: Production Vault: the job's start waits out an election",
+		"run.go", "err = rotate.UntilVault(ctx, logger, \"login\", func() (err error) {",
+		"err = func(_ context.Context, _ *slog.Logger, _ string, op func() error) error { return op() }(ctx, logger, \"login\", func() (err error) {",
+		"TestLeaderKilledMidPass/start", "./ha"},
+	{"quota-429-not-waited", "README: Production Vault: a 429 that outlasts a request is waited out",
+		"vault/store.go", "re.StatusCode == http.StatusTooManyRequests // a rate-limit quota", "false // a rate-limit quota",
+		"TestUnavailable", "./vault"},
+	// README: Alerts: TokenRotatorReauthorizationRequired and ExpiringSoon for a stuck client.
+	{"reauth-gauge-stays-set", "README: Alerts: the re-authorization gauge goes back to 0",
+		"metrics/metrics.go", "m.reauth.WithLabelValues(res.Client).Set(0)", "m.reauth.WithLabelValues(res.Client).Set(1)",
+		"TestStuckClientIsPushedForItsAlerts", "."},
+	{"stuck-target-reports-no-expiry", "README: Alerts: a stuck client's token expiry is still reported",
+		"rotate/rotation.go", "\ta.res.ExpiresAt = expiresAt\n", "\t_ = expiresAt\n",
+		"TestStuckClientIsPushedForItsAlerts", "."},
 }
