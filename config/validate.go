@@ -128,6 +128,11 @@ func (f *file) resolve() (*Config, Errors) {
 		}
 		cl.Output = defaultString(cl.Output, cl.Secret)
 		cl.Connections, cl.OutputPrefix = strings.Trim(fc.Connections, "/"), strings.Trim(fc.OutputPrefix, "/")
+		for _, p := range [][2]string{{"secret", cl.Secret}, {"output", strings.Trim(fc.Output, "/")}, {"connections", cl.Connections}, {"output_prefix", cl.OutputPrefix}} {
+			if msg := notRelative(c.Vault.KVMount, p[1]); msg != "" {
+				bad(field(p[0]), "%s", msg)
+			}
+		}
 		switch {
 		case cl.Connections != "" && cl.Grant != GrantAuthorizationCode:
 			bad(field("connections"), "only an authorization_code client has connections")
