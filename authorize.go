@@ -31,7 +31,7 @@ func runAuthorize(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	connection := fs.String("connection", "", "for a client with connections: the connection's path under the prefix, e.g. operator-4711")
 	redirectURI := fs.String("redirect-uri", "", "the redirect URI registered for the partner application (required)")
 	scope := fs.String("scope", "", "scopes to ask for; default: the client's scope")
-	authorizeURL := fs.String("authorize-url", "", "default: authorize_url from the config")
+	authorizeURL := fs.String("authorize-url", "", "default: the client's authorize_url; else beside its token_url (.../token → .../authorize); else the config's authorize_url")
 	code := fs.String("code", "", "an authorization code already at hand, from an authorization this command did not start (no URL is printed)")
 	codeVerifier := fs.String("code-verifier", "", "with --code: the PKCE code_verifier that authorization used, if it used one")
 	storeOnly := fs.Bool("store-only", false, "store the code for the next pass instead of exchanging it now")
@@ -67,7 +67,7 @@ func runAuthorize(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	}
 	verifier := *codeVerifier
 	if *code == "" {
-		authURL := cmp.Or(*authorizeURL, job.cfg.AuthorizeURL)
+		authURL := cmp.Or(*authorizeURL, c.AuthorizeURL)
 		if err := config.CheckURL(authURL); err != nil {
 			return fmt.Errorf("--authorize-url: %w", err)
 		}

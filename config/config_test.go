@@ -359,3 +359,42 @@ func TestPathsAreRelativeToTheMount(t *testing.T) {
 		}
 	}
 }
+
+// TestAuthorizeURLPerClient: a client with a token endpoint of its own is authorized at the
+// authorize endpoint beside it, not at the one beside the global token_url; a client's own
+// authorize_url wins over both.
+func TestAuthorizeURLPerClient(t *testing.T) {
+	c, err := Parse("c.yaml", []byte(`token_url: https://public-api.stora.co/oauth2/token
+authorize_url: https://login.stora.co/oauth2/authorize
+clients:
+  - {name: global, grant: authorization_code, secret: a}
+  - {name: same, grant: authorization_code, secret: b, token_url: https://public-api.stora.co/oauth2/token}
+  - {name: own-token, grant: authorization_code, secret: c, token_url: https://sandbox.stora.co/oauth2/token}
+  - {name: own-both, grant: authorization_code, secret: d, token_url: https://sandbox.stora.co/oauth2/token, authorize_url: https://sso.sandbox.stora.co/authorize}
+  - {name: own-authorize, grant: authorization_code, secret: e, authorize_url: https://sso.stora.co/authorize}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{
+		"global":        "https://login.stora.co/oauth2/authorize",
+		"same":          "https://login.stora.co/oauth2/authorize",
+		"own-token":     "https://sandbox.stora.co/oauth2/authorize",
+		"own-both":      "https://sso.sandbox.stora.co/authorize",
+		"own-authorize": "https://sso.stora.co/authorize",
+	} {
+		if got := c.Client(name).AuthorizeURL; got != want {
+			t.Errorf("%s: authorize URL %s, want %s", name, got, want)
+		}
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"clients:\n  - {name: a, grant: authorization_code, secret: s, authorize_url: http://sso.example/authorize}\n",
+			`c.yaml:2:68: clients[0].authorize_url: "http://sso.example/authorize": http is allowed only to a loopback address`},
+		{"clients:\n  - {name: a, grant: client_credentials, scope: x, secret: s, authorize_url: https://sso.example/authorize}\n",
+			"c.yaml:2:78: clients[0].authorize_url: only an authorization_code client is authorized"},
+	} {
+		if _, err := Parse("c.yaml", []byte(tc.yaml)); err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("got %v, want %s", err, tc.want)
+		}
+	}
+}
