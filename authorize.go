@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/url"
 	"strings"
+	"time"
 
 	"token-rotator/config"
 	"token-rotator/oauth"
@@ -23,6 +24,11 @@ import (
 // must match), stores code, redirect_uri and code_verifier in the client's (or connection's)
 // secret, and exchanges it at once unless --store-only: then the next pass does, within the
 // code's 10 minutes. It prints no secret.
+//
+// It returns nil when the target is authorized (with --store-only: the code stored);
+// errClientsFailed (exit 1), after a line saying why, when it is not: the server refused the code,
+// or a pass in another process is rotating that secret right now (run authorize again once it has
+// finished); any other error (exit 2) for bad flags, configuration, Vault or a refused approval.
 func runAuthorize(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("token-rotator authorize", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -31,7 +37,7 @@ func runAuthorize(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	connection := fs.String("connection", "", "for a client with connections: the connection's path under the prefix, e.g. operator-4711")
 	redirectURI := fs.String("redirect-uri", "", "the redirect URI registered for the partner application (required)")
 	scope := fs.String("scope", "", "scopes to ask for; default: the client's scope")
-	authorizeURL := fs.String("authorize-url", "", "default: authorize_url from the config")
+	authorizeURL := fs.String("authorize-url", "", "default: the client's authorize_url; else beside its token_url (.../token → .../authorize); else the config's authorize_url")
 	code := fs.String("code", "", "an authorization code already at hand, from an authorization this command did not start (no URL is printed)")
 	codeVerifier := fs.String("code-verifier", "", "with --code: the PKCE code_verifier that authorization used, if it used one")
 	storeOnly := fs.Bool("store-only", false, "store the code for the next pass instead of exchanging it now")
@@ -61,13 +67,26 @@ func runAuthorize(ctx context.Context, args []string, stdin io.Reader, stdout, s
 		return fmt.Errorf("secret %s has no client_id", c.Secret)
 	}
 	// Before the operator spends an approval: can this Vault token store what it brings?
-	_, statErr := job.store.Read(ctx, path)
+	cur, statErr := job.store.Read(ctx, path)
 	if err := job.store.Writable(ctx, path, statErr == nil, false); err != nil {
 		return fmt.Errorf("cannot store the authorization (run authorize with a Vault token that may create %s): %w", path, err)
 	}
+	// And is a pass rotating it right now? Its claim would keep the exchange below off the
+	// secret. A code stored for the next pass (--store-only) is safe: that pass's write-back keeps it.
+	if statErr == nil && !*storeOnly {
+		if holder, until, ok := rotate.ClaimOn(cur.Data, time.Now()); ok {
+			asked := "no approval was asked for and nothing was stored"
+			if *code != "" {
+				asked = "the code was not stored"
+			}
+			fmt.Fprintf(stdout, "%s: a pass is rotating it right now (claimed by %s until %s), so %s: run authorize again in a minute, once that pass has finished (%s at the latest)\n",
+				target, holder, utc(until), asked, utc(until))
+			return errClientsFailed
+		}
+	}
 	verifier := *codeVerifier
 	if *code == "" {
-		authURL := cmp.Or(*authorizeURL, job.cfg.AuthorizeURL)
+		authURL := cmp.Or(*authorizeURL, c.AuthorizeURL)
 		if err := config.CheckURL(authURL); err != nil {
 			return fmt.Errorf("--authorize-url: %w", err)
 		}
@@ -96,6 +115,10 @@ func runAuthorize(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	}
 	job.rotator.Only, job.rotator.Force = []string{target}, true
 	res := job.rotator.Pass(ctx)
+	if len(res) == 1 && res[0].Outcome == rotate.ClaimedElsewhere {
+		claimedFirst(ctx, job.store, stdout, target, path)
+		return errClientsFailed
+	}
 	if len(res) != 1 || res[0].Outcome != rotate.Rotated {
 		for _, r := range res {
 			if r.Err != nil {
@@ -105,9 +128,28 @@ func runAuthorize(ctx context.Context, args []string, stdin io.Reader, stdout, s
 		return errClientsFailed
 	}
 	fmt.Fprintf(stdout, "authorized %s: refresh token stored in %s, access token valid until %s\n",
-		target, path, res[0].ExpiresAt.UTC().Format("2006-01-02T15:04:05Z"))
+		target, path, utc(res[0].ExpiresAt))
 	return nil
 }
+
+// claimedFirst says what happened when a pass in another process claimed the secret between the
+// check before the approval and the exchange, and what to do: the code is stored and that pass's
+// write-back keeps it, so the next pass exchanges it, if it comes within the code's 10 minutes.
+func claimedFirst(ctx context.Context, s *vault.Store, stdout io.Writer, target, path string) {
+	held := "and has finished since"
+	again := "or run authorize again"
+	if cur, err := s.Read(ctx, path); err == nil {
+		if holder, until, ok := rotate.ClaimOn(cur.Data, time.Now()); ok {
+			held = fmt.Sprintf("and is rotating it right now (claimed by %s until %s)", holder, utc(until))
+			again = fmt.Sprintf("or run authorize again in a minute, once that pass has finished (%s at the latest)", utc(until))
+		}
+	}
+	fmt.Fprintf(stdout, "%s: a pass claimed it first %s: the code is stored in %s but was not exchanged. The next pass exchanges it if it comes within the code's 10 minutes; %s\n",
+		target, held, path, again)
+}
+
+// utc is how authorize prints a time: UTC, RFC 3339, to the second.
+func utc(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05Z") }
 
 // authorizeTarget names the target and secret path a new authorization goes to.
 func authorizeTarget(c *config.Client, connection string) (name, path string, err error) {

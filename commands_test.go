@@ -313,8 +313,8 @@ func TestAuthorizeOnboardsAConnection(t *testing.T) {
 	out.Reset()
 	err = runAuthorize(context.Background(), []string{"--config", cfg, "--client", "partner", "--connection", "operator-1", "--redirect-uri", redirect,
 		"--code", "a-code-the-server-never-issued"}, strings.NewReader(""), &out, &stderr)
-	if err == nil {
-		t.Fatalf("a refused code was reported as authorized:\n%s", out.String())
+	if code := exitCode(err, &stderr); code != 1 { // README: exit 1, not authorized
+		t.Fatalf("a refused code: exit %d, want 1:\n%s", code, out.String())
 	}
 	if c := e.get("stora/partner/connections/operator-1"); c.Data["code"] != nil || str(c, "refresh_token") != before {
 		t.Errorf("after a refused code: code left %v, refresh token kept %v", c.Data["code"] != nil, str(c, "refresh_token") == before)

@@ -31,8 +31,9 @@ type Config struct {
 	File string
 	// TokenURL is the default token endpoint for clients that name none.
 	TokenURL string
-	// AuthorizeURL is where `token-rotator authorize` sends an operator to approve a partner;
-	// default: TokenURL with its last path element "token" replaced by "authorize".
+	// AuthorizeURL is where `token-rotator authorize` sends an operator to approve a partner
+	// whose client names no token_url of its own; default: TokenURL with its last path element
+	// "token" replaced by "authorize". Client.AuthorizeURL is what authorize uses.
 	AuthorizeURL string
 	// Schedule is the daemon's cron spec as written; Cron is it parsed, in UTC unless the spec
 	// starts with CRON_TZ= or TZ=.
@@ -115,6 +116,11 @@ type Client struct {
 	Output string
 	// TokenURL is this client's token endpoint; defaults to Config.TokenURL.
 	TokenURL string
+	// AuthorizeURL is where `token-rotator authorize` sends an operator to approve this
+	// (authorization_code) client: its own authorize_url; else, when it has a token_url of its
+	// own, that URL with its last path element "token" replaced by "authorize"; else
+	// Config.AuthorizeURL.
+	AuthorizeURL string
 	// Connections is a KV path prefix (authorization_code only): every secret below it is one
 	// connection, an operator who authorized the partner, with its own refresh_token (or code +
 	// redirect_uri [+ code_verifier]), sharing client_id and client_secret from Secret. Listed

@@ -311,3 +311,90 @@ func TestLoadReadsTheFile(t *testing.T) {
 		t.Errorf("loaded %q with %d clients, want %q with 2", c.File, len(c.Clients), path)
 	}
 }
+
+// TestPathsAreRelativeToTheMount: a path that repeats the KV mount or carries the KV v2 API's
+// data/ or metadata/ segment names a secret nobody wrote (the job would read
+// secret/data/secret/stora/acme); every path field is refused at load, at the value, with the
+// path meant. A path that merely starts like the mount's name is fine.
+func TestPathsAreRelativeToTheMount(t *testing.T) {
+	partner := func(secret, connections, outputPrefix string) string {
+		return "clients:\n  - name: p\n    grant: authorization_code\n    secret: " + secret +
+			"\n    connections: " + connections + "\n    output_prefix: " + outputPrefix + "\n"
+	}
+	acme := func(secret, output string) string {
+		return "clients:\n  - name: a\n    grant: client_credentials\n    scope: x\n    secret: " + secret + "\n    output: " + output + "\n"
+	}
+	for _, tc := range []struct{ name, mount, yaml, want string }{
+		{"secret repeats the mount", "secret", acme("secret/stora/acme", "apps/acme"),
+			`c.yaml:7:13: clients[0].secret: "secret/stora/acme" repeats the KV mount: paths are relative to vault.kv_mount ("secret"); write "stora/acme"`},
+		{"secret with mount and data/", "secret", acme("secret/data/stora/acme", "apps/acme"),
+			`c.yaml:7:13: clients[0].secret: "secret/data/stora/acme" repeats the KV mount and carries the KV API's data/ segment, which the job adds itself: paths are relative to vault.kv_mount ("secret"); write "stora/acme"`},
+		{"secret with data/", "secret", acme("data/stora/acme", "apps/acme"),
+			`c.yaml:7:13: clients[0].secret: "data/stora/acme" carries the KV API's data/ segment, which the job adds itself: paths are relative to vault.kv_mount ("secret"); write "stora/acme"`},
+		{"leading slash", "secret", acme("/secret/stora/acme", "apps/acme"),
+			`c.yaml:7:13: clients[0].secret: "secret/stora/acme" repeats the KV mount`},
+		{"output with metadata/", "secret", acme("stora/acme", "metadata/apps/acme"),
+			`c.yaml:8:13: clients[0].output: "metadata/apps/acme" carries the KV API's metadata/ segment, which the job adds itself: paths are relative to vault.kv_mount ("secret"); write "apps/acme"`},
+		{"output repeats a mount of two segments", "kv/prod", acme("stora/acme", "kv/prod/apps/acme"),
+			`c.yaml:8:13: clients[0].output: "kv/prod/apps/acme" repeats the KV mount: paths are relative to vault.kv_mount ("kv/prod"); write "apps/acme"`},
+		{"shared secret with the mount", "secret", partner("secret/stora/partner", "stora/partner/connections", "apps/partner"),
+			`c.yaml:6:13: clients[0].secret: "secret/stora/partner" repeats the KV mount: paths are relative to vault.kv_mount ("secret"); write "stora/partner"`},
+		{"connections with data/", "secret", partner("stora/partner", "secret/data/stora/partner/connections", "apps/partner"),
+			`c.yaml:7:18: clients[0].connections: "secret/data/stora/partner/connections" repeats the KV mount and carries the KV API's data/ segment, which the job adds itself: paths are relative to vault.kv_mount ("secret"); write "stora/partner/connections"`},
+		{"output_prefix with the mount", "secret", partner("stora/partner", "stora/partner/connections", "secret/apps/partner"),
+			`c.yaml:8:20: clients[0].output_prefix: "secret/apps/partner" repeats the KV mount: paths are relative to vault.kv_mount ("secret"); write "apps/partner"`},
+		{"the mount itself", "secret", acme("secret/data", "apps/acme"),
+			`c.yaml:7:13: clients[0].secret: "secret/data" repeats the KV mount and carries the KV API's data/ segment, which the job adds itself: paths are relative to vault.kv_mount ("secret"); name a path inside the mount`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("c.yaml", []byte("vault:\n  kv_mount: "+tc.mount+"\n"+tc.yaml))
+			if err == nil || !strings.HasPrefix(err.Error(), tc.want) || strings.Count(err.Error(), "\n") > 0 {
+				t.Errorf("got %v\nwant one error starting %s", err, tc.want)
+			}
+		})
+	}
+	for _, ok := range []string{acme("secrets/acme", "datastore/acme"), acme("stora/secret/acme", "apps/data/acme"), partner("stora/metadata-svc", "stora/p/connections", "apps/p")} {
+		if _, err := Parse("c.yaml", []byte("vault:\n  kv_mount: secret\n"+ok)); err != nil {
+			t.Errorf("a path relative to the mount was refused: %v", err)
+		}
+	}
+}
+
+// TestAuthorizeURLPerClient: a client with a token endpoint of its own is authorized at the
+// authorize endpoint beside it, not at the one beside the global token_url; a client's own
+// authorize_url wins over both.
+func TestAuthorizeURLPerClient(t *testing.T) {
+	c, err := Parse("c.yaml", []byte(`token_url: https://public-api.stora.co/oauth2/token
+authorize_url: https://login.stora.co/oauth2/authorize
+clients:
+  - {name: global, grant: authorization_code, secret: a}
+  - {name: same, grant: authorization_code, secret: b, token_url: https://public-api.stora.co/oauth2/token}
+  - {name: own-token, grant: authorization_code, secret: c, token_url: https://sandbox.stora.co/oauth2/token}
+  - {name: own-both, grant: authorization_code, secret: d, token_url: https://sandbox.stora.co/oauth2/token, authorize_url: https://sso.sandbox.stora.co/authorize}
+  - {name: own-authorize, grant: authorization_code, secret: e, authorize_url: https://sso.stora.co/authorize}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{
+		"global":        "https://login.stora.co/oauth2/authorize",
+		"same":          "https://login.stora.co/oauth2/authorize",
+		"own-token":     "https://sandbox.stora.co/oauth2/authorize",
+		"own-both":      "https://sso.sandbox.stora.co/authorize",
+		"own-authorize": "https://sso.stora.co/authorize",
+	} {
+		if got := c.Client(name).AuthorizeURL; got != want {
+			t.Errorf("%s: authorize URL %s, want %s", name, got, want)
+		}
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"clients:\n  - {name: a, grant: authorization_code, secret: s, authorize_url: http://sso.example/authorize}\n",
+			`c.yaml:2:68: clients[0].authorize_url: "http://sso.example/authorize": http is allowed only to a loopback address`},
+		{"clients:\n  - {name: a, grant: client_credentials, scope: x, secret: s, authorize_url: https://sso.example/authorize}\n",
+			"c.yaml:2:78: clients[0].authorize_url: only an authorization_code client is authorized"},
+	} {
+		if _, err := Parse("c.yaml", []byte(tc.yaml)); err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("got %v, want %s", err, tc.want)
+		}
+	}
+}

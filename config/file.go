@@ -42,6 +42,7 @@ type fileClient struct {
 	Secret       string `yaml:"secret"`
 	Output       string `yaml:"output"`
 	TokenURL     string `yaml:"token_url"`
+	AuthorizeURL string `yaml:"authorize_url"`
 	Connections  string `yaml:"connections"`
 	OutputPrefix string `yaml:"output_prefix"`
 }

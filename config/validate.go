@@ -32,7 +32,7 @@ func (f *file) resolve() (*Config, Errors) {
 	}
 	c.AuthorizeURL = f.AuthorizeURL
 	if c.AuthorizeURL == "" {
-		c.AuthorizeURL = strings.TrimSuffix(c.TokenURL, "/token") + "/authorize"
+		c.AuthorizeURL = authorizeURLFor(c.TokenURL)
 	} else if err := checkTokenURL(c.AuthorizeURL); err != nil {
 		bad("authorize_url", "%v", err)
 	}
@@ -102,6 +102,20 @@ func (f *file) resolve() (*Config, Errors) {
 			Secret:   strings.Trim(fc.Secret, "/"),
 			Output:   strings.Trim(fc.Output, "/"),
 			TokenURL: defaultString(fc.TokenURL, c.TokenURL),
+			// A token endpoint of its own has an authorize endpoint of its own: the global
+			// authorize_url belongs to the global token_url.
+			AuthorizeURL: c.AuthorizeURL,
+		}
+		if fc.TokenURL != "" && fc.TokenURL != c.TokenURL {
+			cl.AuthorizeURL = authorizeURLFor(fc.TokenURL)
+		}
+		if fc.AuthorizeURL != "" {
+			cl.AuthorizeURL = fc.AuthorizeURL
+			if err := checkTokenURL(fc.AuthorizeURL); err != nil {
+				bad(field("authorize_url"), "%v", err)
+			} else if fc.Grant != GrantAuthorizationCode {
+				bad(field("authorize_url"), "only an authorization_code client is authorized")
+			}
 		}
 		switch {
 		case cl.Name == "":
@@ -128,6 +142,11 @@ func (f *file) resolve() (*Config, Errors) {
 		}
 		cl.Output = defaultString(cl.Output, cl.Secret)
 		cl.Connections, cl.OutputPrefix = strings.Trim(fc.Connections, "/"), strings.Trim(fc.OutputPrefix, "/")
+		for _, p := range [][2]string{{"secret", cl.Secret}, {"output", strings.Trim(fc.Output, "/")}, {"connections", cl.Connections}, {"output_prefix", cl.OutputPrefix}} {
+			if msg := notRelative(c.Vault.KVMount, p[1]); msg != "" {
+				bad(field(p[0]), "%s", msg)
+			}
+		}
 		switch {
 		case cl.Connections != "" && cl.Grant != GrantAuthorizationCode:
 			bad(field("connections"), "only an authorization_code client has connections")
@@ -178,6 +197,12 @@ func checkTokenURL(s string) error {
 	default:
 		return fmt.Errorf("%q: scheme must be https", shown)
 	}
+}
+
+// authorizeURLFor is the authorize endpoint beside a token endpoint: its last path element
+// "token" replaced by "authorize", as Stora's (and Doorkeeper's) /oauth2/token and /oauth2/authorize.
+func authorizeURLFor(tokenURL string) string {
+	return strings.TrimSuffix(tokenURL, "/token") + "/authorize"
 }
 
 func defaultString(s, def string) string {

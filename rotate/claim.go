@@ -53,10 +53,28 @@ func (c *claim) is(who claimant) bool { return c.Holder == who.holder && c.Targe
 // honoured.
 const maxClaimAhead = DefaultClaimTTL + time.Hour
 
+// live reports whether the claim keeps others off the secret at now: not lapsed, and not
+// implausibly far ahead (maxClaimAhead).
+func (c *claim) live(now time.Time) bool {
+	return now.Before(c.Expires) && c.Expires.Sub(now) <= maxClaimAhead
+}
+
 // heldElsewhere reports whether data carries a live claim by anyone but who.
 func heldElsewhere(data map[string]any, who claimant, now time.Time) bool {
 	c := claimOf(data)
-	return c != nil && !c.is(who) && now.Before(c.Expires) && c.Expires.Sub(now) <= maxClaimAhead
+	return c != nil && !c.is(who) && c.live(now)
+}
+
+// ClaimOn reports who holds a live claim on a credential secret, from its data, and when the claim
+// lapses at the latest (its holder releases it as soon as its rotation ends); ok is false when no
+// claim a pass would honour is there. For `token-rotator authorize`, which must not store a code
+// into a secret another process is rotating without saying so.
+func ClaimOn(data map[string]any, now time.Time) (holder string, until time.Time, ok bool) {
+	c := claimOf(data)
+	if c == nil || !c.live(now) {
+		return "", time.Time{}, false
+	}
+	return c.Holder, c.Expires, true
 }
 
 // claimValue is who's claim, valid for ttl from now, as stored under keyClaim.
