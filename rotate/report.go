@@ -12,21 +12,20 @@ import (
 // TargetState is one client's or connection's state, as `token-rotator status` shows it. It holds
 // no token value.
 type TargetState struct {
-	Name  string `json:"name"`
-	Grant string `json:"grant"`
+	Name  string
+	Grant string
 	// ExpiresAt is when the access token in Vault stops working; zero when there is none.
-	ExpiresAt time.Time `json:"expires_at,omitzero"`
-	// LastSuccess, Status, Error and Failures come from the secret's metadata (KV v2); Status is
-	// "deleted" for a connection whose secret is gone (skipped by the pass, not a problem).
-	LastSuccess string `json:"last_success,omitempty"`
-	Status      string `json:"status,omitempty"`
-	Error       string `json:"error,omitempty"`
-	Failures    string `json:"consecutive_failures,omitempty"`
+	ExpiresAt time.Time
+	// LastSuccess, LastAttempt, Status, Error and Failures come from the secret's metadata (KV v2),
+	// as recorded (RFC 3339 times, a decimal count), empty when not recorded; Status is "deleted"
+	// for a connection whose secret is gone (skipped by the pass, not a problem).
+	LastSuccess, LastAttempt string
+	Status, Error, Failures  string
 	// ExpiresBeforeNextRun flags a token that will have stopped working before the next scheduled
 	// run can replace it.
-	ExpiresBeforeNextRun bool `json:"expires_before_next_run"`
+	ExpiresBeforeNextRun bool
 	// Problem is why the state could not be read, if it could not.
-	Problem string `json:"problem,omitempty"`
+	Problem string
 }
 
 // StatusDeleted is the state of a connection whose secret is deleted: the pass skips it.
@@ -64,8 +63,9 @@ func (r *Rotator) Report(ctx context.Context, nextRun time.Time) []TargetState {
 			out = append(out, st)
 			continue
 		}
-		st.LastSuccess, st.Status, st.Error, st.Failures =
-			secret.Metadata[metaLastSuccess], secret.Metadata[metaStatus], secret.Metadata[metaError], secret.Metadata[metaFailures]
+		m := secret.Metadata
+		st.LastSuccess, st.LastAttempt, st.Status, st.Error, st.Failures =
+			m[metaLastSuccess], m[metaLastAttempt], m[metaStatus], m[metaError], m[metaFailures]
 		if status, ok := stuck(secret.Metadata, secret.Version, secret.Data); ok {
 			st.Status = status
 		} else if st.Stuck() { // by the pass's rule it is not waiting any more: say what comes next
