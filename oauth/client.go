@@ -85,8 +85,8 @@ func (c *Client) token(ctx context.Context, tokenURL string, r Request) (*Token,
 	if err != nil {
 		return nil, &TransportError{Err: fmt.Errorf("HTTP %d: read body: %w", resp.StatusCode, err)}
 	}
-	e := &Error{Status: resp.StatusCode, ContentType: resp.Header.Get("Content-Type"),
-		RetryAfter: retryAfter(resp.Header, c.now())}
+	e := &Error{Status: resp.StatusCode, ContentType: resp.Header.Get("Content-Type")}
+	e.RetryAfter, e.RetryAfterFrom = retryAfter(resp.Header, c.now())
 	switch {
 	case int64(len(data)) > limit:
 		e.Reason = fmt.Sprintf("body longer than %d bytes", limit)
@@ -108,7 +108,7 @@ func (c *Client) success(e *Error, data []byte, sent time.Time) (*Token, error) 
 	}
 	var oe *Error
 	if errors.As(err, &oe) {
-		oe.Status, oe.ContentType, oe.RetryAfter = e.Status, e.ContentType, e.RetryAfter
+		oe.Status, oe.ContentType, oe.RetryAfter, oe.RetryAfterFrom = e.Status, e.ContentType, e.RetryAfter, e.RetryAfterFrom
 	}
 	return tok, err
 }

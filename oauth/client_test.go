@@ -247,19 +247,21 @@ func TestRetryAfter(t *testing.T) {
 		name   string
 		header http.Header
 		want   time.Duration
+		from   string
 	}{
-		{"none", http.Header{}, 0},
-		{"Retry-After seconds", http.Header{"Retry-After": {"7"}}, 7 * time.Second},
-		{"Retry-After HTTP date", http.Header{"Retry-After": {now.Add(90 * time.Second).Format(http.TimeFormat)}}, 90 * time.Second},
-		{"Stora RateLimit-Reset epoch seconds", http.Header{"Ratelimit-Reset": {fmt.Sprint(now.Add(3 * time.Second).Unix())}, "Ratelimit-Limit": {"10"}}, 3 * time.Second},
-		{"draft RateLimit-Reset delta seconds", http.Header{"Ratelimit-Reset": {"4"}}, 4 * time.Second},
-		{"RateLimit-Reset of exactly 10^9 is an instant (in 2001), not 31 years", http.Header{"Ratelimit-Reset": {"1000000000"}}, 0},
-		{"reset in the past", http.Header{"Ratelimit-Reset": {fmt.Sprint(now.Add(-time.Minute).Unix())}}, 0},
-		{"absurd wait capped", http.Header{"Retry-After": {"999999"}}, 10 * time.Minute},
-		{"garbage", http.Header{"Retry-After": {"soon"}}, 0},
+		{"none", http.Header{}, 0, ""},
+		{"Retry-After seconds", http.Header{"Retry-After": {"7"}}, 7 * time.Second, "Retry-After"},
+		{"Retry-After HTTP date", http.Header{"Retry-After": {now.Add(90 * time.Second).Format(http.TimeFormat)}}, 90 * time.Second, "Retry-After"},
+		{"Stora RateLimit-Reset epoch seconds", http.Header{"Ratelimit-Reset": {fmt.Sprint(now.Add(3 * time.Second).Unix())}, "Ratelimit-Limit": {"10"}}, 3 * time.Second, "RateLimit-Reset"},
+		{"draft RateLimit-Reset delta seconds", http.Header{"Ratelimit-Reset": {"4"}}, 4 * time.Second, "RateLimit-Reset"},
+		{"RateLimit-Reset of exactly 10^9 is an instant (in 2001), not 31 years", http.Header{"Ratelimit-Reset": {"1000000000"}}, 0, ""},
+		{"reset in the past", http.Header{"Ratelimit-Reset": {fmt.Sprint(now.Add(-time.Minute).Unix())}}, 0, ""},
+		{"absurd wait capped", http.Header{"Retry-After": {"999999"}}, 10 * time.Minute, "Retry-After"},
+		{"garbage", http.Header{"Retry-After": {"soon"}}, 0, ""},
+		{"Retry-After first", http.Header{"Retry-After": {"2"}, "Ratelimit-Reset": {"5"}}, 2 * time.Second, "Retry-After"},
 	} {
-		if got := retryAfter(tc.header, now); got != tc.want {
-			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		if got, from := retryAfter(tc.header, now); got != tc.want || from != tc.from {
+			t.Errorf("%s: %v from %q, want %v from %q", tc.name, got, from, tc.want, tc.from)
 		}
 	}
 }

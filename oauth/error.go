@@ -45,6 +45,9 @@ type Error struct {
 	// RetryAfter is how long the server asked the client to wait (Retry-After, or Stora's
 	// RateLimit-Reset), capped at 10 minutes; 0 when it did not say.
 	RetryAfter time.Duration
+	// RetryAfterFrom names the header RetryAfter was read from, "Retry-After" or
+	// "RateLimit-Reset"; empty when RetryAfter is 0.
+	RetryAfterFrom string
 }
 
 // Temporary reports whether the same request may succeed later: 5xx, 429 and 408 responses.
@@ -66,9 +69,10 @@ const maxRetryAfter = 10 * time.Minute
 
 // retryAfter reads Retry-After (delta-seconds or an HTTP date, RFC 9110 §10.2.3) and, failing
 // that, RateLimit-Reset (Stora sends epoch seconds; the IETF draft's delta-seconds are accepted
-// too: a value under 10^9 is a delta).
-func retryAfter(h http.Header, now time.Time) time.Duration {
+// too: a value under 10^9 is a delta). from names the header read, when the wait is not 0.
+func retryAfter(h http.Header, now time.Time) (wait time.Duration, from string) {
 	var d time.Duration
+	from = "Retry-After"
 	if v := strings.TrimSpace(h.Get("Retry-After")); v != "" {
 		if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
 			d = time.Duration(secs) * time.Second
@@ -76,6 +80,7 @@ func retryAfter(h http.Header, now time.Time) time.Duration {
 			d = at.Sub(now)
 		}
 	} else if v := strings.TrimSpace(h.Get("RateLimit-Reset")); v != "" {
+		from = "RateLimit-Reset"
 		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
 			if n >= 1e9 {
 				d = time.Unix(n, 0).Sub(now)
@@ -84,7 +89,10 @@ func retryAfter(h http.Header, now time.Time) time.Duration {
 			}
 		}
 	}
-	return min(max(d, 0), maxRetryAfter)
+	if wait = min(max(d, 0), maxRetryAfter); wait == 0 {
+		from = ""
+	}
+	return wait, from
 }
 
 func (e *Error) Error() string {

@@ -20,6 +20,7 @@ func (r *Rotator) Pass(ctx context.Context) []Result {
 	r.sharedMu.Lock()
 	r.shared = map[string]*sharedEntry{}
 	r.sharedMu.Unlock()
+	r.waits.reset()
 	r.warnMountRetention(ctx) // asks Vault at the first pass of the process only
 	ts, results := r.targets(ctx, r.Shard)
 	if r.Observer != nil {
@@ -133,7 +134,10 @@ func skipReason(ctx context.Context) string {
 	return "pass deadline reached; next pass"
 }
 
-// progress logs how far a pass has got every ProgressEvery until the returned stop is called.
+// progress logs how far a pass has got every ProgressEvery until the returned stop is called,
+// and what its rotations are waiting for: the token endpoint's answer, a retry's backoff, the rate
+// limit, a request slot, an unavailable Vault (with the latest token request failure while any
+// waits on the token endpoint).
 func (r *Rotator) progress(start time.Time, total int, done *atomic.Int64) (stop func()) {
 	every := orDefault(r.ProgressEvery, 15*time.Second)
 	t := time.NewTicker(every)
@@ -144,7 +148,8 @@ func (r *Rotator) progress(start time.Time, total int, done *atomic.Int64) (stop
 		for {
 			select {
 			case <-t.C:
-				r.logger().Info("pass progress", "done", done.Load(), "total", total, "elapsed", r.now().Sub(start).Round(time.Second).String())
+				attrs := []any{"done", done.Load(), "total", total, "elapsed", r.now().Sub(start).Round(time.Second).String()}
+				r.logger().Info("pass progress", append(attrs, r.waits.attrs()...)...)
 			case <-quit:
 				return
 			}

@@ -3,6 +3,7 @@ package rotate
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -46,7 +47,10 @@ type grantResult struct {
 // (shutdown) and the first one also with startCtx (the pass deadline); a wait so ended returns
 // errNotSent. After, the one retry goes out whatever ctx says. Each request runs on ctx's values
 // without its cancellation, for at most RequestTimeout.
-func (r *Rotator) grant(ctx, startCtx context.Context, tokenURL string, req oauth.Request, sendBy time.Time) grantResult {
+//
+// Each failed request is one debug line for the target named client: "retrying" with the wait
+// and why, or "not retried" and why not.
+func (r *Rotator) grant(ctx, startCtx context.Context, client, tokenURL string, req oauth.Request, sendBy time.Time) grantResult {
 	spending := spends(req)
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = orDefault(r.GrantBackoff, 500*time.Millisecond)
@@ -56,10 +60,13 @@ func (r *Rotator) grant(ctx, startCtx context.Context, tokenURL string, req oaut
 	var res grantResult
 	limit := r.limiter(tokenURL)
 	var spentWait context.Context // after a possible spend: the bound on the wait before the retry
+	log := r.logger().With("client", client)
 	for {
 		if limit != nil {
 			waitCtx, cancel := r.waitContext(ctx, startCtx, res, spentWait, sendBy)
+			end := r.waits.begin(waitRateLimit)
 			err := limit.Wait(waitCtx)
+			end()
 			cancel()
 			if err != nil && !res.maybeSpent {
 				return r.cutShort(ctx, res)
@@ -68,22 +75,26 @@ func (r *Rotator) grant(ctx, startCtx context.Context, tokenURL string, req oaut
 		afterSpend := res.maybeSpent
 		res.attempts++
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), RequestTimeout)
+		end := r.waits.begin(waitTokenEndpoint)
 		res.token, res.err = r.Tokens.Token(rctx, tokenURL, req)
+		end()
 		cancel()
 		r.observeResponse(res.err)
 		if res.err == nil {
 			return res
 		}
+		r.waits.tokenFailed(oneLine(res.err))
 		var wait time.Duration
 		var oe *oauth.Error
 		var te *oauth.TransportError
 		switch {
 		case afterSpend:
-			return res // the one retry after a possible spend was sent: never another
+			// The one retry after a possible spend was sent: never another.
+			return r.notRetried(log, res, "a request that may have spent the refresh token or code is retried once, never twice")
 		case errors.As(res.err, &oe) && finalCode[oe.Code]:
 			// The server's considered answer (invalid_grant, invalid_client...), whatever status
 			// a gateway put on it: it acted on the request and refused it. Final.
-			return res
+			return r.notRetried(log, res, "the server refused the request: final")
 		case errors.As(res.err, &te), spending && errors.As(res.err, &oe) && oe.Status >= 500:
 			// No answer, or a 5xx that a gateway may have sent after the server acted: a spent
 			// refresh token is possible. One retry, whatever the budget says; never two.
@@ -99,21 +110,55 @@ func (r *Rotator) grant(ctx, startCtx context.Context, tokenURL string, req oaut
 		case errors.As(res.err, &oe) && oe.Temporary():
 			wait = oe.RetryAfter
 		default:
-			return res
+			return r.notRetried(log, res, "the server's answer is final")
 		}
 		wait = max(wait, b.NextBackOff())
 		if res.maybeSpent {
 			wait = min(wait, orDefault(r.SpentWait, MaxSpentWait)/2) // the other half is for the rate limit
-			sleep(spentWait, wait)
+			r.backoff(spentWait, log, res, wait, slog.Int("max_attempts", 2))
 			continue
 		}
+		left := slog.String("retry_budget_left", max(sendBy.Sub(r.now()), 0).Round(time.Millisecond).String())
 		if r.now().Add(wait).After(sendBy) {
-			return res // the budget is spent: this failure is the answer
+			// The budget is spent: this failure is the answer.
+			return r.notRetried(log, res, "the rotation's retry budget ends before the next attempt", slog.String("wait", wait.Round(time.Millisecond).String()), left)
 		}
-		if !sleep(ctx, wait) {
+		if !r.backoff(ctx, log, res, wait, left) {
 			return r.cutShort(ctx, res)
 		}
 	}
+}
+
+// backoff logs that the failed request in res is retried after wait, and why, then waits it out
+// (counted as the pass waiting for a token request's retry) or until ctx ends; it reports whether
+// the whole wait passed. bound says what limits the retries.
+func (r *Rotator) backoff(ctx context.Context, log *slog.Logger, res grantResult, wait time.Duration, bound slog.Attr) bool {
+	attrs := append(failedAttempt(res), slog.String("wait", wait.Round(time.Millisecond).String()), bound)
+	log.LogAttrs(context.Background(), slog.LevelDebug, "token request failed; retrying", attrs...)
+	defer r.waits.begin(waitTokenRetry)()
+	return sleep(ctx, wait)
+}
+
+// notRetried logs that the failed request in res is the last, and why; it returns res.
+func (r *Rotator) notRetried(log *slog.Logger, res grantResult, why string, more ...slog.Attr) grantResult {
+	attrs := append(failedAttempt(res), slog.String("reason", why))
+	log.LogAttrs(context.Background(), slog.LevelDebug, "token request failed; not retried", append(attrs, more...)...)
+	return res
+}
+
+// failedAttempt describes a failed token request for a log line: its number, the HTTP status and
+// the wait the server asked for, if any, and the error, whose text never holds a secret, code or
+// token (oauth.Client.Token removes them; a transport error names the URL, not the body).
+func failedAttempt(res grantResult) []slog.Attr {
+	attrs := []slog.Attr{slog.Int("attempt", res.attempts)}
+	var oe *oauth.Error
+	if errors.As(res.err, &oe) {
+		attrs = append(attrs, slog.Int("http_status", oe.Status))
+		if oe.RetryAfter > 0 {
+			attrs = append(attrs, slog.String("retry_after", oe.RetryAfter.String()), slog.String("retry_after_from", oe.RetryAfterFrom))
+		}
+	}
+	return append(attrs, slog.String("error", oneLine(res.err)))
 }
 
 // waitContext is what ends the rate limit's wait before the next attempt: after a possible spend,

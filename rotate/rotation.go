@@ -51,7 +51,7 @@ func (r *Rotator) rotate(ctx, startCtx context.Context, t target) (Result, strin
 		return a.res, a.why
 	}
 	sendBy := claimedAt.Add(orDefault(r.GrantRetry, DefaultGrantRetry))
-	g := r.grantInSlot(ctx, startCtx, t.client.TokenURL, a.req, sendBy)
+	g := r.grantInSlot(ctx, startCtx, t.name, t.client.TokenURL, a.req, sendBy)
 	r.store(ctx, startCtx, a, g)
 	return a.res, a.why
 }
@@ -343,20 +343,24 @@ type sharedEntry struct {
 	data map[string]any
 }
 
-// grantInSlot runs the grant in one of the pass's Concurrency slots for token requests, waiting
-// for one to free up; a shutdown, the pass deadline or sendBy passing while it waits sends nothing.
-func (r *Rotator) grantInSlot(ctx, startCtx context.Context, tokenURL string, req oauth.Request, sendBy time.Time) grantResult {
+// grantInSlot runs the grant for the target named client in one of the pass's Concurrency slots
+// for token requests, waiting for one to free up; a shutdown, the pass deadline or sendBy passing
+// while it waits sends nothing.
+func (r *Rotator) grantInSlot(ctx, startCtx context.Context, client, tokenURL string, req oauth.Request, sendBy time.Time) grantResult {
 	if r.grantSlots != nil {
 		waitCtx, cancel := context.WithDeadline(startCtx, sendBy)
 		defer cancel()
+		end := r.waits.begin(waitRequestSlot)
 		select {
 		case r.grantSlots <- struct{}{}:
+			end()
 			defer func() { <-r.grantSlots }()
 		case <-waitCtx.Done():
+			end()
 			return grantResult{err: errNotSent}
 		}
 	}
-	return r.grant(ctx, startCtx, tokenURL, req, sendBy)
+	return r.grant(ctx, startCtx, client, tokenURL, req, sendBy)
 }
 
 // preflight fails before any token request when the job could not store what it would be

@@ -148,6 +148,7 @@ type Rotator struct {
 
 	statusQueue chan statusWrite // metadata writes during a pass; nil outside one
 	grantSlots  chan struct{}    // one per token request in flight; Concurrency of them
+	waits       waiting          // what the pass's rotations wait for, for its progress line
 
 	retention retentionWatch // KV settings that can delete a refresh token, warned once (retention.go)
 }

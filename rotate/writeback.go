@@ -170,7 +170,13 @@ func (r *Rotator) update(ctx context.Context, path string, base *vault.Secret, e
 	b.MaxInterval = 10 * time.Second
 	b.MaxElapsedTime = 0 // ctx's deadline ends the retries
 	b.Reset()
-	last := false // the attempt squeezed in before the deadline was made
+	last := false  // the attempt squeezed in before the deadline was made
+	var end func() // set while counted as waiting for Vault, from the first failure on
+	defer func() {
+		if end != nil {
+			end()
+		}
+	}()
 	for attempt := 1; ; attempt++ {
 		changes := map[string]any{}
 		change(base.Data, changes)
@@ -212,6 +218,9 @@ func (r *Rotator) update(ctx context.Context, path string, base *vault.Secret, e
 		wait := b.NextBackOff()
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait+time.Second {
 			wait, last = max(time.Until(dl)-time.Second, 0), true // one last attempt before the deadline
+		}
+		if end == nil {
+			end = r.waits.begin(waitVault)
 		}
 		r.logger().Warn("write-back failed; retrying", "path", path, "attempt", attempt, "error", err.Error())
 		if !sleep(ctx, wait) {
