@@ -22,8 +22,17 @@
 #                        NOTES print the one it made)
 #   AUDIENCE             the audience of the job's projected token (default vault; the chart's
 #                        vault.serviceAccountToken.audience)
-#   APP_SERVICE_ACCOUNTS, APP_NAMESPACES  the apps allowed to read access tokens (comma-separated;
-#                        default: service accounts named stora-client, in namespace default)
+#   APP_SERVICE_ACCOUNTS, APP_NAMESPACES  the apps allowed to read access tokens (comma-separated,
+#                        no spaces; default: service accounts named stora-client, in namespace
+#                        default)
+#   APP_AUDIENCE         the audience the apps' tokens must carry (default vault: a projected token
+#                        for `vault`, as deploy/vault-agent/ and deploy/vso/ mount or request).
+#                        Vault Agent reading the pod's automounted token (no token_path) and a
+#                        VaultAuth without `audiences` present the API server's own audience
+#                        instead (its --api-audiences, by default its service account issuer, e.g.
+#                        https://kubernetes.default.svc.cluster.local; the "aud" in the payload of
+#                        `kubectl create token <service account>`): set APP_AUDIENCE to it to admit
+#                        them, knowing that such a token is also good against the Kubernetes API.
 #   APPROLE=true         also set up AppRole for token-rotator (a VM, CI: anywhere without
 #                        Kubernetes); see the end of this file
 # Vault running inside the same cluster can skip the CA and reviewer JWT: leave out
@@ -36,6 +45,7 @@ SERVICE_ACCOUNT=${SERVICE_ACCOUNT:-token-rotator}
 AUDIENCE=${AUDIENCE:-vault}
 APP_SERVICE_ACCOUNTS=${APP_SERVICE_ACCOUNTS:-stora-client}
 APP_NAMESPACES=${APP_NAMESPACES:-default}
+APP_AUDIENCE=${APP_AUDIENCE:-vault}
 
 # 1. The KV v2 mount holding stora/ (credentials) and apps/ (access tokens).
 if ! vault read sys/mounts/secret >/dev/null 2>&1; then
@@ -47,8 +57,8 @@ vault policy write token-rotator "$dir/token-rotator.hcl"
 vault policy write token-rotator-apps "$dir/apps.hcl"
 
 # 3. Kubernetes auth: Vault checks each login's service account JWT with the cluster's TokenReview
-#    API, then binds it to a role by service account name and namespace. The pods present a
-#    projected token with audience `vault` (cronjob.yaml), which the roles require.
+#    API, then binds it to a role by service account name, namespace and audience: the job's pods
+#    present a projected token for AUDIENCE (`vault`, cronjob.yaml), the apps one for APP_AUDIENCE.
 if [ -n "${KUBERNETES_HOST:-}" ]; then
   if ! vault read sys/auth/kubernetes >/dev/null 2>&1; then
     vault auth enable kubernetes
@@ -73,7 +83,7 @@ if [ -n "${KUBERNETES_HOST:-}" ]; then
   vault write auth/kubernetes/role/token-rotator-apps \
     bound_service_account_names="$APP_SERVICE_ACCOUNTS" \
     bound_service_account_namespaces="$APP_NAMESPACES" \
-    audience=vault \
+    audience="$APP_AUDIENCE" \
     token_policies=token-rotator-apps \
     token_ttl=1h \
     token_max_ttl=4h
