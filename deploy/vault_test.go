@@ -24,22 +24,36 @@ import (
 // CLI against v, as root, with env added.
 func runSetup(t *testing.T, v *testenv.Vault, env ...string) {
 	t.Helper()
-	bin := t.TempDir()
-	if err := os.Symlink(testenv.RequireVault(t), filepath.Join(bin, "vault")); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("sh", "vault/setup.sh")
-	cmd.Env = append([]string{
-		"PATH=" + bin + string(os.PathListSeparator) + os.Getenv("PATH"),
-		"HOME=" + t.TempDir(),
-		"VAULT_ADDR=" + v.Addr,
-		"VAULT_TOKEN=" + v.Token,
-	}, env...)
-	out, err := cmd.CombinedOutput()
+	out, err := trySetup(append(setupEnv(t, v), env...))
 	if err != nil {
 		t.Fatalf("vault/setup.sh: %v\n%s", err, out)
 	}
 	t.Logf("vault/setup.sh:\n%s", out)
+}
+
+// setupEnv is the environment runSetup gives vault/setup.sh: the vault CLI on PATH, an empty HOME
+// (no token from `vault login`), v's address and root token.
+func setupEnv(t *testing.T, v *testenv.Vault) []string {
+	t.Helper()
+	bin := t.TempDir()
+	if err := os.Symlink(testenv.RequireVault(t), filepath.Join(bin, "vault")); err != nil {
+		t.Fatal(err)
+	}
+	return []string{
+		"PATH=" + bin + string(os.PathListSeparator) + os.Getenv("PATH"),
+		"HOME=" + t.TempDir(),
+		"VAULT_ADDR=" + v.Addr,
+		"VAULT_TOKEN=" + v.Token,
+	}
+}
+
+// trySetup runs vault/setup.sh with exactly env (a later entry wins over an earlier one of the
+// same name) and returns what it printed.
+func trySetup(env []string) (string, error) {
+	cmd := exec.Command("sh", "vault/setup.sh")
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }
 
 // tokenWith creates a token holding only the named policy (not even default: the policy files

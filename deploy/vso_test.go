@@ -217,8 +217,8 @@ func TestVSOExample(t *testing.T) {
 		!strings.Contains(setup, "APP_SERVICE_ACCOUNTS=${APP_SERVICE_ACCOUNTS:-"+k.ServiceAccount+"}") {
 		t.Errorf("VaultAuth service account %q: not the example's, nor setup.sh's default", k.ServiceAccount)
 	}
-	if !slices.Equal(k.TokenAudiences, []string{"vault"}) {
-		t.Errorf("VaultAuth audiences %q: setup.sh's role requires audience vault", k.TokenAudiences)
+	if !slices.Equal(k.TokenAudiences, []string{"vault"}) || !strings.Contains(setup, "APP_AUDIENCE=${APP_AUDIENCE:-vault}") {
+		t.Errorf("VaultAuth audiences %q: setup.sh's apps role requires audience vault (APP_AUDIENCE's default)", k.TokenAudiences)
 	}
 
 	p := &ex.app.Spec.Template.Spec
