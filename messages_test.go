@@ -1,9 +1,17 @@
 package main
 
 import (
+	"bytes"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"token-rotator/internal/testenv"
 )
 
 // TestSubcommandAfterFlags runs the job with the subcommand after its flags, as a newcomer types
@@ -48,5 +56,42 @@ func TestSubcommandAfterFlags(t *testing.T) {
 	}
 	if strings.Contains(out, "c0de") || strings.Contains(out, "v3rifier") {
 		t.Errorf("the error repeats the code or the verifier:\n%s", out)
+	}
+}
+
+// TestDefaultVaultAddressNamedAfterTheWait runs the built job with neither VAULT_ADDR nor
+// vault.address, so that the vault client takes its default, https://127.0.0.1:8200, where nothing
+// listens. The job's start waits out an unavailable Vault (30 s, rotate.UntilVault), then exits 2
+// with an error that names the address, why it was used and what to set. In parallel: the wait is
+// time only (the vault package's TestDefaultAddressNamedWhenUnreachable holds the cases).
+func TestDefaultVaultAddressNamedAfterTheWait(t *testing.T) {
+	t.Parallel()
+	if c, err := net.DialTimeout("tcp", "127.0.0.1:8200", time.Second); err == nil {
+		c.Close()
+		t.Skip("something listens on 127.0.0.1:8200, the vault client's default address")
+	}
+	cfg := writeConfig(t, "clients:\n  - {name: acme, grant: client_credentials, scope: public.contact:read, secret: stora/acme}\n")
+	cmd := exec.Command(testenv.JobBinary(t), "--once", "--config", cfg, "--log-format", "json")
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "VAULT_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "VAULT_TOKEN=x")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("exit %v, want 2:\n%s", err, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	last := lines[len(lines)-1]
+	if !strings.Contains(stderr.String(), `"msg":"vault unavailable; waiting"`) {
+		t.Errorf("the job did not wait for Vault before giving up:\n%s", stderr.String())
+	}
+	const want = "127.0.0.1:8200: connect: connection refused (https://127.0.0.1:8200 is the vault client's default address, used because VAULT_ADDR is unset and the config has no vault.address: set either to your Vault's address)"
+	if !strings.HasPrefix(last, "token-rotator: vault at https://127.0.0.1:8200") || !strings.HasSuffix(last, want) {
+		t.Errorf("last line\n  %s\nwant it to name https://127.0.0.1:8200 and end\n  %s", last, want)
 	}
 }
