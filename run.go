@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -41,6 +42,18 @@ func (l *stringList) Set(s string) error { *l = append(*l, s); return nil }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	var o options
+	fs := flagSet(&o, stderr)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return &o, nil
+}
+
+// flagSet is the rotating command's flags, bound to o.
+func flagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("token-rotator", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -65,13 +78,75 @@ flags:
 	fs.StringVar(&o.metrics, "metrics-address", ":9090", "daemon mode: serve /metrics, /healthz and /readyz here (empty: off)")
 	fs.StringVar(&o.push, "pushgateway", "", "--once: push the run's metrics to this Prometheus Pushgateway URL")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
-	if err := fs.Parse(args); err != nil {
-		return nil, err
+	return fs
+}
+
+// subcommands are the commands named by the first argument; without one, the job rotates.
+var subcommands = []string{"status", "validate", "authorize"}
+
+// lateSubcommand finds a subcommand written after flags, as in `--config x.yaml validate`, and
+// returns its index, or -1. A flag's value is no subcommand (`--client status` names a client):
+// the rotating command's flags say which take a value; a flag of a subcommand's own, unknown here,
+// is taken to be boolean, and only its value's being a subcommand's name would mislead.
+func lateSubcommand(args []string) int {
+	fs := flagSet(&options{}, io.Discard)
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return -1
+		}
+		if name, ok := strings.CutPrefix(a, "-"); ok && a != "-" {
+			name = strings.TrimPrefix(name, "-")
+			if f := fs.Lookup(name); f != nil && !strings.Contains(name, "=") && !isBool(f) {
+				i++ // the flag's value
+			}
+			continue
+		}
+		if slices.Contains(subcommands, a) {
+			return i
+		}
 	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	return -1
+}
+
+func isBool(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+// secretFlags are the flags whose values an error never repeats.
+var secretFlags = []string{"code", "code-verifier"}
+
+// commandLine is the command line that runs args[i], a subcommand, with the other arguments:
+// the fix for `token-rotator --config x.yaml validate`. Values of secretFlags are left out.
+func commandLine(args []string, i int) string {
+	out := []string{"token-rotator", args[i]}
+	rest := append(slices.Clone(args[:i]), args[i+1:]...)
+	for j := 0; j < len(rest); j++ {
+		a := rest[j]
+		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		switch {
+		case !strings.HasPrefix(a, "-") || !slices.Contains(secretFlags, name):
+			out = append(out, shellQuote(a))
+		case hasValue:
+			out = append(out, a[:len(a)-len(value)]+"...")
+		default:
+			out = append(out, a)
+			if j+1 < len(rest) {
+				out = append(out, "...")
+				j++
+			}
+		}
 	}
-	return &o, nil
+	return strings.Join(out, " ")
+}
+
+// shellQuote quotes s for a POSIX shell when it holds anything but plain characters.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:=@%+,") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // run is the whole program behind main: it returns nil, errClientsFailed, or a start-up error.
@@ -88,6 +163,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		case "authorize":
 			return runAuthorize(ctx, args[1:], os.Stdin, stdout, stderr)
 		}
+	}
+	if i := lateSubcommand(args); i >= 0 {
+		return fmt.Errorf("%q is a subcommand and comes first: %s", args[i], commandLine(args, i))
 	}
 	o, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {

@@ -6,13 +6,17 @@ type file struct {
 	TokenURL     string        `yaml:"token_url"`
 	AuthorizeURL string        `yaml:"authorize_url"`
 	Schedule     string        `yaml:"schedule"`
-	RenewBefore  string        `yaml:"renew_before"`
+	RenewBefore  duration      `yaml:"renew_before"`
 	Concurrency  int           `yaml:"concurrency"`
 	RateLimit    fileRateLimit `yaml:"rate_limit"`
-	PassDeadline string        `yaml:"pass_deadline"`
+	PassDeadline duration      `yaml:"pass_deadline"`
 	Vault        fileVault     `yaml:"vault"`
 	Clients      []fileClient  `yaml:"clients"`
 }
+
+// duration is a key that holds a Go duration such as 30m, parsed in resolve. Its own type lets
+// checkTypes answer a bare number with the duration to write instead.
+type duration string
 
 type fileRateLimit struct {
 	PerSecond float64 `yaml:"per_second"`

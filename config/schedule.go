@@ -27,7 +27,12 @@ func parseSchedule(spec string) (cron.Schedule, error) {
 	rest = strings.TrimSpace(rest)
 	if every, ok := strings.CutPrefix(rest, "@every "); ok {
 		// cron rounds an interval under a second up to one second; refuse it instead.
-		if d, err := time.ParseDuration(strings.TrimSpace(every)); err == nil && d < time.Second {
+		every = strings.TrimSpace(every)
+		d, err := time.ParseDuration(every)
+		if err != nil {
+			return nil, fmt.Errorf("@every needs a duration such as %s, not %q", durationLike(every, "10m"), every)
+		}
+		if d < time.Second {
 			return nil, fmt.Errorf("@every needs an interval of at least 1s, not %v", d)
 		}
 	}

@@ -20,6 +20,20 @@ func checkTypes(n ast.Node, t reflect.Type, field, path string) Errors {
 		line, col := nodePos(n)
 		return Errors{{File: path, Line: line, Column: col, Field: field, Msg: fmt.Sprintf("want %s, not %s", want, yamlName(n))}}
 	}
+	if t == reflect.TypeOf(duration("")) {
+		switch n.(type) {
+		case *ast.StringNode, *ast.LiteralNode, *ast.NullNode:
+			return nil // parsed in resolve
+		case *ast.IntegerNode, *ast.FloatNode:
+			// `renew_before: 30`: say at once what to write, not "put it in quotes" and then,
+			// for "30", that it is not a duration.
+			line, col := nodePos(n)
+			v := n.GetToken().Value
+			return Errors{{File: path, Line: line, Column: col, Field: field,
+				Msg: fmt.Sprintf("%s is a number; write a duration such as %s", v, durationLike(v, "30m"))}}
+		}
+		return wrong("a duration such as 30m")
+	}
 	switch t.Kind() {
 	case reflect.String:
 		switch n.(type) {

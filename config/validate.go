@@ -40,8 +40,8 @@ func (f *file) resolve() (*Config, Errors) {
 	if c.Cron, err = parseSchedule(f.Schedule); err != nil {
 		bad("schedule", "not a cron schedule: %v", err)
 	}
-	if c.RenewBefore, err = time.ParseDuration(f.RenewBefore); err != nil {
-		bad("renew_before", "not a duration such as 30m or 1h: %q", f.RenewBefore)
+	if c.RenewBefore, err = f.RenewBefore.parse("30m"); err != nil {
+		bad("renew_before", "%v", err)
 	} else if c.RenewBefore <= 0 {
 		bad("renew_before", "must be positive")
 	} else if c.RenewBefore >= AccessTokenLifetime {
@@ -64,8 +64,10 @@ func (f *file) resolve() (*Config, Errors) {
 	if pm := c.RateLimit.PerMinute; pm != 0 && !(pm >= 1 && pm <= 6e7) {
 		bad("rate_limit.per_minute", "%g is out of range: 0 (off), or 1 to 60000000", pm)
 	}
-	if c.PassDeadline, err = time.ParseDuration(f.PassDeadline); err != nil || c.PassDeadline < time.Second {
-		bad("pass_deadline", "not a duration of at least 1s such as 10m: %q", f.PassDeadline)
+	if c.PassDeadline, err = f.PassDeadline.parse("10m"); err != nil {
+		bad("pass_deadline", "%v", err)
+	} else if c.PassDeadline < time.Second {
+		bad("pass_deadline", "%v is under 1s, the shortest allowed; write a duration such as 10m", c.PassDeadline)
 	}
 	if c.Vault.KVMount == "" {
 		bad("vault.kv_mount", "must not be empty")
@@ -170,6 +172,27 @@ func (f *file) resolve() (*Config, Errors) {
 	}
 	errs = append(errs, overlaps(c.Clients)...)
 	return c, errs
+}
+
+// parse reads d as a Go duration. Its error says what to write instead, in the words of the
+// value written: "30" is not a duration, 30m is; example stands in for a value that is no number.
+func (d duration) parse(example string) (time.Duration, error) {
+	v, err := time.ParseDuration(string(d))
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration; write one such as %s", string(d), durationLike(string(d), example))
+	}
+	return v, nil
+}
+
+var bareNumber = regexp.MustCompile(`^[0-9]+(\.[0-9]+)?$`)
+
+// durationLike is the duration to suggest for s, which is not one: s with a unit when s is a bare
+// number ("30m or 30s" for 30), example otherwise.
+func durationLike(s, example string) string {
+	if bareNumber.MatchString(s) {
+		return s + "m or " + s + "s"
+	}
+	return example
 }
 
 // userinfo is the user:password@ part of a URL that may not parse, kept out of messages.

@@ -96,14 +96,47 @@ type Store struct {
 
 // Open makes a Vault client from the environment (VAULT_ADDR, VAULT_CACERT, VAULT_TOKEN and the
 // rest, as the vault CLI reads them) overlaid with cfg, logs in, and detects the KV version of
-// cfg.KVMount: Connect, then NewStore.
+// cfg.KVMount: Connect, then NewStore. When neither VAULT_ADDR nor cfg.Address names Vault and it
+// cannot be reached, the error says that the client's default address was used, and why.
 func Open(ctx context.Context, cfg config.Vault) (*Store, error) {
 	c, err := Connect(ctx, cfg)
 	if err != nil {
-		return nil, err
+		return nil, atDefaultAddress(err, cfg.Address)
 	}
-	return NewStore(ctx, c, cfg.Auth, cfg.KVMount, 0)
+	s, err := NewStore(ctx, c, cfg.Auth, cfg.KVMount, 0)
+	if err != nil {
+		return nil, atDefaultAddress(err, cfg.Address)
+	}
+	return s, nil
 }
+
+// atDefaultAddress adds to err, a failure to reach Vault, that the address was the vault
+// client's default (https://127.0.0.1:8200), why, and what to set: nothing named one, neither
+// VAULT_ADDR (nor VAULT_AGENT_ADDR) nor configured, the config's vault.address. Any other error,
+// one Vault answered among them, is returned as it is. The result matches what err matches.
+func atDefaultAddress(err error, configured string) error {
+	var ue *url.Error
+	var re *api.ResponseError
+	if configured != "" || os.Getenv(api.EnvVaultAgentAddr) != "" || !errors.As(err, &ue) || errors.As(err, &re) {
+		return err
+	}
+	why := api.EnvVaultAddress + " is unset"
+	if v, set := os.LookupEnv(api.EnvVaultAddress); set && v != "" {
+		return err
+	} else if set {
+		why = api.EnvVaultAddress + " is empty"
+	}
+	return &defaultAddressError{err: err, msg: fmt.Sprintf("%s is the vault client's default address, used because %s and the config has no vault.address: set either to your Vault's address",
+		api.DefaultAddress, why)}
+}
+
+type defaultAddressError struct {
+	err error
+	msg string
+}
+
+func (e *defaultAddressError) Error() string { return e.err.Error() + " (" + e.msg + ")" }
+func (e *defaultAddressError) Unwrap() error { return e.err }
 
 // Connect makes a Vault client from the environment (VAULT_ADDR, VAULT_CACERT, VAULT_TOKEN and
 // the rest, as the vault CLI reads them) overlaid with cfg.Address, and logs it in with cfg.Auth
