@@ -417,3 +417,69 @@ func TestJWTFileIsTheMountedToken(t *testing.T) {
 		t.Errorf("jwt_file %q, want the mounted /var/run/secrets/vault/token", got)
 	}
 }
+
+// TestObjectsPointAtEachOther: what the normalisation against deploy/ sets aside (the release's
+// instance label) must still wire the objects together: the Deployment's selector and the
+// Service's select the pods; the ServiceMonitor selects the Service, in its namespace, on a port
+// the Service has; the ClusterRoleBinding's subject is the pods' service account.
+func TestObjectsPointAtEachOther(t *testing.T) {
+	objs := renderAs(t, "tr", map[string]any{
+		"mode": "daemon", "authDelegator": true,
+		"metrics": map[string]any{"serviceMonitor": map[string]any{"enabled": true, "namespace": "monitoring"}},
+	})
+	var (
+		dep *appsv1.Deployment
+		svc *corev1.Service
+		sm  *monitoringv1.ServiceMonitor
+		crb *rbacv1.ClusterRoleBinding
+	)
+	for _, obj := range objs {
+		switch o := obj.(type) {
+		case *appsv1.Deployment:
+			dep = o
+		case *corev1.Service:
+			svc = o
+		case *monitoringv1.ServiceMonitor:
+			sm = o
+		case *rbacv1.ClusterRoleBinding:
+			crb = o
+		}
+	}
+	if dep == nil || svc == nil || sm == nil || crb == nil {
+		t.Fatalf("want a Deployment, Service, ServiceMonitor and ClusterRoleBinding, got %v", objs)
+	}
+	pod := dep.Spec.Template.Labels
+	within := func(sel, labels map[string]string) bool {
+		for k, v := range sel {
+			if labels[k] != v {
+				return false
+			}
+		}
+		return len(sel) > 0
+	}
+	if !within(dep.Spec.Selector.MatchLabels, pod) {
+		t.Errorf("the Deployment's selector %v does not select its pods %v", dep.Spec.Selector.MatchLabels, pod)
+	}
+	if !within(svc.Spec.Selector, pod) {
+		t.Errorf("the Service's selector %v does not select the pods %v", svc.Spec.Selector, pod)
+	}
+	if !within(sm.Spec.Selector.MatchLabels, svc.Labels) {
+		t.Errorf("the ServiceMonitor's selector %v does not select the Service %v", sm.Spec.Selector.MatchLabels, svc.Labels)
+	}
+	if sm.Namespace != "monitoring" || !slices.Contains(sm.Spec.NamespaceSelector.MatchNames, svc.Namespace) {
+		t.Errorf("the ServiceMonitor in %s looks in %v, not the Service's namespace %s", sm.Namespace, sm.Spec.NamespaceSelector.MatchNames, svc.Namespace)
+	}
+	ports := map[string]bool{}
+	for _, p := range svc.Spec.Ports {
+		ports[p.Name] = true
+	}
+	for _, e := range sm.Spec.Endpoints {
+		if !ports[e.Port] {
+			t.Errorf("the ServiceMonitor scrapes port %q, which the Service does not have (%v)", e.Port, svc.Spec.Ports)
+		}
+	}
+	sa := dep.Spec.Template.Spec.ServiceAccountName
+	if len(crb.Subjects) != 1 || crb.Subjects[0].Name != sa || crb.Subjects[0].Namespace != dep.Namespace {
+		t.Errorf("the ClusterRoleBinding binds %+v, not the pods' service account %s/%s", crb.Subjects, dep.Namespace, sa)
+	}
+}

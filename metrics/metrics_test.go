@@ -49,3 +49,29 @@ func TestUnlistedTargetLosesItsSeries(t *testing.T) {
 		t.Errorf("after a complete listing without fleet/op-2: %d last-success series, want 1", n)
 	}
 }
+
+// TestReauthorizationGauge: token_rotator_reauthorization_required is 1 for a target whose pass
+// found it waiting for an operator (reauthorization_required, or rotation_lost: a refresh lost in
+// transit and its retry refused), 0 once a pass finds it otherwise, untouched by a pass that
+// attempted nothing, and gone with the target.
+func TestReauthorizationGauge(t *testing.T) {
+	for _, stuck := range []string{rotate.StatusReauthorizationRequired, rotate.StatusRotationLost} {
+		m := New()
+		m.Rotation(rotate.Result{Client: "fleet/op-1", Outcome: rotate.Failed, Status: stuck}, 0)
+		if v := testutil.ToFloat64(m.reauth.WithLabelValues("fleet/op-1")); v != 1 {
+			t.Errorf("%s: gauge %v, want 1", stuck, v)
+		}
+		m.Rotation(rotate.Result{Client: "fleet/op-1", Outcome: rotate.NotDue}, 0)
+		if v := testutil.ToFloat64(m.reauth.WithLabelValues("fleet/op-1")); v != 1 {
+			t.Errorf("%s, then a pass that attempted nothing: gauge %v, want 1 still", stuck, v)
+		}
+		m.Rotation(rotate.Result{Client: "fleet/op-1", Outcome: rotate.Rotated, Status: rotate.StatusOK}, 0)
+		if v := testutil.ToFloat64(m.reauth.WithLabelValues("fleet/op-1")); v != 0 {
+			t.Errorf("%s, then rotated: gauge %v, want 0", stuck, v)
+		}
+		m.Rotation(rotate.Result{Client: "fleet/op-1", Outcome: rotate.Deleted, Gone: true}, 0)
+		if n := testutil.CollectAndCount(m.reauth); n != 0 {
+			t.Errorf("%s, then gone: %d series, want 0", stuck, n)
+		}
+	}
+}
