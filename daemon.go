@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/robfig/cron/v3"
@@ -14,31 +13,57 @@ import (
 )
 
 // daemon runs a pass at once and then on the configured schedule until ctx is cancelled. On
-// cancellation it stops scheduling and waits for a pass in flight to finish its write-back.
-// It returns errClientsFailed when the last pass had a failed client.
+// cancellation it stops scheduling, starts no pass, and waits for a pass in flight to finish its
+// write-back. It returns nil then, whatever the passes did: its exit code says how the daemon
+// stopped; how passes went is in the logs, the metrics and status.
 //
 // A pass in which the token endpoint handed back an access token already stored (token reuse)
 // also schedules one extra pass just after that token expires, when the schedule would not run
 // before then: the server issues a new token only once the old one is gone, and apps would
 // otherwise hold an expired token until the next scheduled run.
 func daemon(ctx context.Context, pass func(context.Context) []rotate.Result, cfg *config.Config, logger *slog.Logger) error {
+	// Passes see the shutdown only once it is logged, so that its line comes before theirs.
+	passCtx, stopPasses := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopPasses()
+	var (
+		mu       sync.Mutex
+		stopping bool           // no pass starts once set
+		inFlight int            // passes started and not finished
+		passes   sync.WaitGroup // added to only while !stopping
+	)
 	cl := cronLogger{logger}
-	var lastFailed atomic.Bool
 	c := cron.New(cron.WithLogger(cl), cron.WithLocation(time.UTC))
 	extra := &extraPasses{}
 	var job cron.Job
-	var scheduled cron.EntryID // the schedule's own entry: its next time is zero until c starts
+	var scheduled cron.EntryID // the schedule's own entry
 	// Recover inside SkipIfStillRunning: robfig/cron's skip wrapper releases its slot only when the
 	// job returns, so a panic recovered outside it would leave every later pass skipped.
 	job = cron.NewChain(cron.SkipIfStillRunning(cl), cron.Recover(cl)).Then(cron.FuncJob(func() {
-		results := pass(ctx)
-		lastFailed.Store(rotate.AnyFailed(results))
-		if ctx.Err() != nil {
+		mu.Lock()
+		if stopping {
+			mu.Unlock()
 			return
 		}
-		next := cfg.Cron.Next(time.Now())
-		for _, e := range c.Entries() { // extra passes that have run: never again
-			if e.ID != scheduled && e.Next.IsZero() {
+		inFlight++
+		passes.Add(1)
+		mu.Unlock()
+		defer func() {
+			mu.Lock()
+			inFlight--
+			mu.Unlock()
+			passes.Done()
+		}()
+		results := pass(passCtx)
+		if passCtx.Err() != nil {
+			return
+		}
+		// The scheduler set the entry's next time when it started this pass (at start, when it
+		// started): that, not the schedule from now, is when it runs next.
+		var next time.Time
+		for _, e := range c.Entries() {
+			if e.ID == scheduled {
+				next = e.Next
+			} else if e.Next.IsZero() { // extra passes that have run: never again
 				c.Remove(e.ID)
 			}
 		}
@@ -53,14 +78,23 @@ func daemon(ctx context.Context, pass func(context.Context) []rotate.Result, cfg
 	}))
 	scheduled = c.Schedule(cfg.Cron, job)
 	logger.Info("daemon started", "schedule", cfg.Schedule)
-	job.Run()
-	c.Start()
+	c.Start() // the first scheduled run counts from here, as the first pass starts
+	go job.Run()
 	<-ctx.Done()
-	logger.Info("shutting down: waiting for a pass in flight")
-	<-c.Stop().Done()
-	if lastFailed.Load() {
-		return errClientsFailed
+	stopped := c.Stop()
+	mu.Lock()
+	stopping = true
+	busy := inFlight > 0
+	mu.Unlock()
+	if busy {
+		logger.Info("shutting down: waiting for the pass in flight")
+	} else {
+		logger.Info("shutting down")
 	}
+	stopPasses()
+	passes.Wait()
+	<-stopped.Done()
+	logger.Info("daemon stopped")
 	return nil
 }
 

@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -73,26 +76,126 @@ func TestNoExtraPassWithoutReuse(t *testing.T) {
 	}
 }
 
-// TestDaemonExitsAsItsLastPass: after SIGTERM the daemon's exit code is that of its last pass.
-func TestDaemonExitsAsItsLastPass(t *testing.T) {
+// TestDaemonLogsWhenTheSchedulerRunsNext: after a pass longer than a second (robfig/cron's
+// @every rounds to whole seconds), the "next pass" line names the instant the next pass starts:
+// the scheduler's, counted from when it started this pass, not the schedule counted from the
+// pass's end.
+func TestDaemonLogsWhenTheSchedulerRunsNext(t *testing.T) {
+	cfg := &config.Config{Schedule: "@every 2s"}
+	var err error
+	if cfg.Cron, err = cron.ParseStandard(cfg.Schedule); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var starts []time.Time
+	ctx, cancel := context.WithCancel(context.Background())
+	pass := func(pctx context.Context) []rotate.Result {
+		mu.Lock()
+		starts = append(starts, time.Now())
+		n := len(starts)
+		mu.Unlock()
+		if n == 3 {
+			cancel()
+			<-pctx.Done()
+			return nil
+		}
+		time.Sleep(1500 * time.Millisecond)
+		return nil
+	}
+	var logs testenv.SyncBuffer
+	done := make(chan error, 1)
+	go func() { done <- daemon(ctx, pass, cfg, slog.New(slog.NewJSONHandler(&logs, nil))) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		cancel()
+		<-done
+		t.Fatalf("no third pass in 20 s on a 2 s schedule:\n%s", logs.String())
+	}
+	var next []time.Time
+	for _, l := range logLines(t, logs.String()) {
+		if l.Msg == "next pass" {
+			next = append(next, l.At)
+		}
+	}
+	if len(next) != 2 {
+		t.Fatalf("%d \"next pass\" lines after 2 whole passes, want 2:\n%s", len(next), logs.String())
+	}
+	for i, at := range next {
+		// The scheduler starts a pass at its instant, give or take a busy machine.
+		if started := starts[i+1]; started.Before(at.Add(-100*time.Millisecond)) || started.After(at.Add(time.Second)) {
+			t.Errorf("pass %d logged the next pass at %s; it started at %s", i+1, at.Format(time.StampMilli), started.Format(time.StampMilli))
+		}
+	}
+}
+
+// TestDaemonShutdownLines: SIGTERM while a pass is in flight logs that the daemon waits for it,
+// then the pass's own lines, then that the daemon stopped; while idle, no pass is said to be in
+// flight. The daemon returns nil either way.
+func TestDaemonShutdownLines(t *testing.T) {
 	cfg := &config.Config{Schedule: "0 0 1 1 *"}
 	var err error
 	if cfg.Cron, err = cron.ParseStandard(cfg.Schedule); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
-		outcome rotate.Outcome
-		want    error
-	}{{rotate.Failed, errClientsFailed}, {rotate.Rotated, nil}} {
+		name string
+		busy bool
+		want []string
+	}{
+		{"in flight", true, []string{"daemon started", "shutting down: waiting for the pass in flight", "pass done", "daemon stopped"}},
+		{"idle", false, []string{"daemon started", "pass done", "next pass", "shutting down", "daemon stopped"}},
+	} {
 		ctx, cancel := context.WithCancel(context.Background())
-		pass := func(context.Context) []rotate.Result {
-			defer cancel() // SIGTERM after the first pass
-			return []rotate.Result{{Client: "cc", Outcome: tc.outcome, Err: errors.New("x")}}
+		var logs testenv.SyncBuffer
+		logger := slog.New(slog.NewJSONHandler(&logs, nil))
+		passed := make(chan struct{})
+		pass := func(pctx context.Context) []rotate.Result {
+			if tc.busy {
+				cancel() // SIGTERM during the pass
+				<-pctx.Done()
+			}
+			logger.Info("pass done")
+			close(passed)
+			return []rotate.Result{{Client: "cc", Outcome: rotate.Failed, Err: errors.New("x")}}
 		}
-		if got := daemon(ctx, pass, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); !errors.Is(got, tc.want) || (tc.want == nil && got != nil) {
-			t.Errorf("last pass %s: daemon returned %v, want %v", tc.outcome, got, tc.want)
+		done := make(chan error, 1)
+		go func() { done <- daemon(ctx, pass, cfg, logger) }()
+		<-passed
+		for !strings.Contains(logs.String(), `"next pass"`) && !tc.busy {
+			time.Sleep(10 * time.Millisecond)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("%s: daemon returned %v, want nil after a clean shutdown", tc.name, err)
+		}
+		var got []string
+		for _, l := range logLines(t, logs.String()) {
+			got = append(got, l.Msg)
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s: lines %q, want %q", tc.name, got, tc.want)
 		}
 	}
+}
+
+// logLine is one line of the daemon's JSON log.
+type logLine struct {
+	Msg string    `json:"msg"`
+	At  time.Time `json:"at"`
+}
+
+func logLines(t *testing.T, logs string) []logLine {
+	t.Helper()
+	var out []logLine
+	for _, s := range strings.Split(strings.TrimSpace(logs), "\n") {
+		var l logLine
+		if err := json.Unmarshal([]byte(s), &l); err != nil {
+			t.Fatalf("%v: %s", err, s)
+		}
+		out = append(out, l)
+	}
+	return out
 }
 
 // TestDaemonRunsOnItsSchedule: after the first pass, passes keep coming on the schedule.

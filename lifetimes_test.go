@@ -122,8 +122,8 @@ func (w *lifeWorld) daemon(auth string, d time.Duration, args ...string) (int, s
 		w.t.Fatal(err)
 	}
 	// Stop half a second off the schedule's whole wall-clock seconds (robfig/cron's @every runs on
-	// them): a pass due at the instant the daemon stops would be skipped, and the exit code (the
-	// last pass's) would say nothing of the token.
+	// them): a pass due at the instant the daemon stops would be skipped, and its log would say
+	// nothing of the token.
 	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(d).Truncate(time.Second).Add(500*time.Millisecond))
 	defer cancel()
 	var out testenv.SyncBuffer
@@ -206,14 +206,14 @@ func (w *lifeWorld) keepsRotating(code int, logs string, expired time.Time, n in
 	w.stored(expired)
 }
 
-// refuses checks a daemon run whose VAULT_TOKEN stopped covering a rotation: exit 1 (a client
-// failed in the last pass), the failures say want, no token request after the first failure,
-// the refresh token in Vault live, and the token itself in no log line.
-func (w *lifeWorld) refuses(code int, logs, token string, want ...string) failure {
+// refuses checks a run whose VAULT_TOKEN stopped covering a rotation: exit exit (--once: 1, a
+// client failed; a daemon: 0, stopped by SIGTERM), the failures say want, no token request after
+// the first failure, the refresh token in Vault live, and the token itself in no log line.
+func (w *lifeWorld) refuses(code, exit int, logs, token string, want ...string) failure {
 	w.t.Helper()
 	f := failures(logs)
-	if code != 1 || len(f) == 0 {
-		w.t.Fatalf("exit %d, %d failed rotations; want exit 1 once the token runs short:\n%s", code, len(f), logs)
+	if code != exit || len(f) == 0 {
+		w.t.Fatalf("exit %d, %d failed rotations; want exit %d and failures once the token runs short:\n%s", code, len(f), exit, logs)
 	}
 	for _, s := range want {
 		if !strings.Contains(f[0].Error, s) {
@@ -324,7 +324,7 @@ func TestDaemonAcrossExplicitMaxTTL(t *testing.T) {
 		t.Setenv("VAULT_TOKEN", tok)
 		start := time.Now()
 		code, logs := w.daemon("", span)
-		f := w.refuses(code, logs, tok, "the Vault token from VAULT_TOKEN is capped by its explicit_max_ttl (5s)", "use token_file (e.g. Vault Agent's sink), or a login method (kubernetes, approle)")
+		f := w.refuses(code, 0, logs, tok, "the Vault token from VAULT_TOKEN is capped by its explicit_max_ttl (5s)", "use token_file (e.g. Vault Agent's sink), or a login method (kubernetes, approle)")
 		if n := w.refreshes(start); n < 2 {
 			t.Errorf("%d rotations while the token still covered one, want at least 2", n)
 		}
@@ -362,7 +362,7 @@ func TestDaemonWithBatchVaultTokens(t *testing.T) {
 		t.Setenv("VAULT_TOKEN", tok)
 		start := time.Now()
 		code, logs := w.daemon("", span)
-		f := w.refuses(code, logs, tok, "the Vault token from VAULT_TOKEN is a batch token, which cannot be renewed", "use token_file (e.g. Vault Agent's sink), or a login method (kubernetes, approle)")
+		f := w.refuses(code, 0, logs, tok, "the Vault token from VAULT_TOKEN is a batch token, which cannot be renewed", "use token_file (e.g. Vault Agent's sink), or a login method (kubernetes, approle)")
 		if n := w.writes("/v1/auth/token/renew-self"); n != 0 {
 			t.Errorf("%d renewals of a batch token, want none", n)
 		}
@@ -406,7 +406,7 @@ func TestVaultTokenExpiresBetweenTheRequestAndTheWriteBack(t *testing.T) {
 		}
 		t.Cleanup(func() { tuneRotator = prev })
 		code, logs := w.daemon("", 30*time.Second, "--once")
-		w.refuses(code, logs, tok, "the Vault token from VAULT_TOKEN is not renewable and expires in", "before a rotation started now could end (4.5s)")
+		w.refuses(code, 1, logs, tok, "the Vault token from VAULT_TOKEN is not renewable and expires in", "before a rotation started now could end (4.5s)")
 		if n := len(w.stora.Requests()); n != 0 {
 			t.Errorf("%d token requests, want none", n)
 		}

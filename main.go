@@ -36,8 +36,9 @@ const exitInterrupted = 3
 // errClientsFailed is returned by run when the job ran but at least one client failed.
 var errClientsFailed = errors.New("one or more clients failed")
 
-// exitCode maps run's error to the documented exit codes: 0 every client fine, 1 a client failed,
-// 2 a configuration or start-up error (printed here, since nothing logged it).
+// exitCode maps run's error to the documented exit codes: 0 every client fine (a daemon: stopped
+// by a signal), 1 a client failed (--once and the commands), 2 a configuration or start-up error
+// (printed here, since nothing logged it).
 func exitCode(err error, stderr io.Writer) int {
 	switch {
 	case err == nil:
