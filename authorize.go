@@ -33,7 +33,7 @@ func runAuthorize(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	fs := flag.NewFlagSet("token-rotator authorize", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "config.yaml", "configuration file")
-	name := fs.String("client", "", "the authorization_code client (required)")
+	name := fs.String("client", "", "the authorization_code client, or its connection: client/connection (required)")
 	connection := fs.String("connection", "", "for a client with connections: the connection's path under the prefix, e.g. operator-4711")
 	redirectURI := fs.String("redirect-uri", "", "the redirect URI registered for the partner application (required)")
 	scope := fs.String("scope", "", "scopes to ask for; default: the client's scope")
@@ -48,6 +48,12 @@ func runAuthorize(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	}
 	if *name == "" || *redirectURI == "" {
 		return errors.New("authorize: --client and --redirect-uri are required")
+	}
+	if client, conn, ok := strings.Cut(*name, "/"); ok { // a connection as logs and status name it
+		if *connection != "" && *connection != conn {
+			return fmt.Errorf("authorize: --client %s names connection %s, --connection %s another", *name, conn, *connection)
+		}
+		*name, *connection = client, conn
 	}
 	job, err := setUp(ctx, *configPath, []string{*name}, "warn", "text", stderr)
 	if err != nil {

@@ -69,7 +69,7 @@ flags:
 	}
 	fs.StringVar(&o.config, "config", "config.yaml", "configuration file")
 	fs.BoolVar(&o.once, "once", false, "run one pass and exit: 0 all clients fine, 1 a client failed, 2 config or start-up error")
-	fs.Var(&o.clients, "client", "rotate only this client (repeatable)")
+	fs.Var(&o.clients, "client", "rotate only this client, or this connection: client/connection (repeatable; overrides --shard)")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "say what would be rotated; no token requests, no writes")
 	fs.BoolVar(&o.force, "force", false, "rotate every client whether due or not")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -189,6 +189,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	rot := job.rotator
 	rot.Force, rot.DryRun, rot.Shard = o.force, o.dryRun, shard
+	if shard.Count > 1 && len(o.clients) > 0 {
+		job.logger.Info("--client overrides --shard: the named clients and connections run whatever their shard", "shard", shard.String(), "client", o.clients.String())
+	}
 	m := metrics.New()
 	if !(o.once || o.dryRun) || o.push != "" { // a --once run without a Pushgateway has no one to tell
 		rot.Observer = m
@@ -267,6 +270,13 @@ func setUp(ctx context.Context, configPath string, names []string, logLevel, log
 	if store.KVVersion() == 1 {
 		logger.Warn("KV version 1 at the mount: writes are not check-and-set", "mount", cfg.Vault.KVMount)
 	}
+	if err := checkConnections(ctx, cfg, store, logger, names); err != nil {
+		if ctx.Err() != nil {
+			logger.Info("interrupted before the first pass")
+			return nil, errInterrupted
+		}
+		return nil, err
+	}
 	j := &job{logger: logger, cfg: cfg, store: store, rotator: &rotate.Rotator{
 		Store:        store,
 		Tokens:       &oauth.Client{UserAgent: "token-rotator/" + version},
@@ -276,6 +286,7 @@ func setUp(ctx context.Context, configPath string, names []string, logLevel, log
 		Concurrency:  cfg.Concurrency,
 		RateLimit:    cfg.RateLimit,
 		PassDeadline: cfg.PassDeadline,
+		Only:         names,
 		Logger:       logger,
 	}}
 	if tuneRotator != nil {
@@ -294,7 +305,8 @@ func (e *startError) Error() string { return e.err.Error() }
 // live seconds shortens the margin they must cover (rotate.Rotator.TokenMargin).
 var tuneRotator func(*rotate.Rotator)
 
-// selectClients returns the clients named by --client, or all of them.
+// selectClients returns the clients that --client names, or all of them. A name is a client's,
+// or a connection's as logs and status name it: client/connection.
 func selectClients(cfg *config.Config, names []string) ([]config.Client, error) {
 	if len(names) == 0 {
 		return cfg.Clients, nil
@@ -302,17 +314,55 @@ func selectClients(cfg *config.Config, names []string) ([]config.Client, error) 
 	var out []config.Client
 	seen := map[string]bool{}
 	for _, n := range names {
-		if seen[n] {
-			continue
-		}
-		seen[n] = true
-		c := cfg.Client(n)
-		if c == nil {
+		client, connection, isConnection := strings.Cut(n, "/")
+		c := cfg.Client(client)
+		switch {
+		case c == nil && isConnection:
+			return nil, fmt.Errorf("--client %s: no client %s in %s", n, client, cfg.File)
+		case c == nil:
 			return nil, fmt.Errorf("--client %s: no such client in %s", n, cfg.File)
+		case isConnection && c.Connections == "":
+			return nil, fmt.Errorf("--client %s: client %s has no connections (no connections prefix in %s): name it --client %s", n, client, cfg.File, client)
+		case isConnection && connection == "":
+			return nil, fmt.Errorf("--client %s: name a connection after the slash, or the client alone: --client %s", n, client)
 		}
-		out = append(out, *c)
+		if !seen[client] {
+			seen[client] = true
+			out = append(out, *c)
+		}
 	}
 	return out, nil
+}
+
+// checkConnections makes sure every connection --client names is under its client's prefix, so
+// that a mistyped name is an error rather than a pass with nothing to do.
+func checkConnections(ctx context.Context, cfg *config.Config, store *vault.Store, logger *slog.Logger, names []string) error {
+	listed := map[string]map[string]bool{}
+	for _, n := range names {
+		client, connection, isConnection := strings.Cut(n, "/")
+		if !isConnection {
+			continue
+		}
+		c := cfg.Client(client)
+		if listed[client] == nil {
+			var paths []string
+			err := rotate.UntilVault(ctx, logger, "list connections", func() (err error) {
+				paths, err = store.List(ctx, c.Connections)
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("--client %s: list connections: %w", n, err)
+			}
+			listed[client] = map[string]bool{}
+			for _, p := range paths {
+				listed[client][p] = true
+			}
+		}
+		if !listed[client][connection] {
+			return fmt.Errorf("--client %s: client %s has no connection %s under %s; `token-rotator status --client %s` lists its connections", n, client, connection, c.Connections, client)
+		}
+	}
+	return nil
 }
 
 // parseShard reads --shard INDEX/COUNT. An empty INDEX ("/4") is taken from index, the

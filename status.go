@@ -23,7 +23,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	configPath := fs.String("config", "config.yaml", "configuration file")
 	output := fs.String("output", "table", "table or json")
 	var clients stringList
-	fs.Var(&clients, "client", "only this client (repeatable)")
+	fs.Var(&clients, "client", "only this client, or this connection: client/connection (repeatable)")
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
 		return nil
 	} else if err != nil {

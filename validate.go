@@ -16,12 +16,14 @@ func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs := flag.NewFlagSet("token-rotator validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "config.yaml", "configuration file")
+	var clients stringList
+	fs.Var(&clients, "client", "only this client, or this connection: client/connection (repeatable)")
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
 		return nil
 	} else if err != nil {
 		return err
 	}
-	job, err := setUp(ctx, *configPath, nil, "warn", "text", stderr)
+	job, err := setUp(ctx, *configPath, clients, "warn", "text", stderr)
 	if err != nil {
 		return err
 	}

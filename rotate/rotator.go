@@ -94,8 +94,8 @@ type Rotator struct {
 	PassDeadline time.Duration
 	// Shard limits the pass to one share of the targets (Kubernetes Indexed Jobs).
 	Shard Shard
-	// Only, when not empty, limits the pass to the targets of these names ("client" or
-	// "client/connection").
+	// Only, when not empty, limits the pass to the targets of these names: "client" (the client,
+	// or all its connections) or "client/connection". It overrides Shard.
 	Only []string
 	// ProgressEvery is how often a long pass logs its progress; default 15 s.
 	ProgressEvery time.Duration

@@ -58,7 +58,7 @@ func hash(s string) uint64 {
 }
 
 // targets lists the targets, in configuration order, connections in the order Vault lists them,
-// keeping only shard's. Connections are listed anew each pass, so a new operator is a
+// keeping only shard's, or when Only names targets, only those whatever their shard. Connections are listed anew each pass, so a new operator is a
 // Vault write away. A prefix that cannot be listed is one failed result, named for its client
 // (skipped when shutdown cut the listing short).
 func (r *Rotator) targets(ctx context.Context, shard Shard) ([]target, []Result) {
@@ -66,7 +66,7 @@ func (r *Rotator) targets(ctx context.Context, shard Shard) ([]target, []Result)
 	var failed []Result
 	for _, c := range r.Clients {
 		if c.Connections == "" {
-			if shard.owns(c.Name) && r.wanted(c.Name) {
+			if r.selects(shard, c.Name, c.Name) {
 				ts = append(ts, target{name: c.Name, client: c, secret: c.Secret, output: c.Output})
 			}
 			continue
@@ -90,7 +90,7 @@ func (r *Rotator) targets(ctx context.Context, shard Shard) ([]target, []Result)
 		for _, rel := range paths {
 			p := c.Connections + "/" + rel
 			name := c.Name + "/" + rel
-			if p == c.Secret || !shard.owns(name) || !r.wanted(name) {
+			if p == c.Secret || !r.selects(shard, c.Name, name) {
 				continue
 			}
 			out := p
@@ -108,7 +108,12 @@ func spread(name string) float64 {
 	return float64(hash("spread:"+name)>>11) / float64(1<<53)
 }
 
-// wanted reports whether Only lets the target named name through.
-func (r *Rotator) wanted(name string) bool {
-	return len(r.Only) == 0 || slices.Contains(r.Only, name)
+// selects reports whether the target named name, of the client named client, is one to work on:
+// when Only names targets, one it names (by its own name or its client's), whatever its shard, as
+// naming a target is an explicit choice; else one shard owns.
+func (r *Rotator) selects(shard Shard, client, name string) bool {
+	if len(r.Only) > 0 {
+		return slices.Contains(r.Only, name) || slices.Contains(r.Only, client)
+	}
+	return shard.owns(name)
 }
