@@ -241,7 +241,7 @@ func (p *appPod) drive(start, end time.Time, calls *sync.WaitGroup) {
 	}
 }
 
-// apptokenPod is an app pod as README tells a Go app to be written: package apptoken's Source
+// apptokenPod is an app pod as docs/apps.md tells a Go app to be written: package apptoken's Source
 // on a Vault client of its own, and an http.Client whose Transport is the Source's (the 401
 // rule). Its calls carry no Authorization header: the Transport sets it.
 func (w *loadWorld) apptokenPod(ctx context.Context, name string) *appPod {

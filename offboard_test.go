@@ -36,12 +36,7 @@ func TestOffboardingAConnection(t *testing.T) {
 
 	handedOut := str(e.get("apps/partner/op-4711"), "access_token")
 
-	readme, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	section := string(readme)[strings.Index(string(readme), "### Offboarding an operator"):]
-	section = section[:strings.Index(section, "\n## ")]
+	section := testenv.DocSection(t, "README.md", "Offboarding an operator")
 	commands := codeBlock(t, section, "sh")
 	adminPolicy := codeBlock(t, section, "hcl")
 	jobPolicy, err := os.ReadFile("deploy/vault/token-rotator.hcl")

@@ -3,11 +3,12 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"os"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"token-rotator/internal/testenv"
 )
 
 // TestStatusOutput runs `status` over a target in each state it can show (ok, retrying,
@@ -138,12 +139,7 @@ func TestStatusOutput(t *testing.T) {
 // "token-rotator status".
 func statusKeys(t *testing.T) map[string]string {
 	t.Helper()
-	readme, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, section, _ := strings.Cut(string(readme), "### `token-rotator status`")
-	section, _, _ = strings.Cut(section, "\n### ")
+	section := testenv.DocSection(t, "README.md", "`token-rotator status`")
 	keys := map[string]string{}
 	for _, m := range regexp.MustCompile("(?m)^\\| `([a-z_]+)` \\| ([a-z ]+) \\|").FindAllStringSubmatch(section, -1) {
 		keys[m[1]] = m[2]

@@ -16,7 +16,7 @@ import (
 
 // TestReadsKVv2AndKVv1 reads the output secret on a KV v2 and a KV v1 mount, the version found
 // from the mount, with a Vault token whose policy allows only read on the output path: what
-// README tells app teams to grant.
+// docs/apps.md tells app teams to grant.
 func TestReadsKVv2AndKVv1(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
@@ -64,7 +64,7 @@ func TestReadsKVv2AndKVv1(t *testing.T) {
 	}
 }
 
-// TestDefaults: the defaults README gives, and that a short MaxAge shortens MinReadInterval.
+// TestDefaults: the defaults docs/apps.md gives, and that a short MaxAge shortens MinReadInterval.
 func TestDefaults(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)

@@ -50,28 +50,14 @@ type agentKustomization struct {
 	} `json:"configMapGenerator"`
 }
 
-// readmeSection returns the text of README.md's "### title" subsection, up to the next heading.
-func readmeSection(t *testing.T, title string) string {
-	t.Helper()
-	b, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, rest, ok := strings.Cut(string(b), "\n### "+title+"\n")
-	if !ok {
-		t.Fatalf("README.md has no section %q", "### "+title)
-	}
-	if i := regexp.MustCompile(`(?m)^#{1,3} `).FindStringIndex(rest); i != nil {
-		rest = rest[:i[0]]
-	}
-	return rest
-}
+// appsDoc is where the apps' ways to read the token are documented in full.
+const appsDoc = "../docs/apps.md"
 
 // TestVaultAgentExample checks vault-agent/ as a whole: the manifests decode strictly into the
 // Kubernetes API types, mount every path agent.hcl names where it expects it, log in as the
 // service account and with the audience setup.sh's apps role binds, share the token file
-// read-only with the app; the template reads the output the shipped config writes; README states
-// the interval agent.hcl sets.
+// read-only with the app; the template reads the output the shipped config writes; docs/apps.md
+// states the interval agent.hcl sets.
 func TestVaultAgentExample(t *testing.T) {
 	hcl, err := os.ReadFile("vault-agent/agent.hcl")
 	if err != nil {
@@ -89,8 +75,8 @@ func TestVaultAgentExample(t *testing.T) {
 	if m == nil {
 		t.Fatal("agent.hcl: no static_secret_render_interval in whole seconds")
 	}
-	if want := "`static_secret_render_interval = \"" + string(m[1]) + "\"`"; !strings.Contains(readmeSection(t, "Vault Agent"), want) {
-		t.Errorf("README.md, Vault Agent: does not say %s, agent.hcl's setting", want)
+	if want := "`static_secret_render_interval = \"" + string(m[1]) + "\"`"; !strings.Contains(testenv.DocSection(t, appsDoc, "Vault Agent"), want) {
+		t.Errorf("docs/apps.md, Vault Agent: does not say %s, agent.hcl's setting", want)
 	}
 
 	tmpl, err := os.ReadFile("vault-agent/access-token.ctmpl")

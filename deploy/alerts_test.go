@@ -17,6 +17,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"token-rotator/internal/testenv"
 	"token-rotator/metrics"
 	"token-rotator/rotate"
 )
@@ -321,7 +322,7 @@ func TestMetricNamesFromPromQL(t *testing.T) {
 // each with its severity, and says where the rules are and how the chart ships them.
 func TestAlertsInReadme(t *testing.T) {
 	f := readRules(t)
-	section := readmeSection(t, "Alerts")
+	section := testenv.DocSection(t, "../README.md", "Alerts")
 	listed := map[string]string{}
 	for _, m := range regexp.MustCompile("(?m)^\\| `([A-Za-z]+)` \\(([a-z]+)\\) \\|").FindAllStringSubmatch(section, -1) {
 		listed[m[1]] = m[2]

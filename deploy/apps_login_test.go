@@ -2,7 +2,6 @@ package deploy
 
 import (
 	"context"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -11,21 +10,17 @@ import (
 	"token-rotator/internal/testenv"
 )
 
-// readmeAppLogin is the Kubernetes login README's Go snippet shows an app: setup.sh's apps role
+// docsAppLogin is the Kubernetes login docs/apps.md's Go snippet shows an app: setup.sh's apps role
 // and the projected token for audience vault that deploy/vault-agent/deployment.yaml mounts.
-const readmeAppLogin = `Login: &apptoken.Login{Method: apptoken.MethodKubernetes, Role: "token-rotator-apps", JWTFile: "/var/run/secrets/vault/token"}`
+const docsAppLogin = `Login: &apptoken.Login{Method: apptoken.MethodKubernetes, Role: "token-rotator-apps", JWTFile: "/var/run/secrets/vault/token"}`
 
-// TestREADMEAppLogin runs README's Kubernetes login for apps against a Vault set up by setup.sh:
+// TestDocsAppLogin runs docs/apps.md's Kubernetes login for apps against a Vault set up by setup.sh:
 // the default apps' service account (stora-client in default) with a token for audience vault
 // reads apps/acme through package apptoken, and the same account's token for the API server's
 // audience (the automounted one) is refused.
-func TestREADMEAppLogin(t *testing.T) {
-	readme, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(readme), readmeAppLogin) {
-		t.Fatalf("README's Go snippet no longer shows %s", readmeAppLogin)
+func TestDocsAppLogin(t *testing.T) {
+	if !strings.Contains(testenv.DocSection(t, appsDoc, "Go apps: package apptoken"), docsAppLogin) {
+		t.Fatalf("docs/apps.md's Go snippet no longer shows %s", docsAppLogin)
 	}
 	v := testenv.StartVault(t)
 	k8s := testenv.StartKubeAPI(t)
@@ -44,11 +39,11 @@ func TestREADMEAppLogin(t *testing.T) {
 	}
 	src, err := open([]string{"vault"})
 	if err != nil {
-		t.Fatalf("README's login: %v", err)
+		t.Fatalf("docs/apps.md's login: %v", err)
 	}
 	tok, err := src.Token()
 	if err != nil || tok.AccessToken != "app-token" || !tok.Expiry.Equal(expires) {
-		t.Fatalf("README's login: got the stored token %v (%v); want it, expiring at %v", tok != nil && tok.AccessToken == "app-token" && tok.Expiry.Equal(expires), err, expires)
+		t.Fatalf("docs/apps.md's login: got the stored token %v (%v); want it, expiring at %v", tok != nil && tok.AccessToken == "app-token" && tok.Expiry.Equal(expires), err, expires)
 	}
 	if _, err := open(nil); err == nil || !strings.Contains(err.Error(), "audience") {
 		t.Errorf("a token for the API server's audience: %v; want Vault's refusal naming the audience", err)

@@ -158,7 +158,7 @@ func loadVSOExample(t *testing.T) vsoExample {
 
 // TestVSOExample checks vso/: every resource decodes strictly (the VSO ones into the mirror of
 // VSO v1.4.1's CRD fields above); the VaultStaticSecret reads acme's output from the shipped
-// config as KV v2, with the refreshAfter README states; the VaultAuth logs in with setup.sh's apps
+// config as KV v2, with the refreshAfter docs/apps.md states; the VaultAuth logs in with setup.sh's apps
 // role, service account, namespace and audience; the app mounts the Secret VSO creates as a whole
 // volume (no subPath, no environment variable), 0440; deploy/kustomization.yaml does not apply
 // vso/, whose CRDs a cluster may not have.
@@ -179,8 +179,8 @@ func TestVSOExample(t *testing.T) {
 	if err != nil || refresh <= 0 || refresh > time.Minute {
 		t.Errorf("refreshAfter %q: want a positive duration no longer than the kubelet's 1-minute sync", vss.RefreshAfter)
 	}
-	if want := "`refreshAfter: " + vss.RefreshAfter + "`"; !strings.Contains(readmeSection(t, "Vault Secrets Operator"), want) {
-		t.Errorf("README.md, Vault Secrets Operator: does not say %s, the example's setting", want)
+	if want := "`refreshAfter: " + vss.RefreshAfter + "`"; !strings.Contains(testenv.DocSection(t, appsDoc, "Vault Secrets Operator"), want) {
+		t.Errorf("docs/apps.md, Vault Secrets Operator: does not say %s, the example's setting", want)
 	}
 	if !vss.Destination.Create || vss.Destination.Name == "" || !vss.Destination.Transformation.ExcludeRaw {
 		t.Errorf("destination %+v: want create, a name, and excludeRaw", vss.Destination)

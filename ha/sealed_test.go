@@ -13,7 +13,7 @@ import (
 
 // The node the job talks to, a standby, is sealed mid-pass (Vault will not seal a standby through
 // its API, so it is restarted and left sealed, as a node is during an upgrade): it answers 503 to
-// every request until unsealed. README ("Bad input", Vault sealed or unreachable): exit 2 at
+// every request until unsealed. docs/bad-input.md (Vault sealed or unreachable): exit 2 at
 // start-up naming the address; mid-pass, the client fails and the write-back retries.
 
 // start starts the job with command's arguments and returns a func that waits for its end and

@@ -54,7 +54,7 @@ func TestHTMLEscapedEchoIsRedacted(t *testing.T) {
 	}
 }
 
-// TestDefaultBodyCapAndTemporaryStatuses holds README's figures: a body over 64 KiB is refused
+// TestDefaultBodyCapAndTemporaryStatuses holds docs/bad-input.md's figures: a body over 64 KiB is refused
 // unread, and 5xx, 429 and 408 are the statuses worth a retry.
 func TestDefaultBodyCapAndTemporaryStatuses(t *testing.T) {
 	for _, n := range []int{64 << 10, 64<<10 + 1} {

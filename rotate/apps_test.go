@@ -9,7 +9,7 @@ import (
 	"token-rotator/internal/testenv"
 )
 
-// TestWhatAppsHoldAfterARotation holds README's table of what the access token an app read before
+// TestWhatAppsHoldAfterARotation holds docs/apps.md's table of what the access token an app read before
 // a rotation does afterwards, cell by cell, against the real Doorkeeper: Doorkeeper keeps an access
 // token and its refresh token in one row, and refreshing revokes the row.
 func TestWhatAppsHoldAfterARotation(t *testing.T) {

@@ -27,22 +27,22 @@ func TestVaultTokenOutlastsTheRotation(t *testing.T) {
 		t.Errorf("the Vault token must last %v when a rotation starts, but the rotation may hold its claim %v, after reads before it", DefaultTokenMargin, ClaimedFor)
 	}
 	if DefaultTokenMargin != 15*time.Minute {
-		t.Errorf("DefaultTokenMargin is %v; README.md says 15 minutes", DefaultTokenMargin)
+		t.Errorf("DefaultTokenMargin is %v; README.md's Running it says 15 minutes", DefaultTokenMargin)
 	}
 }
 
-// TestBudgetFiguresInTheDocuments holds the figures README.md and deploy/*.yaml quote.
+// TestBudgetFiguresInTheDocuments holds the figures README.md, docs/ and deploy/*.yaml quote.
 func TestBudgetFiguresInTheDocuments(t *testing.T) {
 	if ClaimedFor != 11*time.Minute+30*time.Second {
-		t.Errorf("ClaimedFor is %v; README.md and deploy/cronjob.yaml say 11.5 minutes", ClaimedFor)
+		t.Errorf("ClaimedFor is %v; docs/partners.md and deploy/cronjob.yaml say 11.5 minutes", ClaimedFor)
 	}
 	if ShutdownWait != 10*time.Minute+30*time.Second {
-		t.Errorf("ShutdownWait is %v; README.md and deploy/*.yaml say 10.5 minutes", ShutdownWait)
+		t.Errorf("ShutdownWait is %v; docs/kubernetes.md and deploy/*.yaml say 10.5 minutes", ShutdownWait)
 	}
 	if DefaultClaimTTL != 15*time.Minute || RequestTimeout != 30*time.Second {
-		t.Errorf("README.md says: a claim lapses after 15 minutes; a token request times out after 30 s")
+		t.Errorf("docs/safety.md says: a claim lapses after 15 minutes; a token request times out after 30 s")
 	}
 	if DefaultWriteDeadline != 8*time.Minute || MaxSpentWait != 30*time.Second || DefaultGrantRetry != 2*time.Minute {
-		t.Errorf("README.md says: write-back 8 minutes, the retry after a spend within 30 seconds, retries within 2 minutes of the claim")
+		t.Errorf("docs/safety.md says: write-back 8 minutes, the retry after a spend within 30 seconds, retries within 2 minutes of the claim")
 	}
 }

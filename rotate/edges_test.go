@@ -1,7 +1,7 @@
 package rotate
 
-// Edges a review found: each test asserts what README or the code promises, and failed before the
-// fix it names.
+// Edges a review found: each test asserts what the documents or the code promise, and failed
+// before the fix it names.
 
 import (
 	"context"
@@ -45,7 +45,7 @@ func TestRetryAfterASpendNeverTwiceEvenOn429(t *testing.T) {
 	}
 }
 
-// An RFC 6749 error object is "that error whatever the status" (README), and oauth.Error says
+// An RFC 6749 error object is "that error whatever the status" (docs/safety.md), and oauth.Error says
 // "a caller that must not repeat a refused grant branches on Code first". grant does not: a 5xx
 // whose body says invalid_grant is retried (the refused token sent a second time) and the client
 // reported rotation_lost instead of reauthorization_required.
@@ -109,7 +109,7 @@ func TestLostCodeExchangeDoesNotCondemnTheRefreshToken(t *testing.T) {
 	}
 }
 
-// README: "A refresh that failed in transit ... is retried once; if that is refused, the
+// docs/safety.md: "A refresh that failed in transit ... is retried once; if that is refused, the
 // client is reported rotation_lost" and "a connection cut after the server rotated (reported
 // rotation_lost)". If the retry fails in transit too, the status is `retrying`, and the next pass,
 // refused, reports reauthorization_required: a lost rotation is never reported as one.

@@ -2,7 +2,7 @@
 # account and keeps the app's access token in a file, /var/run/stora/access_token, which holds the
 # token alone (no newline). The app sends `Authorization: Bearer <the file's content>`.
 #
-# Vault's address comes from VAULT_ADDR (deployment.yaml sets it). README.md "Vault Agent" says
+# Vault's address comes from VAULT_ADDR (deployment.yaml sets it). docs/apps.md "Vault Agent" says
 # what the file's lag behind Vault is and what it costs; deploy/agent_test.go runs this file, with
 # only its paths and the interval changed, against a real Vault.
 

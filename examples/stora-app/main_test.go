@@ -16,7 +16,7 @@ import (
 	"token-rotator/internal/testenv"
 )
 
-// TestExampleRuns builds the example and runs it as README shows, against a real Vault and the
+// TestExampleRuns builds the example and runs it as docs/apps.md shows, against a real Vault and the
 // bundled Stora-compatible server, whose /oauth2/token/info stands in for the API: it prints
 // "200 OK" and exits 0; with no secret at the path it exits 1 naming the path.
 func TestExampleRuns(t *testing.T) {
@@ -58,7 +58,7 @@ func TestExampleRuns(t *testing.T) {
 	}
 }
 
-// TestExampleAgainstTheDemo follows README's "to try it" steps: `scripts/demo --keep` leaves Vault
+// TestExampleAgainstTheDemo follows docs/apps.md's "to try it" steps: `scripts/demo --keep` leaves Vault
 // and the token endpoint running and prints what to export, the API stand-in and the rotate
 // command; the example app gets 200 OK there, and again after that command rotated the token.
 func TestExampleAgainstTheDemo(t *testing.T) {

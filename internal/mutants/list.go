@@ -12,25 +12,25 @@ type mutation struct {
 }
 
 // mutations: the four that once survived (issue 11), one for each promise of RELIABILITY.md's
-// sections and README's "Never losing a refresh token", and the outcomes of issue 10.
+// sections and docs/safety.md's "Never losing a refresh token", and the outcomes of issue 10.
 var mutations = []mutation{
 	// RELIABILITY.md: SIGTERM at each step.
 	{"sigterm-does-not-cancel", "RELIABILITY.md: SIGTERM at each step (1 rotated, 1 skipped)",
 		"main.go", "cancel() // stop scheduling", "_ = cancel // stop scheduling",
 		"TestSIGTERMAtEachStep", "."},
-	// RELIABILITY.md: processes racing; README: claim before spending.
-	{"claim-writes-nothing", "RELIABILITY.md: processes racing; README: claim before spending",
+	// RELIABILITY.md: processes racing; docs/safety.md: claim before spending.
+	{"claim-writes-nothing", "RELIABILITY.md: processes racing; docs/safety.md: claim before spending",
 		"rotate/claim.go", "v, err := r.Store.Update(ctx, path, map[string]any{keyClaim: value}, secret.Version)",
 		"v, err := secret.Version, error(nil)",
 		"TestConcurrentRunsShareSecretsSafely|TestClaimNamesTheTarget", "./rotate ."},
-	{"claim-ignores-target", "README: claim names the process and the target",
+	{"claim-ignores-target", "docs/safety.md: claim names the process and the target",
 		"rotate/claim.go", "return c.Holder == who.holder && c.Target == who.target", "return c.Holder == who.holder",
 		"TestClaimNamesTheTarget", "./rotate"},
-	{"claim-of-another-ignored", "README: the others log claimed_elsewhere",
+	{"claim-of-another-ignored", "docs/safety.md: the others log claimed_elsewhere",
 		"rotate/claim.go", "return c != nil && !c.is(who) && now.Before(c.Expires) && c.Expires.Sub(now) <= maxClaimAhead", "return c != nil && false",
 		"TestAClaimFarInTheFutureIsNotHonoured", "./rotate"},
-	// RELIABILITY.md: faults; README: durable before used.
-	{"write-back-gives-up-at-once", "RELIABILITY.md: Vault faults during the write-back; README: durable before used",
+	// RELIABILITY.md: faults; docs/safety.md: durable before used.
+	{"write-back-gives-up-at-once", "RELIABILITY.md: Vault faults during the write-back; docs/safety.md: durable before used",
 		"rotate/writeback.go", "\t\tif ctx.Err() != nil || last {\n\t\t\treturn fmt.Errorf(\"after %d attempts: %w\", attempt, err)",
 		"\t\tif ctx.Err() != nil || last || true {\n\t\t\treturn fmt.Errorf(\"after %d attempts: %w\", attempt, err)",
 		"TestVaultFaultsDuringWriteBack", "./rotate"},
@@ -42,13 +42,13 @@ var mutations = []mutation{
 		"rotate/writeback.go", "\tif spends(req) {\n\t\terr := r.update(ctx, t.secret, a.secret, true,",
 		"\tif spends(req) && false {\n\t\terr := r.update(ctx, t.secret, a.secret, true,",
 		"TestRefreshWithoutRefreshTokenKeepsStoredOne|TestWriteLosingCheckAndSetKeepsBothChanges|TestOutputWriteFailureIsNotALostRotation", "./rotate"},
-	{"newer-refresh-token-overwritten", "README: a newer pair is never overwritten",
+	{"newer-refresh-token-overwritten", "docs/safety.md: a newer pair is never overwritten",
 		"rotate/writeback.go", "if rt != \"\" && rt != seen.refreshToken && rt != tok.RefreshToken {", "if false {",
 		"TestNewerRefreshTokenIsNotOverwritten", "./rotate"},
-	{"newer-access-token-overwritten", "README: a newer pair is never overwritten",
+	{"newer-access-token-overwritten", "docs/safety.md: a newer pair is never overwritten",
 		"rotate/writeback.go", "if at != \"\" && at != seen.accessToken && at != tok.AccessToken && plausible && exp.After(tok.ExpiresAt.Add(time.Second)) {", "if false {",
 		"TestNewerOutputIsNotOverwritten", "./rotate"},
-	// RELIABILITY.md: token endpoint faults; README: failures by kind.
+	// RELIABILITY.md: token endpoint faults; docs/safety.md: failures by kind.
 	{"5xx-not-retried", "RELIABILITY.md: token endpoint answers 500 / 503 / 429",
 		"rotate/retry.go", "case errors.As(res.err, &oe) && oe.Temporary():", "case false:",
 		"TestTokenEndpointTransientFaultsAreRetried", "./rotate"},
@@ -56,20 +56,20 @@ var mutations = []mutation{
 		"rotate/retry.go", "\t\tcase errors.As(res.err, &oe) && oe.Temporary():\n\t\t\twait = oe.RetryAfter",
 		"\t\tcase errors.As(res.err, &oe) && oe.Temporary():\n\t\t\twait = 0",
 		"TestTokenEndpointTransientFaultsAreRetried", "./rotate"},
-	{"spent-refresh-retried-twice", "README: a refresh that may have been spent is retried exactly once",
+	{"spent-refresh-retried-twice", "docs/safety.md: a refresh that may have been spent is retried exactly once",
 		"rotate/retry.go", "\t\tcase afterSpend:\n", "\t\tcase afterSpend && false:\n",
 		"TestRetryAfterASpendNeverTwiceEvenOn429|TestRefresh5xxIsRetriedOnce", "./rotate"},
 	{"spent-refresh-not-retried", "RELIABILITY.md: stalls and cut connections on a refresh are retried once",
 		"rotate/retry.go", "\t\t\tif spending {\n\t\t\t\tres.maybeSpent = true", "\t\t\tif spending {\n\t\t\t\treturn res",
 		"TestTokenEndpointStallAndCutConnection|TestRefresh5xxIsRetriedOnce", "./rotate"},
-	{"retry-after-a-spend-unbounded", "README: the one retry after a possible spend waits at most 30 seconds",
+	{"retry-after-a-spend-unbounded", "docs/safety.md: the one retry after a possible spend waits at most 30 seconds",
 		"rotate/retry.go", "\t\t\twait = min(wait, orDefault(r.SpentWait, MaxSpentWait)/2) // the other half is for the rate limit\n\t\t\tr.backoff(spentWait, ",
 		"\t\t\tr.backoff(context.WithoutCancel(ctx), ",
 		"TestRetryAfterASpendIsBounded", "./rotate"},
-	{"error-code-judged-by-status", "README: an RFC 6749 error object is that error whatever the status",
+	{"error-code-judged-by-status", "docs/safety.md: an RFC 6749 error object is that error whatever the status",
 		"rotate/retry.go", "case errors.As(res.err, &oe) && finalCode[oe.Code]:", "case false:",
 		"TestInvalidGrantUnderA5xxIsNotRetried", "./rotate"},
-	{"no-pre-flight", "RELIABILITY.md: a read-only policy costs no token request; README: pre-flight",
+	{"no-pre-flight", "RELIABILITY.md: a read-only policy costs no token request; docs/safety.md: pre-flight",
 		"rotate/rotation.go", "return r.preflight(ctx, a.t, a.output, req) }); err != nil {", "return nil }); err != nil {",
 		"TestReadOnlyPolicyMakesNoTokenRequest|TestNoMetadataPatchFailsBeforeAnyRequest", "./rotate"},
 	{"short-vault-token-ignored", "README: a Vault token that would not last fails before anything is spent",
@@ -146,11 +146,11 @@ var mutations = []mutation{
 	{"ha-no-wait-before-the-spend", "RELIABILITY.md: Vault cluster: the steps before the token request wait out an election",
 		"rotate/vaultwait.go", "if err == nil || !vault.Unavailable(err) || ctx.Err() != nil {", "if true {",
 		"TestLeaderKilledMidPass", "./ha"},
-	{"ha-start-does-not-wait", "README: Production Vault: the job's start waits out an election",
+	{"ha-start-does-not-wait", "docs/production-vault.md: the job's start waits out an election",
 		"run.go", "err = rotate.UntilVault(ctx, logger, \"login\", func() (err error) {",
 		"err = func(_ context.Context, _ *slog.Logger, _ string, op func() error) error { return op() }(ctx, logger, \"login\", func() (err error) {",
 		"TestLeaderKilledMidPass/start", "./ha"},
-	{"quota-429-not-waited", "README: Production Vault: a 429 that outlasts a request is waited out",
+	{"quota-429-not-waited", "docs/production-vault.md: a 429 that outlasts a request is waited out",
 		"vault/store.go", "re.StatusCode == http.StatusTooManyRequests // a rate-limit quota", "false // a rate-limit quota",
 		"TestUnavailable", "./vault"},
 	// README: Alerts: TokenRotatorReauthorizationRequired and ExpiringSoon for a stuck client.

@@ -13,7 +13,7 @@ import (
 // TestDoorkeeperAPI holds the real Doorkeeper's protected resource (APIURL, the stand-in for the
 // Stora Public API) to what an app meets there, in both revocation modes: 200 JSON for a live
 // token; Doorkeeper's 401 invalid_token for no token, an unknown one and a revoked one; 403 for a
-// token without the scope; and, after a refresh, the old access token as README's table says: 401
+// token without the scope; and, after a refresh, the old access token as docs/apps.md's table says: 401
 // at once, or (revoke on use) 200 until the new one is used at this endpoint, then 401, the use
 // having revoked the old refresh token as well.
 func TestDoorkeeperAPI(t *testing.T) {
