@@ -146,6 +146,23 @@ func TestClientOverridesShard(t *testing.T) {
 	}
 }
 
+// TestClientInAnIndexedJobRunsInOneShard: every pod of an Indexed Job (--shard /N, the index from
+// JOB_COMPLETION_INDEX) gets the same --client; each named target then runs in the one pod whose
+// shard owns it, not in all of them: over the two pods, one token request per named target.
+func TestClientInAnIndexedJobRunsInOneShard(t *testing.T) {
+	e, cfg := partnerEnv(t)
+	for _, index := range []string{"0", "1"} {
+		t.Setenv("JOB_COMPLETION_INDEX", index)
+		code, out := e.run("--config", cfg, "--once", "--force", "--shard", "/2", "--client", "acme", "--client", "partner/op-1")
+		if code != 0 || !strings.Contains(out, "runs in the pod whose shard owns it") {
+			t.Fatalf("pod %s: exit %d, want 0 and a line saying each named target runs in its own shard:\n%s", index, code, out)
+		}
+	}
+	if n := len(e.stora.Requests()); n != 2 {
+		t.Errorf("%d token requests over both pods, want 2 (acme and op-1, once each)", n)
+	}
+}
+
 // authorize takes a connection named as logs and status name it.
 func TestAuthorizeTakesClientSlashConnection(t *testing.T) {
 	e, cfg := partnerEnv(t)

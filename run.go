@@ -189,7 +189,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	rot := job.rotator
 	rot.Force, rot.DryRun, rot.Shard = o.force, o.dryRun, shard
-	if shard.Count > 1 && len(o.clients) > 0 {
+	switch {
+	case shard.Count > 1 && len(o.clients) > 0 && strings.HasPrefix(o.shard, "/"):
+		// An Indexed Job: every pod has the same --client, so each named target runs only in the
+		// pod whose shard owns it, not in all of them at once.
+		rot.OnlyInShard = true
+		job.logger.Info("--client with --shard /N: each named client or connection runs in the pod whose shard owns it", "shard", shard.String(), "client", o.clients.String())
+	case shard.Count > 1 && len(o.clients) > 0:
 		job.logger.Info("--client overrides --shard: the named clients and connections run whatever their shard", "shard", shard.String(), "client", o.clients.String())
 	}
 	m := metrics.New()

@@ -95,8 +95,12 @@ type Rotator struct {
 	// Shard limits the pass to one share of the targets (Kubernetes Indexed Jobs).
 	Shard Shard
 	// Only, when not empty, limits the pass to the targets of these names: "client" (the client,
-	// or all its connections) or "client/connection". It overrides Shard.
+	// or all its connections) or "client/connection". It overrides Shard, unless OnlyInShard.
 	Only []string
+	// OnlyInShard keeps Shard's filter for the targets Only names: each runs only in the shard
+	// that owns it. Set for an Indexed Job (--shard /N), whose pods all get the same --client: the
+	// named target must not run in every pod at once.
+	OnlyInShard bool
 	// ProgressEvery is how often a long pass logs its progress; default 15 s.
 	ProgressEvery time.Duration
 

@@ -113,7 +113,8 @@ func spread(name string) float64 {
 // naming a target is an explicit choice; else one shard owns.
 func (r *Rotator) selects(shard Shard, client, name string) bool {
 	if len(r.Only) > 0 {
-		return slices.Contains(r.Only, name) || slices.Contains(r.Only, client)
+		named := slices.Contains(r.Only, name) || slices.Contains(r.Only, client)
+		return named && (!r.OnlyInShard || shard.owns(name))
 	}
 	return shard.owns(name)
 }
