@@ -127,15 +127,32 @@ func runAuthorize(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	}
 	if len(res) != 1 || res[0].Outcome != rotate.Rotated {
 		for _, r := range res {
-			if r.Err != nil {
-				fmt.Fprintf(stdout, "%s: %s: %v\n", r.Client, r.Outcome, r.Err)
-			}
+			fmt.Fprintf(stdout, "%s: %s: %s\n", r.Client, r.Outcome, notAuthorized(r, path))
+		}
+		if len(res) == 0 {
+			fmt.Fprintf(stdout, "%s: not rotated: the pass found no such target; the code is stored in %s\n", target, path)
 		}
 		return errClientsFailed
 	}
 	fmt.Fprintf(stdout, "authorized %s: refresh token stored in %s, access token valid until %s\n",
 		target, path, utc(res[0].ExpiresAt))
 	return nil
+}
+
+// notAuthorized says why authorize's pass did not rotate r and what the operator has now: the
+// error when there is one, else what the outcome means for the stored code.
+func notAuthorized(r rotate.Result, path string) string {
+	switch {
+	case r.Err != nil:
+		return r.Err.Error()
+	case r.Outcome == rotate.RotatedElsewhere:
+		return "another process rotated it meanwhile, perhaps with this code; `token-rotator status` shows whether it holds a working token now"
+	case r.Outcome == rotate.Deleted:
+		return "its secret was deleted meanwhile; nothing was exchanged"
+	case r.Outcome == rotate.Skipped:
+		return "the pass was cut short (a signal or the pass deadline) before the exchange; the code is stored in " + path + " and the next pass exchanges it within its 10 minutes"
+	}
+	return "not exchanged; the code is stored in " + path
 }
 
 // claimedFirst says what happened when a pass in another process claimed the secret between the

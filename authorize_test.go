@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/url"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"token-rotator/internal/testenv"
+	"token-rotator/rotate"
 )
 
 // approveAt plays the operator's browser against the token endpoint s: it reads the authorization
@@ -158,4 +160,17 @@ func TestAuthorizeWhileAPassHoldsTheClaim(t *testing.T) {
 			t.Errorf("the next pass did not exchange the stored code")
 		}
 	})
+}
+
+// TestNotAuthorizedSaysWhy: every outcome of authorize's pass other than rotated prints a line
+// saying why (a result without an error once printed nothing and exited 1).
+func TestNotAuthorizedSaysWhy(t *testing.T) {
+	for _, o := range []rotate.Outcome{rotate.RotatedElsewhere, rotate.Deleted, rotate.Skipped, rotate.NotDue} {
+		if msg := notAuthorized(rotate.Result{Client: "partner/op-1", Outcome: o}, "stora/partner/connections/op-1"); msg == "" {
+			t.Errorf("%s: no message", o)
+		}
+	}
+	if msg := notAuthorized(rotate.Result{Outcome: rotate.Failed, Err: errors.New("invalid_grant")}, "p"); msg != "invalid_grant" {
+		t.Errorf("failed: %q, want the error", msg)
+	}
 }

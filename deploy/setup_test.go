@@ -58,6 +58,8 @@ func TestSetupChecksBeforeWriting(t *testing.T) {
 			[]string{"KUBERNETES_CA_CERT=", "no such file"}},
 		{"KUBERNETES_CA_CERT holds the kubeconfig's base64, not PEM", []string{"KUBERNETES_CA_CERT=" + writeFile(t, "ca.b64", base64.StdEncoding.EncodeToString([]byte(k8s.CACertPEM)))}, nil,
 			[]string{"KUBERNETES_CA_CERT=", "is not a PEM certificate", "base64 -d"}},
+		{"KUBERNETES_CA_CERT with PEM markers around no certificate", []string{"KUBERNETES_CA_CERT=" + writeFile(t, "bad.crt", "-----BEGIN CERTIFICATE-----\nnot base64 at all!!\n-----END CERTIFICATE-----\n")}, nil,
+			[]string{"KUBERNETES_CA_CERT=", "no certificate between them"}},
 		{"KUBERNETES_CA_CERT without KUBERNETES_HOST", nil, []string{"KUBERNETES_HOST"},
 			[]string{"KUBERNETES_CA_CERT is set but KUBERNETES_HOST is not", "set KUBERNETES_HOST to the API server's URL"}},
 		{"KUBERNETES_HOST without a scheme", []string{"KUBERNETES_HOST=" + strings.TrimPrefix(k8s.URL, "https://")}, nil,

@@ -45,7 +45,13 @@ func (r *Rotator) Report(ctx context.Context, nextRun time.Time) []TargetState {
 	var out []TargetState
 	for _, f := range failed {
 		if f.Err != nil {
-			out = append(out, TargetState{Name: f.Client, Problem: f.Err.Error()})
+			st := TargetState{Name: f.Client, Problem: f.Err.Error()}
+			for _, c := range r.Clients {
+				if c.Name == f.Client {
+					st.Grant = c.Grant // its connections could not be listed; its grant is still known
+				}
+			}
+			out = append(out, st)
 		}
 	}
 	for _, t := range ts {

@@ -123,6 +123,9 @@ if [ -n "${KUBERNETES_HOST:-}" ]; then
   elif check_file KUBERNETES_CA_CERT &&
     ! { grep -q -- '-----BEGIN CERTIFICATE-----' "$KUBERNETES_CA_CERT" && grep -q -- '-----END CERTIFICATE-----' "$KUBERNETES_CA_CERT"; }; then
     problem "KUBERNETES_CA_CERT=$KUBERNETES_CA_CERT is not a PEM certificate (no -----BEGIN CERTIFICATE----- ... -----END CERTIFICATE-----): if it holds a kubeconfig's certificate-authority-data, base64-decode it (base64 -d)"
+  elif [ -r "$KUBERNETES_CA_CERT" ] &&
+    ! sed -n '/-----BEGIN CERTIFICATE-----/,/-----END CERTIFICATE-----/p' "$KUBERNETES_CA_CERT" | grep -v -- '-----' | tr -d '[:space:]' | base64 -d >/dev/null 2>&1; then
+    problem "KUBERNETES_CA_CERT=$KUBERNETES_CA_CERT has the PEM markers but no certificate between them (not base64): take the CA certificate again from the kubeconfig or the cluster"
   fi
   if [ -n "${TOKEN_REVIEWER_JWT_FILE:-}" ] && check_file TOKEN_REVIEWER_JWT_FILE &&
     ! tr -d '[:space:]' <"$TOKEN_REVIEWER_JWT_FILE" | grep -Eq '^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$'; then
