@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -95,6 +96,9 @@ func (r *Rotator) grant(ctx, startCtx context.Context, client, tokenURL string, 
 			// The server's considered answer (invalid_grant, invalid_client...), whatever status
 			// a gateway put on it: it acted on the request and refused it. Final.
 			return r.notRetried(log, res, "the server refused the request: final")
+		case errors.As(res.err, &te) && neverSent(res.err):
+			// The connection was never made (refused, no route, no such host): nothing reached
+			// the server, nothing can have been spent. Retried within the budget like a 503.
 		case errors.As(res.err, &te), spending && errors.As(res.err, &oe) && oe.Status >= 500:
 			// No answer, or a 5xx that a gateway may have sent after the server acted: a spent
 			// refresh token is possible. One retry, whatever the budget says; never two.
@@ -219,4 +223,12 @@ func (r *Rotator) observeResponse(err error) {
 	default:
 		r.Observer.TokenResponse(0)
 	}
+}
+
+// neverSent reports whether a token request failed before any byte of it could reach the server:
+// the connection was never made (its dial failed: refused, unreachable, no such host).
+func neverSent(err error) bool {
+	var op *net.OpError
+	var dns *net.DNSError
+	return errors.As(err, &op) && op.Op == "dial" || errors.As(err, &dns)
 }

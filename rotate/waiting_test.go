@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -294,5 +296,44 @@ func TestProgressLineCountsTheWaitForVault(t *testing.T) {
 				t.Errorf("no progress line with the rotation waiting for Vault:\n%s", out)
 			}
 		})
+	}
+}
+
+// TestRefusedConnectionSpendsNothing: a refresh whose connection is refused (the token endpoint
+// down) never reached the server, so it is not taken for a request that may have spent the
+// refresh token: it is retried within the budget like a 503, not once and then rotation_lost;
+// once the endpoint is back, the same refresh token rotates.
+func TestRefusedConnectionSpendsNothing(t *testing.T) {
+	t.Parallel()
+	f := newFaultWorld(t, true)
+	c, _ := f.partnerSecret(t, "refused")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // refused until the proxy below listens on it
+	target, _ := url.Parse(strings.TrimSuffix(f.tokenURL, "/oauth2/token"))
+	go func() {
+		time.Sleep(1500 * time.Millisecond)
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return
+		}
+		srv := &http.Server{Handler: httputil.NewSingleHostReverseProxy(target)}
+		t.Cleanup(func() { srv.Close() })
+		_ = srv.Serve(ln)
+	}()
+	r := f.rotator(c)
+	r.Clients[0].TokenURL = "http://" + addr + "/oauth2/token"
+	r.GrantRetry, r.GrantBackoff = 10*time.Second, 200*time.Millisecond
+	log, out := debugLogger()
+	r.Logger = log
+	res := r.Pass(context.Background())
+	if len(res) != 1 || res[0].Outcome != Rotated {
+		t.Fatalf("outcomes %+v, want rotated once the endpoint is back:\n%s", res, out)
+	}
+	if strings.Contains(out.String(), "may have spent") {
+		t.Errorf("a refused connection was taken for a request that may have spent the refresh token:\n%s", out)
 	}
 }
