@@ -40,7 +40,13 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 // cronLogger lets robfig/cron log through slog.
 type cronLogger struct{ l *slog.Logger }
 
-func (c cronLogger) Info(msg string, kv ...any) { c.l.Debug("cron: "+msg, kv...) }
+func (c cronLogger) Info(msg string, kv ...any) {
+	if msg == "skip" { // SkipIfStillRunning: a scheduled pass not run, which an operator must see
+		c.l.Warn("a pass is still running: the scheduled pass is skipped", kv...)
+		return
+	}
+	c.l.Debug("cron: "+msg, kv...)
+}
 func (c cronLogger) Error(err error, msg string, kv ...any) {
 	c.l.Error("cron: "+msg, append([]any{"error", err}, kv...)...)
 }
