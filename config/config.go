@@ -18,6 +18,15 @@ const (
 	GrantAuthorizationCode = "authorization_code"
 )
 
+// Token endpoint client authentication methods (RFC 7591 §2) and request body encodings.
+const (
+	AuthClientSecretPost  = "client_secret_post"
+	AuthClientSecretBasic = "client_secret_basic"
+	AuthNone              = "none"
+	EncodingJSON          = "json"
+	EncodingForm          = "form"
+)
+
 // Vault auth methods.
 const (
 	AuthToken      = "token"
@@ -35,6 +44,10 @@ type Config struct {
 	// whose client names no token_url of its own; default: TokenURL with its last path element
 	// "token" replaced by "authorize". Client.AuthorizeURL is what authorize uses.
 	AuthorizeURL string
+	// AuthMethod and Encoding are the defaults for clients that name none: AuthClientSecretPost
+	// and EncodingJSON, Stora's.
+	AuthMethod string
+	Encoding   string
 	// Schedule is the daemon's cron spec as written; Cron is it parsed, in UTC unless the spec
 	// starts with CRON_TZ= or TZ=.
 	Schedule string
@@ -121,6 +134,12 @@ type Client struct {
 	// own, that URL with its last path element "token" replaced by "authorize"; else
 	// Config.AuthorizeURL.
 	AuthorizeURL string
+	// AuthMethod is how the client authenticates at the token endpoint: AuthClientSecretPost
+	// (client_id and client_secret in the body), AuthClientSecretBasic (HTTP Basic) or AuthNone (a
+	// public client: client_id only, PKCE on the code exchange). Defaults to Config.AuthMethod.
+	AuthMethod string
+	// Encoding is the token request body's: EncodingJSON or EncodingForm. Defaults to Config.Encoding.
+	Encoding string
 	// Connections is a KV path prefix (authorization_code only): every secret below it is one
 	// connection, an operator who authorized the partner, with its own refresh_token (or code +
 	// redirect_uri [+ code_verifier]), sharing client_id and client_secret from Secret. Listed

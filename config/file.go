@@ -5,6 +5,8 @@ package config
 type file struct {
 	TokenURL     string        `yaml:"token_url"`
 	AuthorizeURL string        `yaml:"authorize_url"`
+	AuthMethod   string        `yaml:"token_endpoint_auth_method"`
+	Encoding     string        `yaml:"token_request_encoding"`
 	Schedule     string        `yaml:"schedule"`
 	RenewBefore  duration      `yaml:"renew_before"`
 	Concurrency  int           `yaml:"concurrency"`
@@ -47,6 +49,8 @@ type fileClient struct {
 	Output       string `yaml:"output"`
 	TokenURL     string `yaml:"token_url"`
 	AuthorizeURL string `yaml:"authorize_url"`
+	AuthMethod   string `yaml:"token_endpoint_auth_method"`
+	Encoding     string `yaml:"token_request_encoding"`
 	Connections  string `yaml:"connections"`
 	OutputPrefix string `yaml:"output_prefix"`
 }

@@ -36,6 +36,14 @@ func (f *file) resolve() (*Config, Errors) {
 	} else if err := checkTokenURL(c.AuthorizeURL); err != nil {
 		bad("authorize_url", "%v", err)
 	}
+	c.AuthMethod = defaultString(f.AuthMethod, AuthClientSecretPost)
+	c.Encoding = defaultString(f.Encoding, EncodingJSON)
+	if msg := checkAuthMethod(c.AuthMethod); msg != "" {
+		bad("token_endpoint_auth_method", "%s", msg)
+	}
+	if msg := checkEncoding(c.Encoding); msg != "" {
+		bad("token_request_encoding", "%s", msg)
+	}
 	var err error
 	if c.Cron, err = parseSchedule(f.Schedule); err != nil {
 		bad("schedule", "not a cron schedule: %v", err)
@@ -107,6 +115,25 @@ func (f *file) resolve() (*Config, Errors) {
 			// A token endpoint of its own has an authorize endpoint of its own: the global
 			// authorize_url belongs to the global token_url.
 			AuthorizeURL: c.AuthorizeURL,
+			AuthMethod:   defaultString(fc.AuthMethod, c.AuthMethod),
+			Encoding:     defaultString(fc.Encoding, c.Encoding),
+		}
+		if fc.AuthMethod != "" {
+			if msg := checkAuthMethod(fc.AuthMethod); msg != "" {
+				bad(field("token_endpoint_auth_method"), "%s", msg)
+			}
+		}
+		if fc.Encoding != "" {
+			if msg := checkEncoding(fc.Encoding); msg != "" {
+				bad(field("token_request_encoding"), "%s", msg)
+			}
+		}
+		if cl.AuthMethod == AuthNone && fc.Grant == GrantClientCredentials {
+			f := field("token_endpoint_auth_method")
+			if fc.AuthMethod == "" {
+				f = field("grant") // the public default came from the top level
+			}
+			bad(f, "a public client (token_endpoint_auth_method none) has no secret to use the client_credentials grant with; use client_secret_post or client_secret_basic")
 		}
 		if fc.TokenURL != "" && fc.TokenURL != c.TokenURL {
 			cl.AuthorizeURL = authorizeURLFor(fc.TokenURL)
@@ -172,6 +199,22 @@ func (f *file) resolve() (*Config, Errors) {
 	}
 	errs = append(errs, overlaps(c.Clients)...)
 	return c, errs
+}
+
+func checkAuthMethod(m string) string {
+	switch m {
+	case AuthClientSecretPost, AuthClientSecretBasic, AuthNone:
+		return ""
+	}
+	return fmt.Sprintf("unknown method %q (want client_secret_post, client_secret_basic or none)", m)
+}
+
+func checkEncoding(e string) string {
+	switch e {
+	case EncodingJSON, EncodingForm:
+		return ""
+	}
+	return fmt.Sprintf("unknown encoding %q (want json or form)", e)
 }
 
 // parse reads d as a Go duration. Its error says what to write instead, in the words of the

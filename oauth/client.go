@@ -3,12 +3,12 @@ package oauth
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 	"time"
 )
 
@@ -41,6 +41,11 @@ type Client struct {
 func (c *Client) Token(ctx context.Context, tokenURL string, r Request) (*Token, error) {
 	tok, err := c.token(ctx, tokenURL, r)
 	sent := []string{r.ClientID, r.ClientSecret, r.RefreshToken, r.Code, r.CodeVerifier}
+	if r.ClientSecret != "" {
+		// what a server might echo of a Basic header: the header, its base64, its encoded secret
+		basic := basicAuthorization(r.ClientID, r.ClientSecret)
+		sent = append(sent, basic, basic[len("Basic "):], url.QueryEscape(r.ClientSecret))
+	}
 	var pe *PartialTokenError
 	if errors.As(err, &pe) {
 		sent = append(sent, pe.RefreshToken)
@@ -53,11 +58,11 @@ func (c *Client) Token(ctx context.Context, tokenURL string, r Request) (*Token,
 }
 
 func (c *Client) token(ctx context.Context, tokenURL string, r Request) (*Token, error) {
-	fields, err := r.body()
+	fields, authorization, err := r.body()
 	if err != nil {
 		return nil, err
 	}
-	body, err := json.Marshal(fields)
+	body, contentType, err := r.encode(fields)
 	if err != nil {
 		return nil, err
 	}
@@ -65,8 +70,11 @@ func (c *Client) token(ctx context.Context, tokenURL string, r Request) (*Token,
 	if err != nil {
 		return nil, fmt.Errorf("token endpoint request: %w", err)
 	}
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Type", contentType)
 	req.Header.Set("Accept", "application/json")
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
 	if c.UserAgent != "" {
 		req.Header.Set("User-Agent", c.UserAgent)
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"token-rotator/config"
+	"token-rotator/oauth"
 )
 
 func TestDue(t *testing.T) {
@@ -78,5 +79,26 @@ func TestRequestPicksGrant(t *testing.T) {
 				t.Fatalf("grant %q err %v, want %q", r.GrantType, err, tc.grant)
 			}
 		})
+	}
+}
+
+// A client's auth method and encoding reach the request; a public client needs no client_secret,
+// and one stored beside it is not put into the request.
+func TestRequestCarriesAuthMethod(t *testing.T) {
+	t.Parallel()
+	basic := config.Client{Name: "b", Grant: config.GrantClientCredentials, Scope: "x", AuthMethod: config.AuthClientSecretBasic, Encoding: config.EncodingForm}
+	r, err := request(basic, map[string]any{"client_id": "id", "client_secret": "s"}, nil)
+	if err != nil || r.AuthMethod != oauth.AuthClientSecretBasic || r.Encoding != oauth.EncodingForm || r.ClientSecret != "s" {
+		t.Errorf("basic: %q %q secret set %v, err %v", r.AuthMethod, r.Encoding, r.ClientSecret != "", err)
+	}
+	public := config.Client{Name: "p", Grant: config.GrantAuthorizationCode, AuthMethod: config.AuthNone, Encoding: config.EncodingJSON}
+	for _, creds := range []map[string]any{{"client_id": "id"}, {"client_id": "id", "client_secret": "stored"}} {
+		r, err := request(public, creds, map[string]any{"refresh_token": "r"})
+		if err != nil || r.AuthMethod != oauth.AuthNone || r.ClientSecret != "" {
+			t.Errorf("none with %v: method %q secret %v err %v", creds, r.AuthMethod, r.ClientSecret != "", err)
+		}
+	}
+	if _, err := request(public, map[string]any{}, map[string]any{"refresh_token": "r"}); err == nil || !strings.Contains(err.Error(), "client_id is required") {
+		t.Errorf("none without client_id: %v", err)
 	}
 }

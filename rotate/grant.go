@@ -21,8 +21,14 @@ func request(c config.Client, credentials, secret map[string]any) (oauth.Request
 		return v
 	}
 	get := func(key string) string { return from(secret, key) }
-	r.ClientID, r.ClientSecret = from(credentials, keyClientID), from(credentials, keyClientSecret)
-	if r.ClientID == "" || r.ClientSecret == "" {
+	r.AuthMethod, r.Encoding = c.AuthMethod, c.Encoding
+	r.ClientID = from(credentials, keyClientID)
+	if c.AuthMethod == config.AuthNone {
+		// a public client: a client_secret stored beside it is never read, and never sent
+		if r.ClientID == "" {
+			err = errors.Join(err, errors.New("client_id is required"))
+		}
+	} else if r.ClientSecret = from(credentials, keyClientSecret); r.ClientID == "" || r.ClientSecret == "" {
 		err = errors.Join(err, errors.New("client_id and client_secret are required"))
 	}
 	switch c.Grant {

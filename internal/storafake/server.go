@@ -248,7 +248,8 @@ var jsonTypes = map[string]bool{"application/json": true, "text/x-json": true, "
 // params reads the request as Rails does: the query string, then the body over it (JSON only
 // under a JSON content type, form otherwise; a JSON value that is not an object gives no
 // parameters). It reports false for a JSON body that does not parse. Client credentials in a
-// Basic header win over both.
+// Basic header (form-encoded, RFC 6749 §2.3.1) are used; with a client_secret in the body too,
+// none are (invalid_client).
 func params(r *http.Request) (url.Values, bool) {
 	p := url.Values{}
 	for k, v := range r.URL.Query() {
@@ -273,6 +274,20 @@ func params(r *http.Request) (url.Values, bool) {
 		}
 	}
 	if id, secret, ok := r.BasicAuth(); ok {
+		if p.Get("client_secret") != "" {
+			// RFC 6749 §2.3: a client must not use more than one authentication method in a
+			// request (Doorkeeper 5.9.5+ refuses; 5.5 lets the header win).
+			p.Set("client_id", "")
+			p.Set("client_secret", "")
+			return p, true
+		}
+		// RFC 6749 §2.3.1: id and secret are form-encoded before base64.
+		if v, err := url.QueryUnescape(id); err == nil {
+			id = v
+		}
+		if v, err := url.QueryUnescape(secret); err == nil {
+			secret = v
+		}
 		p.Set("client_id", id)
 		p.Set("client_secret", secret)
 	}
