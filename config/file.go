@@ -4,6 +4,7 @@ package config
 // that a bad value is reported with the field's position.
 type file struct {
 	TokenURL     string        `yaml:"token_url"`
+	Issuer       string        `yaml:"issuer"`
 	AuthorizeURL string        `yaml:"authorize_url"`
 	Schedule     string        `yaml:"schedule"`
 	RenewBefore  duration      `yaml:"renew_before"`
@@ -46,15 +47,16 @@ type fileClient struct {
 	Secret       string `yaml:"secret"`
 	Output       string `yaml:"output"`
 	TokenURL     string `yaml:"token_url"`
+	Issuer       string `yaml:"issuer"`
 	AuthorizeURL string `yaml:"authorize_url"`
 	Connections  string `yaml:"connections"`
 	OutputPrefix string `yaml:"output_prefix"`
 }
 
-// defaults are the values a key takes when the file leaves it out.
+// defaults are the values a key takes when the file leaves it out. token_url's default,
+// DefaultTokenURL, is set in resolve: only when there is no issuer either.
 func defaults() file {
 	return file{
-		TokenURL:     DefaultTokenURL,
 		Schedule:     "*/5 * * * *",
 		RenewBefore:  "30m",
 		Concurrency:  4,
