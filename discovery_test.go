@@ -59,9 +59,10 @@ func TestRotatesViaIssuer(t *testing.T) {
 		t.Errorf("token endpoint saw %d requests, want 2", n)
 	}
 	mu.Lock()
-	defer mu.Unlock()
-	if len(seen) != 1 {
-		t.Errorf("metadata requests %v, want one for the pass (two clients, one issuer)", seen)
+	asked := append([]string(nil), seen...)
+	mu.Unlock()
+	if len(asked) != 1 {
+		t.Errorf("metadata requests %v, want one for the pass (two clients, one issuer)", asked)
 	}
 	assertNoSecrets(t, out, secret)
 
