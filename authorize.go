@@ -37,7 +37,7 @@ func runAuthorize(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	connection := fs.String("connection", "", "for a client with connections: the connection's path under the prefix, e.g. operator-4711")
 	redirectURI := fs.String("redirect-uri", "", "the redirect URI registered for the partner application (required)")
 	scope := fs.String("scope", "", "scopes to ask for; default: the client's scope")
-	authorizeURL := fs.String("authorize-url", "", "default: the client's authorize_url; else beside its token_url (.../token → .../authorize); else the config's authorize_url")
+	authorizeURL := fs.String("authorize-url", "", "default: the client's authorize_url; else its issuer's authorization_endpoint; else beside its token_url (.../token → .../authorize); else the config's authorize_url")
 	code := fs.String("code", "", "an authorization code already at hand, from an authorization this command did not start (no URL is printed)")
 	codeVerifier := fs.String("code-verifier", "", "with --code: the PKCE code_verifier that authorization used, if it used one")
 	storeOnly := fs.Bool("store-only", false, "store the code for the next pass instead of exchanging it now")
@@ -93,7 +93,18 @@ func runAuthorize(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	verifier := *codeVerifier
 	if *code == "" {
 		authURL := cmp.Or(*authorizeURL, c.AuthorizeURL)
-		if err := config.CheckURL(authURL); err != nil {
+		if authURL == "" && c.Issuer != "" {
+			md, err := job.rotator.Discovery.Discover(ctx, c.Issuer)
+			if err != nil {
+				return fmt.Errorf("discovery: %w", err)
+			}
+			if authURL = md.AuthorizationEndpoint; authURL == "" {
+				return fmt.Errorf("the metadata of issuer %s names no authorization_endpoint: give --authorize-url or the client's authorize_url", c.Issuer)
+			}
+			if err := config.CheckURL(authURL); err != nil {
+				return fmt.Errorf("authorization_endpoint in the metadata of issuer %s: %w", c.Issuer, err)
+			}
+		} else if err := config.CheckURL(authURL); err != nil {
 			return fmt.Errorf("--authorize-url: %w", err)
 		}
 		var state string

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"token-rotator/config"
+	"token-rotator/discovery"
 	"token-rotator/metrics"
 	"token-rotator/oauth"
 	"token-rotator/rotate"
@@ -286,6 +287,7 @@ func setUp(ctx context.Context, configPath string, names []string, logLevel, log
 	j := &job{logger: logger, cfg: cfg, store: store, rotator: &rotate.Rotator{
 		Store:        store,
 		Tokens:       &oauth.Client{UserAgent: "token-rotator/" + version},
+		Discovery:    &discovery.Client{UserAgent: "token-rotator/" + version},
 		Clients:      clients,
 		RenewBefore:  cfg.RenewBefore,
 		Spread:       spread(cfg.RenewBefore),

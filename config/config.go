@@ -38,8 +38,11 @@ const (
 type Config struct {
 	// File is the path the configuration was read from.
 	File string
-	// TokenURL is the default token endpoint for clients that name none.
+	// TokenURL is the default token endpoint for clients that name none; empty when Issuer is set.
 	TokenURL string
+	// Issuer is the default authorization server for clients that name neither token_url nor
+	// issuer: its token endpoint (and authorize endpoint) are read from its metadata each pass.
+	Issuer string
 	// AuthorizeURL is where `token-rotator authorize` sends an operator to approve a partner
 	// whose client names no token_url of its own; default: TokenURL with its last path element
 	// "token" replaced by "authorize". Client.AuthorizeURL is what authorize uses.
@@ -127,12 +130,18 @@ type Client struct {
 	Secret string
 	// Output is the KV path the access token is written to for apps; defaults to Secret.
 	Output string
-	// TokenURL is this client's token endpoint; defaults to Config.TokenURL.
+	// TokenURL is this client's token endpoint; defaults to Config.TokenURL. Empty when Issuer
+	// is set: the pass fills it in from the issuer's metadata.
 	TokenURL string
+	// Issuer is this client's authorization server (its own issuer, else Config.Issuer when it
+	// has no token_url of its own), whose metadata (RFC 8414, else OpenID Connect Discovery) names
+	// its token and authorize endpoints. Empty for a client with a token URL.
+	Issuer string
 	// AuthorizeURL is where `token-rotator authorize` sends an operator to approve this
 	// (authorization_code) client: its own authorize_url; else, when it has a token_url of its
 	// own, that URL with its last path element "token" replaced by "authorize"; else
-	// Config.AuthorizeURL.
+	// Config.AuthorizeURL. Empty for a client with an issuer and no authorize_url: the issuer's
+	// authorization_endpoint is used.
 	AuthorizeURL string
 	// AuthMethod is how the client authenticates at the token endpoint: AuthClientSecretPost
 	// (client_id and client_secret in the body), AuthClientSecretBasic (HTTP Basic) or AuthNone (a

@@ -4,6 +4,7 @@ package config
 // that a bad value is reported with the field's position.
 type file struct {
 	TokenURL     string        `yaml:"token_url"`
+	Issuer       string        `yaml:"issuer"`
 	AuthorizeURL string        `yaml:"authorize_url"`
 	AuthMethod   string        `yaml:"token_endpoint_auth_method"`
 	Encoding     string        `yaml:"token_request_encoding"`
@@ -48,6 +49,7 @@ type fileClient struct {
 	Secret       string `yaml:"secret"`
 	Output       string `yaml:"output"`
 	TokenURL     string `yaml:"token_url"`
+	Issuer       string `yaml:"issuer"`
 	AuthorizeURL string `yaml:"authorize_url"`
 	AuthMethod   string `yaml:"token_endpoint_auth_method"`
 	Encoding     string `yaml:"token_request_encoding"`
@@ -55,10 +57,10 @@ type fileClient struct {
 	OutputPrefix string `yaml:"output_prefix"`
 }
 
-// defaults are the values a key takes when the file leaves it out.
+// defaults are the values a key takes when the file leaves it out. token_url's default,
+// DefaultTokenURL, is set in resolve: only when there is no issuer either.
 func defaults() file {
 	return file{
-		TokenURL:     DefaultTokenURL,
 		Schedule:     "*/5 * * * *",
 		RenewBefore:  "30m",
 		Concurrency:  4,

@@ -20,6 +20,7 @@ func (f *file) resolve() (*Config, Errors) {
 	}
 	c := &Config{
 		TokenURL: f.TokenURL,
+		Issuer:   f.Issuer,
 		Schedule: f.Schedule,
 		Vault: Vault{
 			Address: f.Vault.Address,
@@ -27,14 +28,28 @@ func (f *file) resolve() (*Config, Errors) {
 			Auth:    Auth(f.Vault.Auth),
 		},
 	}
-	if err := checkTokenURL(c.TokenURL); err != nil {
-		bad("token_url", "%v", err)
+	switch {
+	case c.Issuer != "" && c.TokenURL != "":
+		bad("issuer", "issuer and token_url together: name one (the issuer's metadata names its token endpoint)")
+	case c.Issuer != "":
+		if err := checkIssuer(c.Issuer); err != nil {
+			bad("issuer", "%v", err)
+		}
+	case c.TokenURL == "":
+		c.TokenURL = DefaultTokenURL
+	}
+	if c.TokenURL != "" {
+		if err := checkTokenURL(c.TokenURL); err != nil {
+			bad("token_url", "%v", err)
+		}
 	}
 	c.AuthorizeURL = f.AuthorizeURL
-	if c.AuthorizeURL == "" {
+	if c.AuthorizeURL == "" && c.Issuer == "" {
 		c.AuthorizeURL = authorizeURLFor(c.TokenURL)
-	} else if err := checkTokenURL(c.AuthorizeURL); err != nil {
-		bad("authorize_url", "%v", err)
+	} else if c.AuthorizeURL != "" {
+		if err := checkTokenURL(c.AuthorizeURL); err != nil {
+			bad("authorize_url", "%v", err)
+		}
 	}
 	c.AuthMethod = defaultString(f.AuthMethod, AuthClientSecretPost)
 	c.Encoding = defaultString(f.Encoding, EncodingJSON)
@@ -135,8 +150,19 @@ func (f *file) resolve() (*Config, Errors) {
 			}
 			bad(f, "a public client (token_endpoint_auth_method none) has no secret to use the client_credentials grant with; use client_secret_post or client_secret_basic")
 		}
-		if fc.TokenURL != "" && fc.TokenURL != c.TokenURL {
+		switch {
+		case fc.Issuer != "" && fc.TokenURL != "":
+			bad(field("issuer"), "issuer and token_url together: name one (the issuer's metadata names its token endpoint)")
+		case fc.Issuer != "":
+			// An authorization server of its own: the global authorize_url is not its.
+			cl.Issuer, cl.TokenURL, cl.AuthorizeURL = fc.Issuer, "", ""
+			if err := checkIssuer(fc.Issuer); err != nil {
+				bad(field("issuer"), "%v", err)
+			}
+		case fc.TokenURL != "" && fc.TokenURL != c.TokenURL:
 			cl.AuthorizeURL = authorizeURLFor(fc.TokenURL)
+		case fc.TokenURL == "":
+			cl.Issuer = c.Issuer
 		}
 		if fc.AuthorizeURL != "" {
 			cl.AuthorizeURL = fc.AuthorizeURL
@@ -263,6 +289,22 @@ func checkTokenURL(s string) error {
 	default:
 		return fmt.Errorf("%q: scheme must be https", shown)
 	}
+}
+
+// checkIssuer is RFC 8414 §2's issuer: a URL that passes checkTokenURL's rule, with no query or
+// fragment (and, here, no user info: it would be sent to the server and shown in errors).
+func checkIssuer(s string) error {
+	if err := checkTokenURL(s); err != nil {
+		return err
+	}
+	u, _ := url.Parse(s)
+	switch {
+	case u.User != nil:
+		return fmt.Errorf("%q: an issuer has no user info", u.Redacted())
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(s, "#"):
+		return fmt.Errorf("%q: an issuer has no query or fragment (RFC 8414 §2)", s)
+	}
+	return nil
 }
 
 // authorizeURLFor is the authorize endpoint beside a token endpoint: its last path element

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"token-rotator/config"
+	"token-rotator/discovery"
 	"token-rotator/oauth"
 	"token-rotator/vault"
 )
@@ -66,13 +67,22 @@ type TokenSource interface {
 var (
 	_ Store       = (*vault.Store)(nil)
 	_ TokenSource = (*oauth.Client)(nil)
+	_ Discoverer  = (*discovery.Client)(nil)
 )
+
+// Discoverer reads an issuer's authorization server metadata; *discovery.Client satisfies it.
+type Discoverer interface {
+	Discover(ctx context.Context, issuer string) (*discovery.Metadata, error)
+}
 
 // Rotator runs rotation passes over a set of clients. Zero durations take the defaults given.
 type Rotator struct {
-	Store   Store
-	Tokens  TokenSource
-	Clients []config.Client
+	Store  Store
+	Tokens TokenSource
+	// Discovery reads the metadata of clients' issuers, once per issuer per pass; nil means a
+	// discovery.Client with its defaults.
+	Discovery Discoverer
+	Clients   []config.Client
 	// RenewBefore: rotate when less than this is left of the access token's life.
 	RenewBefore time.Duration
 	// Force rotates every client whether due or not.

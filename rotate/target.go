@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"token-rotator/config"
+	"token-rotator/discovery"
 )
 
 // target is one access token the job keeps fresh: a configured client, or one connection under a
@@ -61,14 +62,24 @@ func hash(s string) uint64 {
 // keeping only shard's, or when Only names targets, only those whatever their shard. Connections are listed anew each pass, so a new operator is a
 // Vault write away. A prefix that cannot be listed is one failed result, named for its client
 // (skipped when shutdown cut the listing short).
+//
+// A client with an issuer gets its token URL from the issuer's metadata, read once per issuer per
+// pass and only for a client with targets to work on; when that fails, the client is one failed
+// result and none of its targets starts: nothing is spent.
 func (r *Rotator) targets(ctx context.Context, shard Shard) ([]target, []Result) {
 	var ts []target
 	var failed []Result
+	endpoints := r.endpoints()
 	for _, c := range r.Clients {
 		if c.Connections == "" {
-			if r.selects(shard, c.Name, c.Name) {
-				ts = append(ts, target{name: c.Name, client: c, secret: c.Secret, output: c.Output})
+			if !r.selects(shard, c.Name, c.Name) {
+				continue
 			}
+			if res, ok := endpoints(ctx, &c); !ok {
+				failed = append(failed, res)
+				continue
+			}
+			ts = append(ts, target{name: c.Name, client: c, secret: c.Secret, output: c.Output})
 			continue
 		}
 		var paths []string
@@ -87,11 +98,20 @@ func (r *Rotator) targets(ctx context.Context, shard Shard) ([]target, []Result)
 		if len(paths) == 0 {
 			r.logger().Warn("no connections under the prefix: none authorized yet, or a mistyped path", "client", c.Name, "connections", c.Connections)
 		}
+		resolved := false
 		for _, rel := range paths {
 			p := c.Connections + "/" + rel
 			name := c.Name + "/" + rel
 			if p == c.Secret || !r.selects(shard, c.Name, name) {
 				continue
+			}
+			if !resolved {
+				res, ok := endpoints(ctx, &c)
+				if !ok {
+					failed = append(failed, res)
+					break
+				}
+				resolved = true
 			}
 			out := p
 			if c.OutputPrefix != "" {
@@ -101,6 +121,41 @@ func (r *Rotator) targets(ctx context.Context, shard Shard) ([]target, []Result)
 		}
 	}
 	return ts, failed
+}
+
+// endpoints returns a function that fills in the token URL of a client with an issuer from the
+// issuer's metadata, read at most once per issuer for as long as the function is kept (a pass).
+// When it cannot, it returns the client's result: failed, or skipped when shutdown cut it short.
+func (r *Rotator) endpoints() func(ctx context.Context, c *config.Client) (Result, bool) {
+	type answer struct {
+		md  *discovery.Metadata
+		err error
+	}
+	cache := map[string]answer{}
+	d := r.Discovery
+	if d == nil {
+		d = &discovery.Client{}
+	}
+	return func(ctx context.Context, c *config.Client) (Result, bool) {
+		if c.Issuer == "" || c.TokenURL != "" {
+			return Result{}, true
+		}
+		a, ok := cache[c.Issuer]
+		if !ok {
+			a.md, a.err = d.Discover(ctx, c.Issuer)
+			if ctx.Err() == nil {
+				cache[c.Issuer] = a
+			}
+		}
+		switch {
+		case a.err != nil && ctx.Err() != nil:
+			return Result{Client: c.Name, Outcome: Skipped}, false
+		case a.err != nil:
+			return Result{Client: c.Name, Outcome: Failed, Err: fmt.Errorf("discovery: %w", a.err)}, false
+		}
+		c.TokenURL = a.md.TokenEndpoint
+		return Result{}, true
+	}
 }
 
 // spread is the target's stable share, in [0, 1), of the window over which rotations are spread.

@@ -1,0 +1,111 @@
+//go:build unix
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+
+	"token-rotator/internal/testenv"
+)
+
+// TestRotatesViaIssuer runs the built job with a client that names an issuer, not a token_url:
+// the job reads the issuer's RFC 8414 metadata (at the path-inserted well-known URL, from a
+// loopback handler pointing at the fake token endpoint) and rotates through the token_endpoint it
+// names. An issuer whose metadata is absent fails its client, before any token request, and only
+// it: the other client rotates, and the exit code is 1.
+func TestRotatesViaIssuer(t *testing.T) {
+	e := newEnv(t)
+	var mu sync.Mutex
+	var seen []string
+	var issuer string
+	meta := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.URL.Path)
+		mu.Unlock()
+		if r.URL.Path != "/.well-known/oauth-authorization-server/tenant" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"issuer":"` + issuer + `","token_endpoint":"` + e.stora.TokenURL + `","authorization_endpoint":"` + e.stora.BaseURL + `/oauth2/authorize"}`))
+	}))
+	t.Cleanup(meta.Close)
+	issuer = meta.URL + "/tenant"
+
+	id, secret := e.stora.AddClient()
+	e.put("idp/acme", map[string]any{"client_id": id, "client_secret": secret})
+	e.put("idp/other", map[string]any{"client_id": id, "client_secret": secret})
+	cfg := writeConfig(t, "issuer: "+issuer+"\nclients:\n"+
+		"  - {name: acme, grant: client_credentials, scope: public.contact:read, secret: idp/acme, output: idp/acme-token}\n"+
+		"  - {name: other, grant: client_credentials, scope: public.contact:read, secret: idp/other, output: idp/other-token}\n")
+	code, out := runJob(t, "--config", cfg, "--once")
+	if code != 0 {
+		t.Fatalf("exit %d, want 0:\n%s", code, out)
+	}
+	for _, p := range []string{"idp/acme-token", "idp/other-token"} {
+		if st := e.tokenInfo(str(e.get(p), "access_token")); st != 200 {
+			t.Errorf("%s: the token endpoint answered %d to the stored access token, want 200", p, st)
+		}
+	}
+	if n := len(e.stora.Requests()); n != 2 {
+		t.Errorf("token endpoint saw %d requests, want 2", n)
+	}
+	mu.Lock()
+	asked := append([]string(nil), seen...)
+	mu.Unlock()
+	if len(asked) != 1 {
+		t.Errorf("metadata requests %v, want one for the pass (two clients, one issuer)", asked)
+	}
+	assertNoSecrets(t, out, secret)
+
+	// A client whose issuer publishes no metadata fails before anything is spent; the other runs.
+	e.put("idp/lost", map[string]any{"client_id": id, "client_secret": secret})
+	cfg = writeConfig(t, "token_url: "+e.stora.TokenURL+"\nclients:\n"+
+		"  - {name: lost, grant: client_credentials, scope: public.contact:read, secret: idp/lost, output: idp/lost-token, issuer: "+meta.URL+"/nowhere}\n"+
+		"  - {name: acme, grant: client_credentials, scope: public.contact:read, secret: idp/acme, output: idp/acme-token}\n")
+	before := len(e.stora.Requests())
+	code, out = runJob(t, "--config", cfg, "--once", "--force")
+	if code != 1 {
+		t.Fatalf("exit %d, want 1:\n%s", code, out)
+	}
+	if n := len(e.stora.Requests()) - before; n != 1 {
+		t.Errorf("token endpoint saw %d requests, want 1 (acme's only)", n)
+	}
+	if e.get("idp/acme-token").VersionMetadata.Version != 2 || !e.absent("idp/lost-token") {
+		t.Errorf("want acme rotated again and nothing written for lost")
+	}
+	want := "discovery: no authorization server metadata for issuer " + meta.URL + "/nowhere: 404 Not Found at both"
+	if !strings.Contains(out, want) || !strings.Contains(out, `"client":"lost","outcome":"failed"`) {
+		t.Errorf("output does not fail lost with %q:\n%s", want, out)
+	}
+}
+
+// runJob runs the built job with args and returns its exit code and its output.
+func runJob(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(testenv.JobBinary(t), append(args, "--log-format", "json")...)
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode(), buf.String()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return 0, buf.String()
+}
+
+func (e *env) absent(path string) bool {
+	_, err := e.vault.Client.KVv2("secret").Get(context.Background(), path)
+	return err != nil
+}
