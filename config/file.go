@@ -3,8 +3,8 @@ package config
 // file is the YAML shape: every key a user may write, with strings where parsing happens later so
 // that a bad value is reported with the field's position.
 type file struct {
-	TokenURL     string        `yaml:"token_url"`
-	Issuer       string        `yaml:"issuer"`
+	TokenURL     *string       `yaml:"token_url"` // nil when absent: only then is Stora's the default
+	Issuer       *string       `yaml:"issuer"`
 	AuthorizeURL string        `yaml:"authorize_url"`
 	AuthMethod   string        `yaml:"token_endpoint_auth_method"`
 	Encoding     string        `yaml:"token_request_encoding"`

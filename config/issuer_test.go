@@ -58,6 +58,11 @@ func TestIssuerErrors(t *testing.T) {
 		{"issuer: https://auth.example.com/?tenant=1\n" + client, "c.yaml:1:9: issuer: \"https://auth.example.com/?tenant=1\": an issuer has no query or fragment (RFC 8414 §2)"},
 		{"issuer: 'https://auth.example.com/#x'\n" + client, "an issuer has no query or fragment"},
 		{"issuer: https://user:hunter2@auth.example.com\n" + client, `c.yaml:1:9: issuer: "https://user:xxxxx@auth.example.com": an issuer has no user info`},
+		// Present but empty, as a template's variable set but empty gives: an error, never
+		// Stora's endpoint by default, where another provider's secrets would go.
+		{"token_url: \"\"\n" + client, "c.yaml:1:12: token_url: is empty: give the token endpoint's URL, or leave token_url out for Stora's"},
+		{"token_url: ${TR_TEST_EMPTY:-}\n" + client, "token_url: is empty"},
+		{"issuer: ''\n" + client, "c.yaml:1:9: issuer: is empty"},
 	} {
 		_, err := Parse("c.yaml", []byte(tc.yaml))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

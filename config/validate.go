@@ -19,8 +19,8 @@ func (f *file) resolve() (*Config, Errors) {
 		errs = append(errs, &Error{Field: field, Msg: fmt.Sprintf(format, args...)})
 	}
 	c := &Config{
-		TokenURL: f.TokenURL,
-		Issuer:   f.Issuer,
+		TokenURL: deref(f.TokenURL),
+		Issuer:   deref(f.Issuer),
 		Schedule: f.Schedule,
 		Vault: Vault{
 			Address: f.Vault.Address,
@@ -29,6 +29,12 @@ func (f *file) resolve() (*Config, Errors) {
 		},
 	}
 	switch {
+	case f.TokenURL != nil && c.TokenURL == "":
+		// Present but empty (often a template's variable, set but empty): an error, never
+		// Stora's endpoint by default, where this provider's secrets would go.
+		bad("token_url", "is empty: give the token endpoint's URL, or leave token_url out for Stora's")
+	case f.Issuer != nil && c.Issuer == "":
+		bad("issuer", "is empty: give the authorization server's issuer URL, or leave issuer out")
 	case c.Issuer != "" && c.TokenURL != "":
 		bad("issuer", "issuer and token_url together: name one (the issuer's metadata names its token endpoint)")
 	case c.Issuer != "":
@@ -328,4 +334,12 @@ func within(path, prefix string) bool {
 // below reports whether path lies below prefix: one of the secrets a list of prefix would find.
 func below(path, prefix string) bool {
 	return strings.HasPrefix(path, prefix+"/")
+}
+
+// deref is *p, or "" for nil.
+func deref(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
 }

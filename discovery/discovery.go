@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"token-rotator/config"
+	"token-rotator/oauth"
 )
 
 // Metadata is what the job takes from an authorization server's metadata document.
@@ -69,7 +70,7 @@ func (c *Client) Discover(ctx context.Context, issuer string) (*Metadata, error)
 		return nil, err
 	}
 	if md.m.Issuer != issuer {
-		return nil, fmt.Errorf("metadata at %s names issuer %q, not the configured %q (RFC 8414 §3.3: they must be equal)", md.url, md.m.Issuer, issuer)
+		return nil, fmt.Errorf("metadata at %s names issuer %q, not the configured %q (RFC 8414 §3.3: they must be equal)", md.url, oauth.Redact(md.m.Issuer, 200), issuer)
 	}
 	if md.m.TokenEndpoint == "" {
 		return nil, fmt.Errorf("metadata at %s has no token_endpoint", md.url)
