@@ -244,5 +244,5 @@ func jsonScope(raw json.RawMessage) (string, bool) {
 	if err := json.Unmarshal(raw, &list); err != nil {
 		return "", false
 	}
-	return strings.Join(list, " "), true
+	return strings.Join(strings.Fields(strings.Join(list, " ")), " "), true // [""] is no scope, not "  "
 }
