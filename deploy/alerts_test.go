@@ -59,26 +59,7 @@ type ruleTests struct {
 // promtoolBinary finds promtool: $PROMTOOL_BIN, `promtool` on PATH, or the copy scripts/promtool-bin
 // caches. It returns "" when there is none.
 func promtoolBinary() string {
-	if b := os.Getenv("PROMTOOL_BIN"); b != "" {
-		return b
-	}
-	if b, err := exec.LookPath("promtool"); err == nil {
-		return b
-	}
-	cache := os.Getenv("TOKEN_ROTATOR_CACHE")
-	if cache == "" {
-		if dir, err := os.UserCacheDir(); err == nil {
-			cache = filepath.Join(dir, "token-rotator")
-		}
-	}
-	matches, _ := filepath.Glob(filepath.Join(cache, "prometheus-*", "usr", "bin", "promtool"))
-	slices.Sort(matches)
-	for i := len(matches) - 1; i >= 0; i-- {
-		if fi, err := os.Stat(matches[i]); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return matches[i]
-		}
-	}
-	return ""
+	return testenv.Binary("PROMTOOL_BIN", "promtool", filepath.Join("prometheus-*", "usr", "bin", "promtool"))
 }
 
 // TestAlertRulesPromtool runs promtool over the rules: `check rules` (syntax, templates, lint) and

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -37,11 +38,16 @@ type Vault struct {
 
 // VaultBinary finds the vault binary: $VAULT_BIN, `vault` on PATH, or the build that
 // scripts/vault-bin caches. It returns "" when there is none.
-func VaultBinary() string {
-	if b := os.Getenv("VAULT_BIN"); b != "" {
+func VaultBinary() string { return Binary("VAULT_BIN", "vault", "vault-v*") }
+
+// Binary finds a test dependency's executable: $env, name on PATH, or the newest copy a script
+// of scripts/ cached under the per-machine cache ($TOKEN_ROTATOR_CACHE, else
+// ~/.cache/token-rotator) matching cached (a glob relative to it). It returns "" when there is none.
+func Binary(env, name, cached string) string {
+	if b := os.Getenv(env); b != "" {
 		return b
 	}
-	if b, err := exec.LookPath("vault"); err == nil {
+	if b, err := exec.LookPath(name); err == nil {
 		return b
 	}
 	cache := os.Getenv("TOKEN_ROTATOR_CACHE")
@@ -50,10 +56,11 @@ func VaultBinary() string {
 			cache = filepath.Join(dir, "token-rotator")
 		}
 	}
-	matches, _ := filepath.Glob(filepath.Join(cache, "vault-v*"))
-	for _, m := range matches {
-		if fi, err := os.Stat(m); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return m
+	matches, _ := filepath.Glob(filepath.Join(cache, cached))
+	slices.Sort(matches)
+	for i := len(matches) - 1; i >= 0; i-- {
+		if fi, err := os.Stat(matches[i]); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return matches[i]
 		}
 	}
 	return ""
