@@ -75,10 +75,28 @@ func (c *Client) Discover(ctx context.Context, issuer string) (*Metadata, error)
 	if md.m.TokenEndpoint == "" {
 		return nil, fmt.Errorf("metadata at %s has no token_endpoint", md.url)
 	}
-	if err := config.CheckURL(md.m.TokenEndpoint); err != nil {
+	if err := endpointURL(issuer, md.m.TokenEndpoint); err != nil {
 		return nil, fmt.Errorf("metadata at %s: token_endpoint %v", md.url, err)
 	}
+	if md.m.AuthorizationEndpoint != "" {
+		if err := endpointURL(issuer, md.m.AuthorizationEndpoint); err != nil {
+			return nil, fmt.Errorf("metadata at %s: authorization_endpoint %v", md.url, err)
+		}
+	}
 	return &md.m, nil
+}
+
+// endpointURL holds an endpoint named by issuer's metadata to config.CheckURL's rule, and more:
+// an https issuer's endpoints are https too, so that a document served over TLS cannot send the
+// client's credentials in clear to a local port.
+func endpointURL(issuer, endpoint string) error {
+	if err := config.CheckURL(endpoint); err != nil {
+		return err
+	}
+	if strings.HasPrefix(issuer, "https:") && !strings.HasPrefix(endpoint, "https:") {
+		return fmt.Errorf("%q is http, but the issuer is https", oauth.Redact(endpoint, 200))
+	}
+	return nil
 }
 
 var errNotFound = errors.New("not found")

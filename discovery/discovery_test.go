@@ -148,3 +148,34 @@ func TestDiscoverDoesNotFollowRedirects(t *testing.T) {
 		t.Errorf("error %v, want the redirect refused", err)
 	}
 }
+
+// TestHTTPSIssuerNamesOnlyHTTPSEndpoints: the loopback exception for http is for an issuer that is
+// itself local; a document served over TLS naming an http endpoint, even a loopback one, is refused.
+func TestHTTPSIssuerNamesOnlyHTTPSEndpoints(t *testing.T) {
+	const wk = "/.well-known/oauth-authorization-server"
+	for _, tc := range []struct{ name, doc, want string }{
+		{"https endpoints", `{"issuer":"{base}","token_endpoint":"{base}/token","authorization_endpoint":"{base}/authorize"}`, ""},
+		{"http token_endpoint", `{"issuer":"{base}","token_endpoint":"http://127.0.0.1:1/token"}`, `token_endpoint "http://127.0.0.1:1/token" is http, but the issuer is https`},
+		{"http authorization_endpoint", `{"issuer":"{base}","token_endpoint":"{base}/token","authorization_endpoint":"http://localhost:1/authorize"}`, `authorization_endpoint "http://localhost:1/authorize" is http, but the issuer is https`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var s *httptest.Server
+			s = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != wk {
+					http.NotFound(w, r)
+					return
+				}
+				w.Header().Set("Content-Type", "application/json")
+				w.Write([]byte(strings.ReplaceAll(tc.doc, "{base}", s.URL)))
+			}))
+			defer s.Close()
+			md, err := (&Client{HTTP: s.Client()}).Discover(context.Background(), s.URL)
+			switch {
+			case tc.want == "" && (err != nil || md.TokenEndpoint != s.URL+"/token"):
+				t.Errorf("got %+v, %v; want the https token endpoint", md, err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("error %v, want it to say %q", err, tc.want)
+			}
+		})
+	}
+}
