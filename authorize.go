@@ -64,6 +64,9 @@ func runAuthorize(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	if err != nil {
 		return err
 	}
+	if *code != "" && *codeVerifier == "" && c.AuthMethod == config.AuthNone {
+		return fmt.Errorf("client %s is public (token_endpoint_auth_method none): give --code-verifier, the PKCE code_verifier its authorization used; its code cannot be exchanged without one", *name)
+	}
 	creds, err := job.store.Read(ctx, c.Secret)
 	if err != nil {
 		return err
@@ -113,7 +116,7 @@ func runAuthorize(ctx context.Context, args []string, stdin io.Reader, stdout, s
 		if err != nil {
 			return fmt.Errorf("authorize URL: %w", err)
 		}
-		fmt.Fprintf(stdout, "Have the operator open this URL, sign in to Stora and approve:\n\n  %s\n\n", u)
+		fmt.Fprintf(stdout, "Have the operator open this URL, sign in and approve:\n\n  %s\n\n", u)
 		fmt.Fprint(stdout, "Then paste the code, or the whole URL the browser was sent back to: ")
 		line, err := bufio.NewReader(stdin).ReadString('\n')
 		if err != nil && line == "" {

@@ -174,3 +174,24 @@ func TestNotAuthorizedSaysWhy(t *testing.T) {
 		t.Errorf("failed: %q, want the error", msg)
 	}
 }
+
+// TestAuthorizePublicClientCodeNeedsItsVerifier: a public client's code given without the PKCE
+// verifier its authorization used can never be exchanged, so authorize refuses it before storing
+// anything, and says which flag is missing.
+func TestAuthorizePublicClientCodeNeedsItsVerifier(t *testing.T) {
+	e := newEnv(t)
+	e.put("stora/public", map[string]any{"client_id": "app"})
+	cfg := e.config("  - name: public\n    grant: authorization_code\n    secret: stora/public\n    token_endpoint_auth_method: none\n")
+	var out testenv.SyncBuffer
+	err := runAuthorize(context.Background(), []string{"--config", cfg, "--client", "public", "--code", "the-code", "--redirect-uri", "https://p.example/cb"}, strings.NewReader(""), &out, &out)
+	if code := exitCode(err, &out); code == 0 || !strings.Contains(err.Error(), "give --code-verifier") {
+		t.Errorf("exit %d, error %v; want a refusal naming --code-verifier", code, err)
+	}
+	if got := e.get("stora/public"); got.VersionMetadata.Version != 1 || str(got, "code") != "" {
+		t.Errorf("Vault's secret is at version %d after the refusal; want it as it was", got.VersionMetadata.Version)
+	}
+	if n := len(e.stora.Requests()); n != 0 {
+		t.Errorf("the token endpoint saw %d requests", n)
+	}
+	assertNoSecrets(t, out.String()+err.Error(), "the-code")
+}

@@ -101,4 +101,14 @@ func TestRequestCarriesAuthMethod(t *testing.T) {
 	if _, err := request(public, map[string]any{}, map[string]any{"refresh_token": "r"}); err == nil || !strings.Contains(err.Error(), "client_id is required") {
 		t.Errorf("none without client_id: %v", err)
 	}
+	// A public client's code without its verifier is refused before any request: nothing else
+	// proves the code is the client's own.
+	code := map[string]any{"code": "c", "redirect_uri": "https://p.example/cb"}
+	if _, err := request(public, map[string]any{"client_id": "id"}, code); err == nil || !strings.Contains(err.Error(), "code_verifier is required") {
+		t.Errorf("none with a code and no code_verifier: %v", err)
+	}
+	code["code_verifier"] = "v"
+	if r, err := request(public, map[string]any{"client_id": "id"}, code); err != nil || r.CodeVerifier != "v" {
+		t.Errorf("none with a code and its verifier: %v", err)
+	}
 }

@@ -41,6 +41,10 @@ func request(c config.Client, credentials, secret map[string]any) (oauth.Request
 			if r.RedirectURI == "" {
 				err = errors.Join(err, errors.New("redirect_uri is required with code"))
 			}
+			if r.CodeVerifier == "" && c.AuthMethod == config.AuthNone {
+				// RFC 7636 is a public client's only proof that the code is its own
+				err = errors.Join(err, errors.New("code_verifier is required with code for a public client (token_endpoint_auth_method none): authorize it again with PKCE"))
+			}
 		} else if rt := get(keyRefreshToken); rt != "" {
 			r.GrantType, r.RefreshToken, r.Scope = oauth.GrantRefreshToken, rt, c.Scope
 		} else {
