@@ -109,3 +109,34 @@ func (e *env) absent(path string) bool {
 	_, err := e.vault.Client.KVv2("secret").Get(context.Background(), path)
 	return err != nil
 }
+
+// TestAuthorizeAtTheIssuersAuthorizationEndpoint: a client named by its issuer sends its operator
+// to the authorization_endpoint of the issuer's metadata, and exchanges the code at the metadata's
+// token_endpoint.
+func TestAuthorizeAtTheIssuersAuthorizationEndpoint(t *testing.T) {
+	e := newEnv(t)
+	var issuer string
+	meta := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/.well-known/oauth-authorization-server" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"issuer":"` + issuer + `","token_endpoint":"` + e.stora.TokenURL + `","authorization_endpoint":"` + e.stora.BaseURL + `/sso/approve"}`))
+	}))
+	t.Cleanup(meta.Close)
+	issuer = meta.URL
+	id, secret := e.stora.AddClient()
+	e.put("idp/partner", map[string]any{"client_id": id, "client_secret": secret})
+	cfg := e.config("  - name: partner\n    grant: authorization_code\n    secret: idp/partner\n    issuer: " + issuer + "\n")
+	code, out, shown := authorizeAs(t, e.stora, id, "https://partner.example/callback", nil, "--config", cfg, "--client", "partner")
+	if !strings.HasPrefix(shown, e.stora.BaseURL+"/sso/approve?") {
+		t.Errorf("authorization URL %s, want the metadata's authorization_endpoint", shown)
+	}
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	if rt := str(e.get("idp/partner"), "refresh_token"); !e.stora.RefreshTokenValid(rt) {
+		t.Errorf("no working refresh token stored")
+	}
+}
