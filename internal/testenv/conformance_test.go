@@ -46,6 +46,13 @@ func dkDo(t *testing.T, url, contentType, body string) dkResponse {
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
+	return dkSend(t, req)
+}
+
+// dkSend sends req and decodes its JSON answer.
+func dkSend(t *testing.T, req *http.Request) dkResponse {
+	t.Helper()
+	url := req.URL.String()
 	resp, err := testHTTP.Do(req)
 	if err != nil {
 		t.Fatal(err)

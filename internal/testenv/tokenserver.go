@@ -12,10 +12,11 @@ import (
 // it until go test's own timeout, which would skip the cleanups that stop the servers.
 var testHTTP = &http.Client{Timeout: 30 * time.Second}
 
-// TokenServer is a running token endpoint a test can set up: the bundled fake or the real
-// Doorkeeper. Suites run the same cases against each, so the fake is held to the real server.
+// TokenServer is a running token endpoint a test can set up: the bundled fake, the real
+// Doorkeeper, or the real oidc-provider. Suites run the same cases against each, so the fake is held to the real server.
 type TokenServer interface {
-	// Name is "fake" or "doorkeeper", with the revocation mode: "fake/revoke-on-use".
+	// Name is "fake", "doorkeeper" or "oidc-provider", with the revocation mode:
+	// "fake/revoke-on-use".
 	Name() string
 	// Endpoint is the token endpoint URL; Base is the server's http://127.0.0.1:PORT.
 	Endpoint() string
@@ -34,17 +35,20 @@ type TokenServer interface {
 	RevokeRefreshToken(tb testing.TB, refreshToken string)
 	// RefreshTokenRevoked reports whether a refresh token is unknown or retired, without using it.
 	RefreshTokenRevoked(tb testing.TB, refreshToken string) bool
-	// TokenInfo presents an access token at /oauth2/token/info and returns the HTTP status.
+	// TokenInfo presents an access token at /oauth2/token/info and returns the HTTP status
+	// (oidc-provider: 200 when introspection calls it active, else 401).
 	TokenInfo(tb testing.TB, accessToken string) int
 	// TokenRequests is how many requests the token endpoint has seen.
 	TokenRequests(tb testing.TB) int
 }
 
-// TokenServerKinds are the kinds StartTokenServer knows.
+// TokenServerKinds are the kinds that speak Stora's contract in both revocation modes, which the
+// suites run alike. StartTokenServer also knows "oidc-provider" (OIDCProvider), which speaks
+// RFC 6749 with form bodies and revokes immediately only.
 var TokenServerKinds = []string{"fake", "doorkeeper"}
 
-// StartTokenServer starts a token server of the given kind ("fake" or "doorkeeper") in the given
-// revocation mode, stopped when the test ends.
+// StartTokenServer starts a token server of the given kind ("fake", "doorkeeper" or
+// "oidc-provider") in the given revocation mode, stopped when the test ends.
 func StartTokenServer(tb testing.TB, kind string, revokeImmediately bool) TokenServer {
 	tb.Helper()
 	return StartTokenServerWith(tb, kind, DoorkeeperOptions{RevokeImmediately: revokeImmediately})
@@ -60,6 +64,11 @@ func StartTokenServerWith(tb testing.TB, kind string, opts DoorkeeperOptions) To
 		return fakeServer{s}
 	case "doorkeeper":
 		return doorkeeperServer{StartDoorkeeper(tb, opts)}
+	case "oidc-provider":
+		if !opts.RevokeImmediately || opts.ReuseAccessToken {
+			tb.Fatalf("oidc-provider revokes a used refresh token at once and never reuses an access token: %+v", opts)
+		}
+		return oidcProviderServer{StartOIDCProvider(tb, OIDCProviderOptions{})}
 	}
 	tb.Fatalf("unknown token server kind %q", kind)
 	return nil
