@@ -6,6 +6,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/vault/api"
 
@@ -14,27 +15,41 @@ import (
 )
 
 // TestAgainstTokenServers drives token-rotator as a user would, with a real Vault, against the real
-// Doorkeeper and the bundled fake, each in both refresh-token revocation modes. Every case asserts
-// what the server says about the tokens now in Vault.
+// Doorkeeper and the bundled fake, each in both refresh-token revocation modes, and against the
+// real oidc-provider with each confidential auth method, form bodies and its token endpoint found
+// by discovery. Every case asserts what the server says about the tokens now in Vault.
 func TestAgainstTokenServers(t *testing.T) {
 	v := testenv.StartVault(t)
 	t.Setenv("VAULT_ADDR", v.Addr)
 	t.Setenv("VAULT_TOKEN", v.Token)
+	var suites []*serverSuite
 	for _, kind := range testenv.TokenServerKinds {
 		for _, immediate := range []bool{false, true} {
 			srv := testenv.StartTokenServer(t, kind, immediate)
-			t.Run(srv.Name(), func(t *testing.T) {
-				s := &serverSuite{vault: v, srv: srv}
-				t.Run("ClientCredentials", s.clientCredentials)
-				t.Run("AuthorizationCodeThenRefresh", func(t *testing.T) { s.authorizationCode(t, "") })
-				t.Run("AuthorizationCodeWithPKCEThenRefresh", func(t *testing.T) {
-					s.authorizationCode(t, "pkce-verifier-"+strings.Repeat("x", 40))
-				})
-				t.Run("WrongClientSecret", s.wrongClientSecret)
-				t.Run("RevokedRefreshToken", s.revokedRefreshToken)
-				t.Run("UnknownScope", s.unknownScope)
-			})
+			suites = append(suites, &serverSuite{vault: v, srv: srv, server: "token_url: " + srv.Endpoint() + "\n"})
 		}
+	}
+	// oidc-provider speaks RFC 6749, not Stora's contract: form bodies only, and its 2 h tokens
+	// here are Stora's lifetime so that the expiry checks are the same.
+	op := testenv.StartOIDCProvider(t, testenv.OIDCProviderOptions{AccessTokenTTL: 2 * time.Hour, ClientCredentialsTTL: 2 * time.Hour})
+	for _, method := range []string{"client_secret_post", "client_secret_basic"} {
+		suites = append(suites, &serverSuite{vault: v, srv: op.AsTokenServer(method),
+			server: "issuer: " + op.BaseURL + "\ntoken_request_encoding: form\ntoken_endpoint_auth_method: " + method + "\n",
+			// it drops a scope it does not know; a known one the client was not given is refused
+			scopeRefusal: &scopeCase{given: "public.contact:read", asked: "public.invoice:read"},
+			oidc:         op, wantAuth: map[string]string{"client_secret_post": "post", "client_secret_basic": "basic"}[method]})
+	}
+	for _, s := range suites {
+		t.Run(s.srv.Name(), func(t *testing.T) {
+			t.Run("ClientCredentials", s.clientCredentials)
+			t.Run("AuthorizationCodeThenRefresh", func(t *testing.T) { s.authorizationCode(t, "") })
+			t.Run("AuthorizationCodeWithPKCEThenRefresh", func(t *testing.T) {
+				s.authorizationCode(t, "pkce-verifier-"+strings.Repeat("x", 40))
+			})
+			t.Run("WrongClientSecret", s.wrongClientSecret)
+			t.Run("RevokedRefreshToken", s.revokedRefreshToken)
+			t.Run("UnknownScope", s.unknownScope)
+		})
 	}
 }
 
@@ -46,7 +61,18 @@ const (
 type serverSuite struct {
 	vault *testenv.Vault
 	srv   testenv.TokenServer
+	// server is the config's top-level lines naming srv and how to talk to it.
+	server string
+	// scopeRefusal, when set, is the scope case for a server that ignores a scope it does not
+	// know: a client given one scope asks for another the server knows.
+	scopeRefusal *scopeCase
+	// oidc, when set, is srv's oidc-provider, which accepts either auth method from any client:
+	// every token request the job sends must have authenticated as wantAuth ("post", "basic").
+	oidc     *testenv.OIDCProvider
+	wantAuth string
 }
+
+type scopeCase struct{ given, asked string }
 
 // path is a KV path of the test's own: e2e/<test>/<server>/<mode>/<case>/<name>.
 func (s *serverSuite) path(t *testing.T, name string) string { return "e2e/" + t.Name() + "/" + name }
@@ -77,8 +103,15 @@ func (s *serverSuite) absent(path string) bool {
 func (s *serverSuite) run(t *testing.T, client string, args ...string) (int, string, int) {
 	t.Helper()
 	before := s.srv.TokenRequests(t)
-	cfg := writeConfig(t, "token_url: "+s.srv.Endpoint()+"\nclients:\n"+client)
+	cfg := writeConfig(t, s.server+"clients:\n"+client)
 	code, out := runRotator(append([]string{"--config", cfg, "--once"}, args...)...)
+	if s.oidc != nil {
+		for _, r := range s.oidc.TokenRequestLog(t)[before:] {
+			if r.Auth != s.wantAuth {
+				t.Errorf("a %s request authenticated as %q, want %q", r.GrantType, r.Auth, s.wantAuth)
+			}
+		}
+	}
 	return code, out, s.srv.TokenRequests(t) - before
 }
 
@@ -204,10 +237,14 @@ func (s *serverSuite) revokedRefreshToken(t *testing.T) {
 }
 
 func (s *serverSuite) unknownScope(t *testing.T) {
-	id, secret := s.srv.AddClient(t, redirectURI, "")
+	sc := scopeCase{given: "", asked: "public.spaceships:read"}
+	if s.scopeRefusal != nil {
+		sc = *s.scopeRefusal
+	}
+	id, secret := s.srv.AddClient(t, redirectURI, sc.given)
 	cred := s.path(t, "cred")
 	s.put(t, cred, map[string]any{"client_id": id, "client_secret": secret})
-	client := "  - {name: acme, grant: client_credentials, scope: public.spaceships:read, secret: " + cred + "}\n"
+	client := "  - {name: acme, grant: client_credentials, scope: " + sc.asked + ", secret: " + cred + "}\n"
 	exit, log, requests := s.run(t, client)
 	if exit != 1 || requests != 1 || !strings.Contains(log, "HTTP 400 invalid_scope") {
 		t.Fatalf("exit %d after %d requests, want 1 after 1 with HTTP 400 invalid_scope:\n%s", exit, requests, log)

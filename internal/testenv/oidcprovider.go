@@ -594,6 +594,9 @@ func (p *OIDCProvider) TokenInfo(tb testing.TB, accessToken string) int {
 type OIDCRequest struct {
 	GrantType string `json:"grant_type"`
 	Status    int    `json:"status"`
+	// Auth is how the client authenticated: "basic" (an Authorization header), "post" (a
+	// client_secret in the body) or "none".
+	Auth string `json:"auth"`
 }
 
 // TokenRequestLog returns every POST to the token endpoint the server has seen, in order, but for
@@ -645,14 +648,28 @@ func (p *OIDCProvider) setup(tb testing.TB, path string, body map[string]any, ou
 	}
 }
 
-type oidcProviderServer struct{ p *OIDCProvider }
+// AsTokenServer is p as a TokenServer whose AddClient registers clients that authenticate with
+// authMethod (client_secret_post when empty), named "oidc-provider/<authMethod>".
+func (p *OIDCProvider) AsTokenServer(authMethod string) TokenServer {
+	return oidcProviderServer{p, authMethod}
+}
 
-func (o oidcProviderServer) Name() string             { return "oidc-provider/" + modeName(true) }
+type oidcProviderServer struct {
+	p          *OIDCProvider
+	authMethod string
+}
+
+func (o oidcProviderServer) Name() string {
+	if o.authMethod != "" {
+		return "oidc-provider/" + o.authMethod
+	}
+	return "oidc-provider/" + modeName(true)
+}
 func (o oidcProviderServer) Endpoint() string         { return o.p.TokenURL }
 func (o oidcProviderServer) Base() string             { return o.p.BaseURL }
 func (o oidcProviderServer) RevokesImmediately() bool { return true }
 func (o oidcProviderServer) AddClient(tb testing.TB, redirectURI, scopes string) (string, string) {
-	return o.p.AddClient(tb, redirectURI, scopes)
+	return o.p.AddClientWith(tb, OIDCClient{RedirectURI: redirectURI, Scopes: scopes, AuthMethod: o.authMethod})
 }
 func (o oidcProviderServer) IssueCode(tb testing.TB, clientID, redirectURI, scope, challenge string) string {
 	return o.p.IssueCode(tb, clientID, redirectURI, scope, challenge)

@@ -221,7 +221,7 @@ func TestOIDCProvider(t *testing.T) {
 		p.IssueTokenPair(t, postID, dkScopes) // the harness's own exchange is not counted
 		oidcPost(t, p, url.Values{"grant_type": {"client_credentials"}, "client_id": {postID}, "client_secret": {"wrong"}}, "", "")
 		log := p.TokenRequestLog(t)
-		if len(log) != before+1 || log[len(log)-1] != (OIDCRequest{GrantType: "client_credentials", Status: 401}) {
+		if len(log) != before+1 || log[len(log)-1] != (OIDCRequest{GrantType: "client_credentials", Status: 401, Auth: "post"}) {
 			t.Errorf("token requests: %d before, now %v", before, log[before:])
 		}
 	})

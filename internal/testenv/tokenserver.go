@@ -68,7 +68,7 @@ func StartTokenServerWith(tb testing.TB, kind string, opts DoorkeeperOptions) To
 		if !opts.RevokeImmediately || opts.ReuseAccessToken {
 			tb.Fatalf("oidc-provider revokes a used refresh token at once and never reuses an access token: %+v", opts)
 		}
-		return oidcProviderServer{StartOIDCProvider(tb, OIDCProviderOptions{})}
+		return StartOIDCProvider(tb, OIDCProviderOptions{}).AsTokenServer("")
 	}
 	tb.Fatalf("unknown token server kind %q", kind)
 	return nil

@@ -11,7 +11,7 @@
 // provider has none under:
 //   GET  /test/health   200 once the provider is mounted
 //   POST /test/clients  JSON {redirect_uri, scopes, token_endpoint_auth_method} -> {client_id, client_secret}
-//   GET  /test/stats    {"requests": [{"grant_type", "status"}, ...]}: every POST /token seen but
+//   GET  /test/stats    {"requests": [{"grant_type", "status", "auth"}, ...]}: every POST /token seen but
 //                       the harness's own, which carry an X-Test-Harness header
 // and a confidential client "test-operator" (secret in OIDCP_OPERATOR_SECRET) that may introspect
 // and revoke any token, as an operator's tooling would.
@@ -107,7 +107,9 @@ server.listen(Number(process.env.OIDCP_PORT || 0), '127.0.0.1', () => {
   provider.use(async (ctx, next) => {
     await next();
     if (ctx.method === 'POST' && ctx.path === '/token' && !ctx.get('x-test-harness')) {
-      requests.push({ grant_type: ctx.oidc?.params?.grant_type ?? '', status: ctx.status });
+      // how the client authenticated: an Authorization header, a secret in the body, or neither
+      const auth = ctx.get('authorization') ? 'basic' : ctx.oidc?.body?.client_secret ? 'post' : 'none';
+      requests.push({ grant_type: ctx.oidc?.params?.grant_type ?? '', status: ctx.status, auth });
     }
   });
 
