@@ -88,7 +88,8 @@ type Request struct {
 	GrantType string
 	Status    int
 	// Params are the request's parameters as the server read them (query, body, Basic header);
-	// a JSON array of strings is every string. Nil for a request Intercept answered.
+	// a JSON array's strings are under its key with "[]" appended (resource[]). Nil for a request
+	// Intercept answered.
 	Params url.Values
 }
 
