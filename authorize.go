@@ -112,7 +112,7 @@ func runAuthorize(ctx context.Context, args []string, stdin io.Reader, stdout, s
 		}
 		var state string
 		verifier, state = oauth.NewVerifier(), oauth.NewState()
-		u, err := oauth.AuthorizationURL(authURL, clientID, *redirectURI, cmp.Or(*scope, c.Scope), state, oauth.Challenge(verifier))
+		u, err := oauth.AuthorizationURL(authURL, clientID, *redirectURI, cmp.Or(*scope, c.Scope), state, oauth.Challenge(verifier), c.Audience, c.Resources)
 		if err != nil {
 			return fmt.Errorf("authorize URL: %w", err)
 		}

@@ -51,6 +51,10 @@ type Config struct {
 	// and EncodingJSON, Stora's.
 	AuthMethod string
 	Encoding   string
+	// Audience and Resources are the defaults for clients that name none: extra token request
+	// parameters (see Client).
+	Audience  string
+	Resources []string
 	// Schedule is the daemon's cron spec as written; Cron is it parsed, in UTC unless the spec
 	// starts with CRON_TZ= or TZ=.
 	Schedule string
@@ -149,6 +153,13 @@ type Client struct {
 	AuthMethod string
 	// Encoding is the token request body's: EncodingJSON or EncodingForm. Defaults to Config.Encoding.
 	Encoding string
+	// Audience, when set, is sent as the audience parameter with every token request of this
+	// client, and in the authorization URL `authorize` builds. Defaults to Config.Audience.
+	Audience string
+	// Resources, when set, are sent as resource parameters (RFC 8707: absolute URIs without a
+	// fragment) with every token request of this client, and in the authorization URL.
+	// Defaults to Config.Resources; a client's own list replaces it, never adds to it.
+	Resources []string
 	// Connections is a KV path prefix (authorization_code only): every secret below it is one
 	// connection, an operator who authorized the partner, with its own refresh_token (or code +
 	// redirect_uri [+ code_verifier]), sharing client_id and client_secret from Secret. Listed

@@ -8,6 +8,8 @@ type file struct {
 	AuthorizeURL string        `yaml:"authorize_url"`
 	AuthMethod   string        `yaml:"token_endpoint_auth_method"`
 	Encoding     string        `yaml:"token_request_encoding"`
+	Audience     string        `yaml:"audience"`
+	Resource     stringList    `yaml:"resource"`
 	Schedule     string        `yaml:"schedule"`
 	RenewBefore  duration      `yaml:"renew_before"`
 	Concurrency  int           `yaml:"concurrency"`
@@ -20,6 +22,25 @@ type file struct {
 // duration is a key that holds a Go duration such as 30m, parsed in resolve. Its own type lets
 // checkTypes answer a bare number with the duration to write instead.
 type duration string
+
+// stringList is a key that holds one string or a list of strings (resource: one URI, or several).
+type stringList []string
+
+// UnmarshalYAML takes a single string as a list of one; checkTypes has already refused any other
+// shape.
+func (l *stringList) UnmarshalYAML(unmarshal func(any) error) error {
+	var one string
+	if err := unmarshal(&one); err == nil {
+		*l = stringList{one}
+		return nil
+	}
+	var list []string
+	if err := unmarshal(&list); err != nil {
+		return err
+	}
+	*l = list
+	return nil
+}
 
 type fileRateLimit struct {
 	PerSecond float64 `yaml:"per_second"`
@@ -43,18 +64,20 @@ type fileAuth struct {
 }
 
 type fileClient struct {
-	Name         string `yaml:"name"`
-	Grant        string `yaml:"grant"`
-	Scope        string `yaml:"scope"`
-	Secret       string `yaml:"secret"`
-	Output       string `yaml:"output"`
-	TokenURL     string `yaml:"token_url"`
-	Issuer       string `yaml:"issuer"`
-	AuthorizeURL string `yaml:"authorize_url"`
-	AuthMethod   string `yaml:"token_endpoint_auth_method"`
-	Encoding     string `yaml:"token_request_encoding"`
-	Connections  string `yaml:"connections"`
-	OutputPrefix string `yaml:"output_prefix"`
+	Name         string     `yaml:"name"`
+	Grant        string     `yaml:"grant"`
+	Scope        string     `yaml:"scope"`
+	Secret       string     `yaml:"secret"`
+	Output       string     `yaml:"output"`
+	TokenURL     string     `yaml:"token_url"`
+	Issuer       string     `yaml:"issuer"`
+	AuthorizeURL string     `yaml:"authorize_url"`
+	AuthMethod   string     `yaml:"token_endpoint_auth_method"`
+	Encoding     string     `yaml:"token_request_encoding"`
+	Audience     string     `yaml:"audience"`
+	Resource     stringList `yaml:"resource"`
+	Connections  string     `yaml:"connections"`
+	OutputPrefix string     `yaml:"output_prefix"`
 }
 
 // defaults are the values a key takes when the file leaves it out. token_url's default,

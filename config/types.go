@@ -34,6 +34,17 @@ func checkTypes(n ast.Node, t reflect.Type, field, path string) Errors {
 		}
 		return wrong("a duration such as 30m")
 	}
+	if t == reflect.TypeOf(stringList(nil)) {
+		switch n.(type) {
+		case *ast.StringNode, *ast.LiteralNode, *ast.NullNode:
+			return nil
+		case *ast.SequenceNode:
+			return checkTypes(n, reflect.TypeOf([]string(nil)), field, path)
+		case *ast.IntegerNode, *ast.FloatNode, *ast.BoolNode:
+			return wrong("a string or a list of strings (put it in quotes)")
+		}
+		return wrong("a string or a list of strings")
+	}
 	switch t.Kind() {
 	case reflect.String:
 		switch n.(type) {

@@ -65,6 +65,12 @@ func (f *file) resolve() (*Config, Errors) {
 	if msg := checkEncoding(c.Encoding); msg != "" {
 		bad("token_request_encoding", "%s", msg)
 	}
+	c.Audience, c.Resources = f.Audience, f.Resource
+	for i, r := range f.Resource {
+		if msg := checkResource(r); msg != "" {
+			bad(listField("resource", i, len(f.Resource)), "%s", msg)
+		}
+	}
 	var err error
 	if c.Cron, err = parseSchedule(f.Schedule); err != nil {
 		bad("schedule", "not a cron schedule: %v", err)
@@ -138,6 +144,16 @@ func (f *file) resolve() (*Config, Errors) {
 			AuthorizeURL: c.AuthorizeURL,
 			AuthMethod:   defaultString(fc.AuthMethod, c.AuthMethod),
 			Encoding:     defaultString(fc.Encoding, c.Encoding),
+			Audience:     defaultString(fc.Audience, c.Audience),
+			Resources:    c.Resources,
+		}
+		if fc.Resource != nil {
+			cl.Resources = fc.Resource
+		}
+		for j, r := range fc.Resource {
+			if msg := checkResource(r); msg != "" {
+				bad(listField(field("resource"), j, len(fc.Resource)), "client %q: %s", fc.Name, msg)
+			}
 		}
 		if fc.AuthMethod != "" {
 			if msg := checkAuthMethod(fc.AuthMethod); msg != "" {
@@ -247,6 +263,33 @@ func checkEncoding(e string) string {
 		return ""
 	}
 	return fmt.Sprintf("unknown encoding %q (want json or form)", e)
+}
+
+// checkResource is RFC 8707 §2's resource indicator: an absolute URI, which may have a query but
+// must not have a fragment.
+func checkResource(r string) string {
+	if r == "" {
+		return "is empty: give an absolute URI such as https://api.example.com/"
+	}
+	u, err := url.Parse(r)
+	switch {
+	case err != nil || !u.IsAbs() || (u.Host == "" && u.Opaque == "" && u.Path == ""):
+		return fmt.Sprintf("%q is not an absolute URI (RFC 8707 §2): write one such as https://api.example.com/", userinfo.ReplaceAllString(r, "//xxxxx@"))
+	case u.Fragment != "" || strings.Contains(r, "#"):
+		return fmt.Sprintf("%q has a fragment; a resource indicator must not (RFC 8707 §2)", u.Redacted())
+	case strings.ContainsAny(r, " \t\n"):
+		return fmt.Sprintf("%q holds white space, which no URI may", u.Redacted())
+	}
+	return ""
+}
+
+// listField is the field path of item i of a key that holds one string or a list: the key
+// itself when it held a single string.
+func listField(key string, i, n int) string {
+	if n == 1 {
+		return key
+	}
+	return fmt.Sprintf("%s[%d]", key, i)
 }
 
 // parse reads d as a Go duration. Its error says what to write instead, in the words of the

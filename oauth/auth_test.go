@@ -142,3 +142,46 @@ func TestBasicCredentialsNeverInErrors(t *testing.T) {
 		}
 	}
 }
+
+// audience and resource (RFC 8707) go with every grant, in each encoding: JSON sends one resource
+// as a string and several as an array; a form repeats resource=. Absent, nothing is added (the
+// cases above and TestDefaultRequestBytesUnchanged).
+func TestAudienceAndResourceBytes(t *testing.T) {
+	one := []string{"https://api.test/v1"}
+	two := []string{"https://a.test/", "urn:example:b?x=1&y=2"}
+	cc := Request{GrantType: GrantClientCredentials, ClientID: "cid", ClientSecret: "cs", Scope: "s"}
+	rt := Request{GrantType: GrantRefreshToken, ClientID: "cid", ClientSecret: "cs", RefreshToken: "r"}
+	code := Request{GrantType: GrantAuthorizationCode, ClientID: "cid", ClientSecret: "cs", Code: "k", RedirectURI: "https://a.test/cb"}
+	with := func(r Request, enc, aud string, res []string) Request {
+		r.Encoding, r.Audience, r.Resources = enc, aud, res
+		return r
+	}
+	for _, tc := range []struct {
+		name string
+		req  Request
+		body string
+	}{
+		{"json client_credentials audience", with(cc, "", "https://api.test", nil),
+			`{"audience":"https://api.test","client_id":"cid","client_secret":"cs","grant_type":"client_credentials","scope":"s"}`},
+		{"json refresh one resource", with(rt, EncodingJSON, "", one),
+			`{"client_id":"cid","client_secret":"cs","grant_type":"refresh_token","refresh_token":"r","resource":"https://api.test/v1"}`},
+		{"json code two resources and audience", with(code, EncodingJSON, "aud", two),
+			`{"audience":"aud","client_id":"cid","client_secret":"cs","code":"k","grant_type":"authorization_code","redirect_uri":"https://a.test/cb","resource":["https://a.test/","urn:example:b?x=1\u0026y=2"]}`},
+		{"form client_credentials two resources", with(cc, EncodingForm, "", two),
+			`client_id=cid&client_secret=cs&grant_type=client_credentials&resource=https%3A%2F%2Fa.test%2F&resource=urn%3Aexample%3Ab%3Fx%3D1%26y%3D2&scope=s`},
+		{"form refresh audience and one resource", with(rt, EncodingForm, "my api", one),
+			`audience=my+api&client_id=cid&client_secret=cs&grant_type=refresh_token&refresh_token=r&resource=https%3A%2F%2Fapi.test%2Fv1`},
+		{"form code audience", with(code, EncodingForm, "aud", nil),
+			`audience=aud&client_id=cid&client_secret=cs&code=k&grant_type=authorization_code&redirect_uri=https%3A%2F%2Fa.test%2Fcb`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := &rawEndpoint{}
+			if _, err := client().Token(context.Background(), e.start(t), tc.req); err != nil {
+				t.Fatal(err)
+			}
+			if e.bodies[0] != tc.body {
+				t.Errorf("body %s\nwant %s", e.bodies[0], tc.body)
+			}
+		})
+	}
+}

@@ -3,6 +3,7 @@ package oauth
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -141,14 +142,52 @@ func notJSON(data []byte, tok *Token, err error) (*Token, error) {
 }
 
 // errorResponse fills e from an RFC 6749 §5.2 error object, whatever the Content-Type said, or
-// with a redacted snippet of any other body.
+// with a redacted snippet of any other body: of a JSON object, only what objectSnippet keeps.
 func errorResponse(e *Error, data []byte) error {
 	if code, desc, ok := errorObject(data); ok {
 		e.Code, e.Description = code, desc
 		return e
 	}
+	if s, ok := objectSnippet(data); ok {
+		e.Snippet = s
+		return e
+	}
 	e.Snippet = string(data)
 	return e
+}
+
+// messageMembers are the members of a JSON error body that say what went wrong (RFC 6749 §5.2's,
+// and what gateways and frameworks use); their text is quoted, redacted.
+var messageMembers = map[string]bool{"error": true, "error_description": true, "error_uri": true,
+	"message": true, "msg": true, "detail": true, "title": true, "status": true, "code": true, "type": true}
+
+// objectSnippet quotes a body that is one JSON object without the value of any member but the
+// messageMembers with a string, number or boolean value: a member such as id_token, or one no RFC
+// defines, may hold a secret in any alphabet, which the token-shaped redaction would not catch.
+// Each value left out is shown as "[redacted]". It reports false for a body that is not a JSON
+// object.
+func objectSnippet(body []byte) (string, bool) {
+	r, _, err := parseFields(body)
+	if err != nil {
+		return "", false
+	}
+	out := make(map[string]any, len(r))
+	for k, v := range r {
+		var scalar any
+		if messageMembers[k] && json.Unmarshal(v, &scalar) == nil {
+			switch scalar.(type) {
+			case string, float64, bool:
+				out[k] = scalar
+				continue
+			}
+		}
+		out[k] = "[redacted]"
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return "", false
+	}
+	return string(b), true
 }
 
 // errorObject reads body as an RFC 6749 §5.2 error response: one JSON object (after optional

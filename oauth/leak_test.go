@@ -2,6 +2,7 @@ package oauth
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -73,5 +74,48 @@ func TestDefaultBodyCapAndTemporaryStatuses(t *testing.T) {
 		if got := (&Error{Status: status}).Temporary(); got != want {
 			t.Errorf("HTTP %d: Temporary() = %v, want %v", status, got, want)
 		}
+	}
+}
+
+// TestUnknownMembersOfErrorBodiesAreNotQuoted: an error response that is a JSON object but no
+// RFC 6749 error object is quoted for what it says went wrong, never for the value of id_token or a
+// member no RFC defines, in whatever alphabet (here one with '!' and spaces, which the token-like
+// redaction does not catch), nor a token response's own members. A successful response's id_token
+// and unknown members are never part of the Token.
+func TestUnknownMembersOfErrorBodiesAreNotQuoted(t *testing.T) {
+	const idToken = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJNSyFpZCJ9.c2ln"
+	const odd = "MK! odd hidden !value"
+	body := `{"message":"upstream says no","id_token":"` + idToken + `","x_vendor_secret":"` + odd + `","refresh_token":"` + odd + `2"}`
+	for _, status := range []int{400, 401, 500, 503} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			w.Write([]byte(body))
+		}))
+		_, err := client().Token(context.Background(), srv.URL, refresh)
+		srv.Close()
+		if err == nil {
+			t.Fatal("no error")
+		}
+		for _, piece := range append(strings.Split(odd, " "), "eyJzdWIiOiJNSyFpZCJ9", "c2ln") {
+			if strings.Contains(err.Error(), piece) {
+				t.Errorf("HTTP %d: error %q quotes %q", status, err, piece)
+			}
+		}
+		if !strings.Contains(err.Error(), "upstream says no") || !strings.Contains(err.Error(), "x_vendor_secret") {
+			t.Errorf("HTTP %d: error %q does not say what the server said", status, err)
+		}
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"access_token":"at-1234","token_type":"Bearer","expires_in":7200,"refresh_token":"rt-1234","id_token":"` + idToken + `","x_vendor_secret":"` + odd + `"}`))
+	}))
+	defer srv.Close()
+	tok, err := client().Token(context.Background(), srv.URL, refresh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := fmt.Sprintf("%#v", *tok); strings.Contains(s, idToken) || strings.Contains(s, odd) {
+		t.Errorf("token %s holds id_token or an unknown member", s)
 	}
 }

@@ -22,8 +22,9 @@ func Challenge(verifier string) string {
 
 // AuthorizationURL is where an operator approves a partner (RFC 6749 §4.1.1, with PKCE S256):
 // authorizeURL with response_type=code, client_id, redirect_uri, scope, state, code_challenge and
-// code_challenge_method. The client_id is public; nothing secret goes into the URL.
-func AuthorizationURL(authorizeURL, clientID, redirectURI, scope, state, challenge string) (string, error) {
+// code_challenge_method, and audience and one resource per URI when set (RFC 8707 §2.1). The
+// client_id is public; nothing secret goes into the URL.
+func AuthorizationURL(authorizeURL, clientID, redirectURI, scope, state, challenge, audience string, resources []string) (string, error) {
 	u, err := url.Parse(authorizeURL)
 	if err != nil {
 		return "", err
@@ -38,6 +39,12 @@ func AuthorizationURL(authorizeURL, clientID, redirectURI, scope, state, challen
 	q.Set("state", state)
 	q.Set("code_challenge", challenge)
 	q.Set("code_challenge_method", "S256")
+	if audience != "" {
+		q.Set("audience", audience)
+	}
+	if len(resources) > 0 {
+		q["resource"] = resources
+	}
 	u.RawQuery = q.Encode()
 	return u.String(), nil
 }

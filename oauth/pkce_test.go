@@ -11,15 +11,21 @@ import (
 func TestAuthorizationURL(t *testing.T) {
 	for _, tc := range []struct {
 		name, scope string
+		audience    string
+		resources   []string
 		want        url.Values
 	}{
-		{"with scope", "public.contact:read", url.Values{"tenant": {"x"}, "response_type": {"code"}, "client_id": {"cid"}, "redirect_uri": {"https://app.test/cb"},
+		{"with scope", "public.contact:read", "", nil, url.Values{"tenant": {"x"}, "response_type": {"code"}, "client_id": {"cid"}, "redirect_uri": {"https://app.test/cb"},
 			"scope": {"public.contact:read"}, "state": {"st"}, "code_challenge": {"ch"}, "code_challenge_method": {"S256"}}},
-		{"without scope", "", url.Values{"tenant": {"x"}, "response_type": {"code"}, "client_id": {"cid"}, "redirect_uri": {"https://app.test/cb"},
+		{"without scope", "", "", nil, url.Values{"tenant": {"x"}, "response_type": {"code"}, "client_id": {"cid"}, "redirect_uri": {"https://app.test/cb"},
 			"state": {"st"}, "code_challenge": {"ch"}, "code_challenge_method": {"S256"}}},
+		// RFC 8707 §2.1: the resources go to the authorization request too, one parameter each.
+		{"with audience and resources", "", "https://api.test", []string{"https://a.test/", "https://b.test/x?y=1"}, url.Values{"tenant": {"x"}, "response_type": {"code"},
+			"client_id": {"cid"}, "redirect_uri": {"https://app.test/cb"}, "state": {"st"}, "code_challenge": {"ch"}, "code_challenge_method": {"S256"},
+			"audience": {"https://api.test"}, "resource": {"https://a.test/", "https://b.test/x?y=1"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := AuthorizationURL("https://auth.test/oauth2/authorize?tenant=x", "cid", "https://app.test/cb", tc.scope, "st", "ch")
+			s, err := AuthorizationURL("https://auth.test/oauth2/authorize?tenant=x", "cid", "https://app.test/cb", tc.scope, "st", "ch", tc.audience, tc.resources)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -32,7 +38,7 @@ func TestAuthorizationURL(t *testing.T) {
 			}
 		})
 	}
-	if s, err := AuthorizationURL("https://auth.test/%zz", "cid", "https://app.test/cb", "", "st", "ch"); err == nil {
+	if s, err := AuthorizationURL("https://auth.test/%zz", "cid", "https://app.test/cb", "", "st", "ch", "", nil); err == nil {
 		t.Errorf("unparsable authorize URL gave %q and no error", s)
 	}
 }

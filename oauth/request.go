@@ -52,13 +52,18 @@ type Request struct {
 	AuthMethod string
 	// Encoding is EncodingJSON (when empty) or EncodingForm.
 	Encoding string
+	// Audience, when set, is sent as the audience parameter (Auth0 and others) with every grant.
+	Audience string
+	// Resources, when set, are sent as resource parameters (RFC 8707 §2) with every grant: in a
+	// form body one resource= per URI; in a JSON body a string for one and an array for several.
+	Resources []string
 }
 
 // body returns the body parameters of the request, and the Authorization header value when the
 // client authenticates with HTTP Basic, or an error naming the first missing parameter. Error
 // texts never contain parameter values.
-func (r Request) body() (b map[string]string, authorization string, err error) {
-	b = map[string]string{"grant_type": r.GrantType}
+func (r Request) body() (b map[string]any, authorization string, err error) {
+	b = map[string]any{"grant_type": r.GrantType}
 	switch r.AuthMethod {
 	case "", AuthClientSecretPost:
 		if r.ClientID == "" || r.ClientSecret == "" {
@@ -110,6 +115,16 @@ func (r Request) body() (b map[string]string, authorization string, err error) {
 	if r.Scope != "" && r.GrantType != GrantAuthorizationCode {
 		b["scope"] = r.Scope
 	}
+	if r.Audience != "" {
+		b["audience"] = r.Audience
+	}
+	switch len(r.Resources) {
+	case 0:
+	case 1:
+		b["resource"] = r.Resources[0]
+	default:
+		b["resource"] = r.Resources
+	}
 	return b, authorization, nil
 }
 
@@ -121,12 +136,18 @@ func basicAuthorization(id, secret string) string {
 }
 
 // encode returns the body bytes and their Content-Type: JSON (object members in key order, as
-// encoding/json writes a map) or a form (keys in order, as url.Values encodes).
-func (r Request) encode(fields map[string]string) ([]byte, string, error) {
+// encoding/json writes a map) or a form (keys in order, as url.Values encodes; a list is the key
+// repeated, its values in order). Every value is a string or a list of strings.
+func (r Request) encode(fields map[string]any) ([]byte, string, error) {
 	if r.Encoding == EncodingForm {
 		v := url.Values{}
 		for k, s := range fields {
-			v.Set(k, s)
+			switch s := s.(type) {
+			case string:
+				v.Set(k, s)
+			case []string:
+				v[k] = s
+			}
 		}
 		return []byte(v.Encode()), "application/x-www-form-urlencoded", nil
 	}

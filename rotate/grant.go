@@ -21,7 +21,7 @@ func request(c config.Client, credentials, secret map[string]any) (oauth.Request
 		return v
 	}
 	get := func(key string) string { return from(secret, key) }
-	r.AuthMethod, r.Encoding = c.AuthMethod, c.Encoding
+	r.AuthMethod, r.Encoding, r.Audience, r.Resources = c.AuthMethod, c.Encoding, c.Audience, c.Resources
 	r.ClientID = from(credentials, keyClientID)
 	if c.AuthMethod == config.AuthNone {
 		// a public client: a client_secret stored beside it is never read, and never sent

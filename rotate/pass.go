@@ -200,6 +200,9 @@ func (r *Rotator) log(res Result, why string) {
 	if !res.ExpiresAt.IsZero() {
 		attrs = append(attrs, slog.Time("expires_at", res.ExpiresAt))
 	}
+	if res.RefreshTokenKept {
+		attrs = append(attrs, slog.String("note", "the token endpoint kept the refresh token (it does not rotate refresh tokens)"))
+	}
 	level, msg := slog.LevelInfo, ""
 	switch res.Outcome {
 	case Failed:

@@ -55,6 +55,10 @@ type Result struct {
 	// deleted, or deleted during its rotation): an operator offboarded it. A configured client is
 	// never gone; its deleted secret fails the next pass.
 	Gone bool
+	// RefreshTokenKept is set when a refresh_token grant succeeded and its response carried the
+	// refresh token sent, or none (RFC 6749 §6: a server need not rotate it): the credential secret
+	// holds the same refresh token as before, which is no failure.
+	RefreshTokenKept bool
 	// Err says why the client failed; nil unless Outcome is a failure. It holds no secret.
 	Err error
 }

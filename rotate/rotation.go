@@ -248,6 +248,7 @@ func (r *Rotator) store(ctx, startCtx context.Context, a *attempt, g grantResult
 		return
 	}
 	a.res.Err = nil
+	a.res.RefreshTokenKept = a.req.GrantType == oauth.GrantRefreshToken && (g.token.RefreshToken == "" || g.token.RefreshToken == a.req.RefreshToken)
 	if landed.output == landedSame {
 		a.res.Outcome, a.res.Status, a.res.ExpiresAt = Reused, StatusOK, landed.expiresAt
 		a.why = "the token endpoint handed back the stored access token"

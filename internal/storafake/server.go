@@ -65,6 +65,14 @@ type Server struct {
 	// Issued, when set, is called with each refresh token issued by a grant, after the server has
 	// committed it and before the response is written.
 	Issued func(clientID, refreshToken string)
+	// KeepRefreshToken makes a refresh_token grant hand back the refresh token it was sent, which
+	// stays valid: a server that does not rotate refresh tokens (RFC 6749 §6 allows it).
+	// OmitRefreshToken does the same but leaves refresh_token out of the response. Both off by
+	// default: Doorkeeper rotates.
+	KeepRefreshToken, OmitRefreshToken bool
+	// Extra, when set, is added to every JSON body the token endpoint answers, success or error:
+	// members such as id_token, or ones no RFC defines, that the client must neither store nor log.
+	Extra map[string]any
 
 	mu       sync.Mutex
 	apps     map[string]*application // by client_id
@@ -79,6 +87,10 @@ type Request struct {
 	At        time.Time
 	GrantType string
 	Status    int
+	// Params are the request's parameters as the server read them (query, body, Basic header);
+	// a JSON array's strings are under its key with "[]" appended (resource[]). Nil for a request
+	// Intercept answered.
+	Params url.Values
 }
 
 type application struct {
@@ -228,11 +240,15 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		status, body = s.token(p)
 	}
 	s.mu.Lock()
-	s.requests = append(s.requests, Request{At: s.Now(), GrantType: p.Get("grant_type"), Status: status})
+	s.requests = append(s.requests, Request{At: s.Now(), GrantType: p.Get("grant_type"), Status: status, Params: p})
+	extra := s.Extra
 	s.mu.Unlock()
 	if body == nil {
 		w.WriteHeader(status)
 		return
+	}
+	for k, v := range extra {
+		body[k] = v
 	}
 	if rt, _ := body["refresh_token"].(string); rt != "" && s.Issued != nil && p.Get("grant_type") != "" {
 		s.Issued(p.Get("client_id"), rt)
@@ -264,8 +280,17 @@ func params(r *http.Request) (url.Values, bool) {
 		}
 		m, _ := v.(map[string]any)
 		for k, v := range m {
-			if s, ok := v.(string); ok {
-				p.Set(k, s)
+			switch v := v.(type) {
+			case string:
+				p.Set(k, v)
+			case []any:
+				// Not a parameter the checks read (Rails would hand Doorkeeper an array): kept
+				// for Requests only, under the key with [] appended.
+				for _, e := range v {
+					if s, ok := e.(string); ok {
+						p.Add(k+"[]", s)
+					}
+				}
 			}
 		}
 	} else if r.ParseForm() == nil {
@@ -394,6 +419,17 @@ func (s *Server) refreshToken(p url.Values) (int, map[string]any) {
 			return oauthError(400, "invalid_scope", descInvalidScope)
 		}
 		scope = req
+	}
+	if s.KeepRefreshToken || s.OmitRefreshToken {
+		// No rotation: a new access token under the same refresh token, which stays valid.
+		at, t := s.issue(old.clientID, scope, old.ttl, false, "")
+		t.refreshToken = rt
+		s.refresh[rt] = t
+		body := s.tokenBody(at, t)
+		if s.OmitRefreshToken {
+			delete(body, "refresh_token")
+		}
+		return 200, body
 	}
 	previous := ""
 	if s.RevokeImmediately {
