@@ -28,7 +28,7 @@ func TestClientAuthentication(t *testing.T) {
 		{"post, form body", "", func() string { c, _ := form(nil); return c }(),
 			url.Values{"grant_type": {"client_credentials"}, "client_id": {"my client:1"}, "client_secret": {"s3 cr+t%/&x"}}.Encode(), 200},
 		{"basic and body secret at once", encoded, "application/x-www-form-urlencoded",
-			url.Values{"grant_type": {"client_credentials"}, "client_id": {"my client:1"}, "client_secret": {"s3 cr+t%/&x"}}.Encode(), 401},
+			url.Values{"grant_type": {"client_credentials"}, "client_id": {"my client:1"}, "client_secret": {"s3 cr+t%/&x"}}.Encode(), 400}, // invalid_request, as oidc-provider
 		{"basic with a wrong secret", "Basic " + base64.StdEncoding.EncodeToString([]byte("my+client%3A1:nope")), "application/json", `{"grant_type":"client_credentials"}`, 401},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

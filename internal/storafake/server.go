@@ -236,7 +236,12 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	p, ok := params(r)
 	status, body := 400, map[string]any(nil) // Rails answers unparseable JSON with an empty 400
-	if ok {
+	switch {
+	case ok && p.Get(twoMethods) != "":
+		// RFC 6749 §2.3 and §5.2, as oidc-provider answers (Doorkeeper 5.5 lets the header win)
+		p.Del(twoMethods)
+		status, body = oauthError(400, "invalid_request", "Client authentication must use only one method: a Basic header or client_secret in the body.")
+	case ok:
 		status, body = s.token(p)
 	}
 	s.mu.Lock()
@@ -258,6 +263,9 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, status, body)
 }
 
+// twoMethods marks parameters read from a request that authenticated the client twice.
+const twoMethods = "\x00two-methods"
+
 // jsonTypes are the media types Rails parses as JSON.
 var jsonTypes = map[string]bool{"application/json": true, "text/x-json": true, "application/jsonrequest": true}
 
@@ -265,7 +273,7 @@ var jsonTypes = map[string]bool{"application/json": true, "text/x-json": true, "
 // under a JSON content type, form otherwise; a JSON value that is not an object gives no
 // parameters). It reports false for a JSON body that does not parse. Client credentials in a
 // Basic header (form-encoded, RFC 6749 §2.3.1) are used; with a client_secret in the body too,
-// none are (invalid_client).
+// the request is marked with twoMethods, and refused (invalid_request).
 func params(r *http.Request) (url.Values, bool) {
 	p := url.Values{}
 	for k, v := range r.URL.Query() {
@@ -301,9 +309,8 @@ func params(r *http.Request) (url.Values, bool) {
 	if id, secret, ok := r.BasicAuth(); ok {
 		if p.Get("client_secret") != "" {
 			// RFC 6749 §2.3: a client must not use more than one authentication method in a
-			// request (Doorkeeper 5.9.5+ refuses; 5.5 lets the header win).
-			p.Set("client_id", "")
-			p.Set("client_secret", "")
+			// request (oidc-provider and Doorkeeper 5.9.5+ refuse; 5.5 lets the header win).
+			p.Set(twoMethods, "1")
 			return p, true
 		}
 		// RFC 6749 §2.3.1: id and secret are form-encoded before base64.
