@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"token-rotator/config"
@@ -119,7 +120,7 @@ func (r *Rotator) refreshWarning(t target, data map[string]any) (time.Time, stri
 	case left <= 0:
 		return exp, fmt.Sprintf("refresh token expired at %s (refresh_token_expires_at): the next refresh will likely be refused; authorize again (token-rotator authorize)", at)
 	}
-	return exp, fmt.Sprintf("refresh token expires at %s, in %s (refresh_token_expires_at): a pass refreshes it once it is within renew_before; if the server does not extend it, authorize again before %s (token-rotator authorize)", at, left.Round(time.Minute), at)
+	return exp, fmt.Sprintf("refresh token expires at %s, in %s (refresh_token_expires_at): a pass refreshes it once it is within renew_before; if the server does not extend it, authorize again before %s (token-rotator authorize)", at, strings.TrimSuffix(left.Round(time.Minute).String(), "0s"), at)
 }
 
 // Check is one finding of Validate: Problem empty means fine; Note says more when fine (a
