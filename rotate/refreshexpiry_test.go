@@ -113,3 +113,31 @@ func TestRefreshTokenAboutToExpireIsDue(t *testing.T) {
 		})
 	}
 }
+
+// TestCodeExchangeStoresRefreshTokenExpiry: the exchange of a code (what `token-rotator authorize`
+// leaves for the pass) stores the granted refresh token's expiry too, and one left from an earlier
+// authorization goes when the new response has none.
+func TestCodeExchangeStoresRefreshTokenExpiry(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	client := config.Client{Name: "partner", Grant: config.GrantAuthorizationCode, Secret: "stora/partner", Output: "apps/partner"}
+	granted := time.Now().Add(180 * 24 * time.Hour).UTC().Truncate(time.Second)
+	for _, want := range []time.Time{granted, {}} {
+		w.put("stora/partner", map[string]any{"client_id": "id", "client_secret": "s", "code": "c", "redirect_uri": "https://x.example/cb",
+			"refresh_token": "rt-old", "refresh_token_expires_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)})
+		ts := &tokens{fn: func(_ context.Context, r oauth.Request) (*oauth.Token, error) {
+			if r.GrantType != oauth.GrantAuthorizationCode {
+				t.Errorf("grant %s, want the code exchanged", r.GrantType)
+			}
+			return &oauth.Token{AccessToken: "at-" + want.String(), TokenType: "Bearer", RefreshToken: "rt-" + want.String(),
+				ExpiresAt: time.Now().Add(2 * time.Hour).UTC(), RefreshExpiresAt: want}, nil
+		}}
+		if res := w.rotator(ts, client).Pass(context.Background()); res[0].Outcome != Rotated {
+			t.Fatalf("outcome %s: %v", res[0].Outcome, res[0].Err)
+		}
+		got, ok := w.data("stora/partner")["refresh_token_expires_at"]
+		if want.IsZero() && ok || !want.IsZero() && got != want.Format(time.RFC3339) {
+			t.Errorf("after a code exchange granting expiry %v: refresh_token_expires_at %v", want, got)
+		}
+	}
+}
