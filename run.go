@@ -285,17 +285,18 @@ func setUp(ctx context.Context, configPath string, names []string, logLevel, log
 		return nil, err
 	}
 	j := &job{logger: logger, cfg: cfg, store: store, rotator: &rotate.Rotator{
-		Store:        store,
-		Tokens:       &oauth.Client{UserAgent: "token-rotator/" + version},
-		Discovery:    &discovery.Client{UserAgent: "token-rotator/" + version},
-		Clients:      clients,
-		RenewBefore:  cfg.RenewBefore,
-		Spread:       spread(cfg.RenewBefore),
-		Concurrency:  cfg.Concurrency,
-		RateLimit:    cfg.RateLimit,
-		PassDeadline: cfg.PassDeadline,
-		Only:         names,
-		Logger:       logger,
+		Store:          store,
+		Tokens:         &oauth.Client{UserAgent: "token-rotator/" + version},
+		Discovery:      &discovery.Client{UserAgent: "token-rotator/" + version},
+		Clients:        clients,
+		RenewBefore:    cfg.RenewBefore,
+		RefreshWarning: cfg.RefreshWarning,
+		Spread:         spread(cfg.RenewBefore),
+		Concurrency:    cfg.Concurrency,
+		RateLimit:      cfg.RateLimit,
+		PassDeadline:   cfg.PassDeadline,
+		Only:           names,
+		Logger:         logger,
 	}}
 	if tuneRotator != nil {
 		tuneRotator(j.rotator)

@@ -73,16 +73,18 @@ type statusReport struct {
 // statusRow is one target in `status --output json`. Every row has every key, null where the
 // value is not known; times are RFC 3339 in UTC, counts numbers.
 type statusRow struct {
-	Name                 string     `json:"name"`
-	Grant                string     `json:"grant"`
-	Status               *string    `json:"status"`
-	ExpiresAt            *time.Time `json:"expires_at"`
-	ExpiresBeforeNextRun bool       `json:"expires_before_next_run"`
-	LastSuccess          *time.Time `json:"last_success"`
-	LastAttempt          *time.Time `json:"last_attempt"`
-	ConsecutiveFailures  *int       `json:"consecutive_failures"`
-	Error                *string    `json:"error"`
-	Problem              *string    `json:"problem"`
+	Name                  string     `json:"name"`
+	Grant                 string     `json:"grant"`
+	Status                *string    `json:"status"`
+	ExpiresAt             *time.Time `json:"expires_at"`
+	ExpiresBeforeNextRun  bool       `json:"expires_before_next_run"`
+	RefreshTokenExpiresAt *time.Time `json:"refresh_token_expires_at"`
+	RefreshTokenWarning   *string    `json:"refresh_token_warning"`
+	LastSuccess           *time.Time `json:"last_success"`
+	LastAttempt           *time.Time `json:"last_attempt"`
+	ConsecutiveFailures   *int       `json:"consecutive_failures"`
+	Error                 *string    `json:"error"`
+	Problem               *string    `json:"problem"`
 }
 
 // statusError is the state shown for a target whose state could not be read (Problem says why).
@@ -91,10 +93,15 @@ const statusError = "error"
 func newStatusRow(s rotate.TargetState) statusRow {
 	row := statusRow{Name: s.Name, Grant: s.Grant, ExpiresBeforeNextRun: s.ExpiresBeforeNextRun,
 		Status: orNull(state(s)), Error: orNull(s.Error), Problem: orNull(s.Problem),
-		LastSuccess: timeOrNull(s.LastSuccess), LastAttempt: timeOrNull(s.LastAttempt)}
+		LastSuccess: timeOrNull(s.LastSuccess), LastAttempt: timeOrNull(s.LastAttempt),
+		RefreshTokenWarning: orNull(s.RefreshWarning)}
 	if !s.ExpiresAt.IsZero() {
 		t := s.ExpiresAt.UTC()
 		row.ExpiresAt = &t
+	}
+	if !s.RefreshExpiresAt.IsZero() {
+		t := s.RefreshExpiresAt.UTC()
+		row.RefreshTokenExpiresAt = &t
 	}
 	if n, err := strconv.Atoi(s.Failures); err == nil {
 		row.ConsecutiveFailures = &n
@@ -148,6 +155,9 @@ func writeStatusTable(out io.Writer, states []rotate.TargetState, now time.Time)
 		var d []string
 		if s.ExpiresBeforeNextRun {
 			d = append(d, "EXPIRES BEFORE NEXT RUN")
+		}
+		if s.RefreshWarning != "" {
+			d = append(d, "warning: "+s.RefreshWarning)
 		}
 		if s.Problem != "" {
 			d = append(d, "error: "+s.Problem)

@@ -22,7 +22,8 @@ func TestStatusOutput(t *testing.T) {
 	e.put("stora/acme", map[string]any{"client_id": id, "client_secret": secret})
 	e.put("stora/wrong", map[string]any{"client_id": id, "client_secret": "not-the-secret"})
 	e.put("stora/stale", map[string]any{"client_id": id, "client_secret": secret, "refresh_token": "r",
-		"access_token": "old", "expires_at": time.Now().Add(-3 * time.Minute).UTC().Format(time.RFC3339)})
+		"access_token": "old", "expires_at": time.Now().Add(-3 * time.Minute).UTC().Format(time.RFC3339),
+		"refresh_token_expires_at": time.Now().Add(3 * time.Hour).UTC().Format(time.RFC3339)})
 	e.put("stora/partner", map[string]any{"client_id": id, "client_secret": secret})
 	e.put("stora/partner/connections/op-1", map[string]any{"refresh_token": "never-issued"})
 	e.put("stora/partner/connections/op-2", map[string]any{"refresh_token": "offboarded"})

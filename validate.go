@@ -31,13 +31,17 @@ func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fmt.Fprintf(stdout, "vault login (%s), mount %s (KV v%d): ok\n", job.cfg.Vault.Auth.Method, job.cfg.Vault.KVMount, job.store.KVVersion())
 	failed := 0
 	for _, c := range job.rotator.Validate(ctx) {
-		if c.Problem == "" && c.Note != "" {
-			fmt.Fprintf(stdout, "%s: ok (%s)\n", c.Name, c.Note)
-		} else if c.Problem == "" {
-			fmt.Fprintf(stdout, "%s: ok\n", c.Name)
-		} else {
+		switch {
+		case c.Problem != "":
 			failed++
 			fmt.Fprintf(stdout, "%s: %s\n", c.Name, c.Problem)
+		case c.Note != "":
+			fmt.Fprintf(stdout, "%s: ok (%s)\n", c.Name, c.Note)
+		default:
+			fmt.Fprintf(stdout, "%s: ok\n", c.Name)
+		}
+		if c.Warning != "" { // to act on before it fails; not a problem yet
+			fmt.Fprintf(stdout, "%s: warning: %s\n", c.Name, c.Warning)
 		}
 	}
 	if failed > 0 {

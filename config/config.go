@@ -67,8 +67,11 @@ type Config struct {
 	RateLimit RateLimit
 	// PassDeadline ends a pass: rotations not started by then wait for the next pass.
 	PassDeadline time.Duration
-	Vault        Vault
-	Clients      []Client
+	// RefreshWarning: status and validate warn of a stored refresh token expiry (servers that send
+	// refresh_token_expires_in) less than this away; 0 turns the warning off. Default 24h.
+	RefreshWarning time.Duration
+	Vault          Vault
+	Clients        []Client
 }
 
 // RateLimit is a token endpoint's published request limits, per token URL; the job keeps under

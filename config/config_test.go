@@ -58,6 +58,9 @@ func TestDefaults(t *testing.T) {
 	if c.Concurrency != 4 || c.RateLimit != (RateLimit{PerSecond: 10, PerMinute: 60}) || c.PassDeadline != 10*time.Minute {
 		t.Errorf("concurrency %d, rate_limit %+v, pass_deadline %v; README says 4, 10/s and 60/min, 10m", c.Concurrency, c.RateLimit, c.PassDeadline)
 	}
+	if c.RefreshWarning != 24*time.Hour {
+		t.Errorf("refresh_token_warning %v; README says 24h", c.RefreshWarning)
+	}
 }
 
 func TestScheduleZone(t *testing.T) {
@@ -153,6 +156,9 @@ func TestErrors(t *testing.T) {
 		{"rate limit string", "rate_limit: {per_second: '10'}\n" + client, "c.yaml:1:26: rate_limit.per_second: want a number, not a string"},
 		{"rate limit too small to send anything", "rate_limit: {per_second: 0.0000001}\n" + client, "c.yaml:1:26: rate_limit.per_second: 1e-07 is out of range"},
 		{"pass_deadline 1ns", "pass_deadline: 1ns\n" + client, "c.yaml:1:16: pass_deadline: 1ns is under 1s, the shortest allowed; write a duration such as 10m"},
+		{"refresh_token_warning negative", "refresh_token_warning: -1h\n" + client, "c.yaml:1:24: refresh_token_warning: must not be negative (0s turns the warning off)"},
+		{"refresh_token_warning a word", "refresh_token_warning: a day\n" + client, `c.yaml:1:24: refresh_token_warning: "a day" is not a duration; write one such as 24h`},
+		{"refresh_token_warning a bare number", "refresh_token_warning: 24\n" + client, "c.yaml:1:24: refresh_token_warning: 24 is a number; write a duration such as 24m or 24s"},
 		{"two clients, one output", client + "  - {name: b, grant: client_credentials, scope: public.contact:read, secret: t, output: s}\n", `c.yaml:6:89: clients[1].output: "s" is also a's secret (clients[0].secret)`},
 		{"output_prefix over its own connections", "clients:\n  - {name: p, grant: authorization_code, secret: stora/p, connections: apps/p/conns, output_prefix: apps/p}\n", `c.yaml:2:101: clients[0].output_prefix: "apps/p" contains connections "apps/p/conns"`},
 		{"output_prefix over the credentials", "clients:\n  - {name: p, grant: authorization_code, secret: p/partner, connections: p/partner/conns, output_prefix: p}\n", "c.yaml:2:106: clients[0].output_prefix:"},
@@ -294,6 +300,8 @@ func TestEdgesOfTheRangesAccepted(t *testing.T) {
 		{"concurrency 256", "concurrency: 256\n"},
 		{"https authorize_url of its own", "authorize_url: https://auth.example.com/oauth2/authorize\n"},
 		{"pass_deadline 1s", "pass_deadline: 1s\n"},
+		{"refresh_token_warning off", "refresh_token_warning: 0s\n"},
+		{"refresh_token_warning a week", "refresh_token_warning: 168h\n"},
 		{"@every 1s", "schedule: \"@every 1s\"\n"},
 		{"runs at :00 and :45 every other hour, 75m apart at most", "schedule: \"0,45 */2 * * *\"\nrenew_before: 90m\n"},
 		{"http to 127.0.0.1", "token_url: http://127.0.0.1:8080/oauth2/token\n"},

@@ -15,8 +15,10 @@ type file struct {
 	Concurrency  int           `yaml:"concurrency"`
 	RateLimit    fileRateLimit `yaml:"rate_limit"`
 	PassDeadline duration      `yaml:"pass_deadline"`
-	Vault        fileVault     `yaml:"vault"`
-	Clients      []fileClient  `yaml:"clients"`
+	// RefreshWarning: refresh_token_warning.
+	RefreshWarning duration     `yaml:"refresh_token_warning"`
+	Vault          fileVault    `yaml:"vault"`
+	Clients        []fileClient `yaml:"clients"`
 }
 
 // duration is a key that holds a Go duration such as 30m, parsed in resolve. Its own type lets
@@ -84,11 +86,12 @@ type fileClient struct {
 // DefaultTokenURL, is set in resolve: only when there is no issuer either.
 func defaults() file {
 	return file{
-		Schedule:     "*/5 * * * *",
-		RenewBefore:  "30m",
-		Concurrency:  4,
-		RateLimit:    fileRateLimit{PerSecond: 10, PerMinute: 60},
-		PassDeadline: "10m",
+		Schedule:       "*/5 * * * *",
+		RenewBefore:    "30m",
+		Concurrency:    4,
+		RateLimit:      fileRateLimit{PerSecond: 10, PerMinute: 60},
+		PassDeadline:   "10m",
+		RefreshWarning: "24h",
 		Vault: fileVault{
 			Auth:    fileAuth{Method: AuthToken},
 			KVMount: "secret",

@@ -104,6 +104,11 @@ func (f *file) resolve() (*Config, Errors) {
 	} else if c.PassDeadline < time.Second {
 		bad("pass_deadline", "%v is under 1s, the shortest allowed; write a duration such as 10m", c.PassDeadline)
 	}
+	if c.RefreshWarning, err = f.RefreshWarning.parse("24h"); err != nil {
+		bad("refresh_token_warning", "%v", err)
+	} else if c.RefreshWarning < 0 {
+		bad("refresh_token_warning", "must not be negative (0s turns the warning off)")
+	}
 	if c.Vault.KVMount == "" {
 		bad("vault.kv_mount", "must not be empty")
 	}

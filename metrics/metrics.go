@@ -29,6 +29,7 @@ type Metrics struct {
 	expiry      *prometheus.GaugeVec
 	lastSuccess *prometheus.GaugeVec
 	reauth      *prometheus.GaugeVec
+	refreshExp  *prometheus.GaugeVec
 	duration    *prometheus.HistogramVec
 	responses   *prometheus.CounterVec
 	lastPass    prometheus.Gauge
@@ -57,6 +58,10 @@ func New() *Metrics {
 		Name: "token_rotator_reauthorization_required",
 		Help: "1 while the client or connection waits for an operator to authorize it again (status reauthorization_required or rotation_lost in Vault), 0 once a pass finds it otherwise.",
 	}, []string{"client"})
+	m.refreshExp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "token_rotator_refresh_token_expiry_timestamp_seconds",
+		Help: "When the refresh token now in Vault stops working, Unix seconds, for servers that say (refresh_token_expires_in); absent when unknown. Past it, the client must be authorized again.",
+	}, []string{"client"})
 	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "token_rotator_rotation_duration_seconds",
 		Help:    "Time from reading a client's secret to its new token stored, for rotations attempted.",
@@ -70,7 +75,7 @@ func New() *Metrics {
 		Name: "token_rotator_last_pass_timestamp_seconds",
 		Help: "When the last pass ended, Unix seconds.",
 	})
-	m.Registry.MustRegister(m.rotations, m.expiry, m.lastSuccess, m.reauth, m.duration, m.responses, m.lastPass,
+	m.Registry.MustRegister(m.rotations, m.expiry, m.lastSuccess, m.reauth, m.refreshExp, m.duration, m.responses, m.lastPass,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
@@ -91,6 +96,14 @@ func (m *Metrics) Rotation(res rotate.Result, took time.Duration) {
 	}
 	if !res.Gone && !res.ExpiresAt.IsZero() {
 		m.expiry.WithLabelValues(res.Client).Set(float64(res.ExpiresAt.Unix()))
+		m.track(res.Client)
+	}
+	switch {
+	case res.Gone || !res.RefreshExpiryRead: // forgotten above, or not looked at: the last value stands
+	case res.RefreshExpiresAt.IsZero(): // Vault holds no expiry for its refresh token
+		m.refreshExp.DeleteLabelValues(res.Client)
+	default:
+		m.refreshExp.WithLabelValues(res.Client).Set(float64(res.RefreshExpiresAt.Unix()))
 		m.track(res.Client)
 	}
 	if res.Outcome == rotate.Rotated {
@@ -125,6 +138,7 @@ func (m *Metrics) forget(client string) {
 	m.expiry.DeleteLabelValues(client)
 	m.lastSuccess.DeleteLabelValues(client)
 	m.reauth.DeleteLabelValues(client)
+	m.refreshExp.DeleteLabelValues(client)
 	m.mu.Lock()
 	delete(m.tracked, client)
 	m.mu.Unlock()

@@ -75,3 +75,28 @@ func TestReauthorizationGauge(t *testing.T) {
 		}
 	}
 }
+
+// TestRefreshTokenExpiryGauge: token_rotator_refresh_token_expiry_timestamp_seconds is set when a
+// pass finds (or stores) a refresh token expiry, stays when a pass did not look at the credential
+// secret, goes when a pass finds none stored (the server stopped saying), and goes with the target.
+func TestRefreshTokenExpiryGauge(t *testing.T) {
+	m := New()
+	at := time.Date(2027, 5, 1, 12, 0, 0, 0, time.UTC)
+	m.Rotation(rotate.Result{Client: "fleet/op-1", Outcome: rotate.Rotated, RefreshExpiresAt: at, RefreshExpiryRead: true}, 0)
+	if v := testutil.ToFloat64(m.refreshExp.WithLabelValues("fleet/op-1")); v != float64(at.Unix()) {
+		t.Errorf("after a rotation that stored it: %v, want %d", v, at.Unix())
+	}
+	m.Rotation(rotate.Result{Client: "fleet/op-1", Outcome: rotate.Failed}, 0) // the secret could not be read
+	if n := testutil.CollectAndCount(m.refreshExp); n != 1 {
+		t.Errorf("after a pass that did not read it: %d series, want 1 still", n)
+	}
+	m.Rotation(rotate.Result{Client: "fleet/op-1", Outcome: rotate.Rotated, RefreshExpiryRead: true}, 0)
+	if n := testutil.CollectAndCount(m.refreshExp); n != 0 {
+		t.Errorf("after a pass that found none stored: %d series, want 0", n)
+	}
+	m.Rotation(rotate.Result{Client: "fleet/op-1", Outcome: rotate.NotDue, RefreshExpiresAt: at, RefreshExpiryRead: true}, 0)
+	m.Rotation(rotate.Result{Client: "fleet/op-1", Outcome: rotate.Deleted, Gone: true}, 0)
+	if n := testutil.CollectAndCount(m.refreshExp); n != 0 {
+		t.Errorf("after the target is gone: %d series, want 0", n)
+	}
+}

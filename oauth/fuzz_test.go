@@ -9,7 +9,8 @@ import (
 
 // FuzzParseToken feeds arbitrary bodies to the token response parser. Whatever the body, it must
 // not panic, and a token it accepts must be complete and plausible: a printable access token, type
-// Bearer, an expiry after the request and no later than the cap. A refresh token it salvages from a
+// Bearer, an expiry after the request and no later than the cap, a refresh token expiry unknown or
+// after the request and no later than its cap. A refresh token it salvages from a
 // refused response must be printable and not blank, and must not show in the error once cleaned.
 // Seeds: testdata/fuzz/FuzzParseToken.
 func FuzzParseToken(f *testing.F) {
@@ -22,6 +23,8 @@ func FuzzParseToken(f *testing.F) {
 		`<html>maintenance</html>`,
 		`{"access_token":"at","token_type":"mac","expires_in":7200,"refresh_token":"bs51F__fUJgkQg2CjU8MyOHiQGhMupneZBkVfyefJYU"}`,
 		`{"access_token":"at","token_type":"Bearer","refresh_token":"a","refresh_token":"b"}`,
+		`{"access_token":"at","token_type":"Bearer","refresh_token":"rt","refresh_token_expires_in":15897600}`,
+		`{"access_token":"at","token_type":"Bearer","refresh_token_expires_in":"1800000000"}`,
 		"\uFEFF{\"error\":\"invalid_grant\"}",
 		``,
 	} {
@@ -54,6 +57,9 @@ func FuzzParseToken(f *testing.F) {
 		}
 		if !tok.ExpiresAt.After(sent) || tok.ExpiresAt.After(sent.Add(life.Max)) {
 			t.Fatalf("expiry %v outside (%v, %v]", tok.ExpiresAt, sent, sent.Add(life.Max))
+		}
+		if r := tok.RefreshExpiresAt; !r.IsZero() && (!r.After(sent) || r.After(sent.Add(MaxRefreshLifetime)) || r.Location() != time.UTC) {
+			t.Fatalf("refresh token expiry %v outside (%v, %v]", r, sent, sent.Add(MaxRefreshLifetime))
 		}
 		if strings.ContainsAny(tok.Scope, "\n\r\t") || strings.Contains(tok.Scope, "  ") {
 			t.Fatalf("scope %q not normalised", tok.Scope)

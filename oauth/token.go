@@ -31,7 +31,19 @@ type Token struct {
 	// expires_in (RFC 6749 §5.1) counted from when the request was sent, so never later than the
 	// server meant.
 	ExpiresAt time.Time
+	// RefreshExpiresAt is the UTC instant the refresh token stops working, from the response's
+	// refresh_token_expires_in (not in RFC 6749, but sent by servers whose refresh tokens expire:
+	// GitHub Apps among them) counted from when the request was sent, like ExpiresAt. Zero when
+	// the response does not say, or says nothing usable: a value expires_in would be refused for,
+	// or one beyond MaxRefreshLifetime that is not a Unix time within it, means unknown, and never
+	// refuses the response.
+	RefreshExpiresAt time.Time
 }
+
+// MaxRefreshLifetime caps refresh_token_expires_in, as Lifetimes.Max caps expires_in: refresh
+// tokens that expire live hours to months (GitHub Apps': six months); a larger value that reads
+// as a Unix time within it from now is taken as the instant, any other means unknown.
+const MaxRefreshLifetime = 10 * 365 * 24 * time.Hour
 
 // fields is a JSON object's members, raw, so that types other than documented can be judged one by
 // one. Names match exactly: RFC 6749 parameter names are case-sensitive, and Go's case-folding
@@ -170,6 +182,7 @@ func tokenFields(r fields, twice map[string]bool, sent time.Time, life Lifetimes
 		return nil, err
 	}
 	t.ExpiresAt = expiresAt
+	t.RefreshExpiresAt = refreshExpiry(r["refresh_token_expires_in"], sent)
 	return &t, nil
 }
 
@@ -179,14 +192,8 @@ func expiry(raw json.RawMessage, sent time.Time, life Lifetimes) (time.Time, err
 	if isNull(raw) {
 		return sent.Add(life.Default), nil
 	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		s = string(raw) // a JSON number
-	} else if !decimal.MatchString(strings.TrimSpace(s)) {
-		return time.Time{}, fmt.Errorf("expires_in is not a number")
-	}
-	n, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
-	if (err != nil && !errors.Is(err, strconv.ErrRange)) || math.IsNaN(n) {
+	n, err := seconds(raw)
+	if err != nil {
 		return time.Time{}, fmt.Errorf("expires_in is not a number")
 	}
 	switch {
@@ -204,6 +211,40 @@ func expiry(raw json.RawMessage, sent time.Time, life Lifetimes) (time.Time, err
 		}
 	}
 	return sent.Add(min(life.Default, life.Max)), nil
+}
+
+// refreshExpiry computes the UTC instant a refresh token expires from a raw
+// refresh_token_expires_in by expiry's rules, with MaxRefreshLifetime for the cap; zero, meaning
+// unknown, where expiry would use a default or refuse the value.
+func refreshExpiry(raw json.RawMessage, sent time.Time) time.Time {
+	sent = sent.UTC()
+	n, err := seconds(raw)
+	switch {
+	case isNull(raw) || err != nil || n < 1:
+		return time.Time{}
+	case n <= MaxRefreshLifetime.Seconds():
+		return sent.Add(time.Duration(n) * time.Second)
+	case n < float64(sent.Add(MaxRefreshLifetime).Unix()+1):
+		if at := time.Unix(int64(n), 0).UTC(); at.After(sent) {
+			return at
+		}
+	}
+	return time.Time{}
+}
+
+// seconds reads a raw lifetime member: a JSON number, or a decimal number sent as a string.
+func seconds(raw json.RawMessage) (float64, error) {
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		s = string(raw) // a JSON number
+	} else if !decimal.MatchString(strings.TrimSpace(s)) {
+		return 0, errors.New("not a number")
+	}
+	n, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if (err != nil && !errors.Is(err, strconv.ErrRange)) || math.IsNaN(n) {
+		return 0, errors.New("not a number")
+	}
+	return n, nil
 }
 
 // decimal is what a number sent as a string may look like: no hex, no "Infinity".

@@ -39,3 +39,31 @@ func storedExpiry(d map[string]any, now time.Time) (exp time.Time, plausible boo
 	}
 	return exp.UTC(), exp.Sub(now) <= maxLifetime
 }
+
+// refreshDue decides whether a client's refresh token, by the credential secret's
+// refresh_token_expires_at, must be spent now while it still works: when less than renewBefore is
+// left of its life (or it has passed: the server may not enforce it, and a refusal says to
+// authorize again). It returns the stored expiry when readable; an unreadable one is unknown, and
+// not due.
+func refreshDue(now time.Time, credentials map[string]any, renewBefore time.Duration) (isDue bool, expiresAt time.Time, why string) {
+	exp := storedRefreshExpiry(credentials)
+	if exp.IsZero() {
+		return false, time.Time{}, ""
+	}
+	left := exp.Sub(now)
+	if left < 0 {
+		return true, exp, fmt.Sprintf("refresh token expired %s ago (stored refresh_token_expires_at)", (-left).Round(time.Second))
+	}
+	return left < renewBefore, exp, fmt.Sprintf("refresh token expires in %s, within renew_before (stored refresh_token_expires_at)", left.Round(time.Second))
+}
+
+// storedRefreshExpiry reads a credential secret's refresh_token_expires_at: zero when missing or not
+// RFC 3339.
+func storedRefreshExpiry(credentials map[string]any) time.Time {
+	s, _ := stringField(credentials, keyRefreshExpiresAt)
+	exp, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}
+	}
+	return exp.UTC()
+}

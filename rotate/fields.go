@@ -14,6 +14,9 @@ const (
 	keyTokenType    = "token_type"
 	keyExpiresAt    = "expires_at"
 	keyScope        = "scope"
+	// keyRefreshExpiresAt, in the credential secret, is when its refresh token expires (RFC 3339,
+	// UTC), when the server said (refresh_token_expires_in); absent when it did not.
+	keyRefreshExpiresAt = "refresh_token_expires_at"
 )
 
 // stringField returns data[key] when it is a string; "" when absent or null. Another type is an

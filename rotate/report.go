@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	"token-rotator/config"
 	"token-rotator/vault"
 )
 
@@ -24,6 +26,12 @@ type TargetState struct {
 	// ExpiresBeforeNextRun flags a token that will have stopped working before the next scheduled
 	// run can replace it.
 	ExpiresBeforeNextRun bool
+	// RefreshExpiresAt is when the refresh token in Vault stops working, as stored
+	// (refresh_token_expires_at, from a server that sends refresh_token_expires_in); zero when
+	// unknown. RefreshWarning says what to do when it is less than Rotator.RefreshWarning away;
+	// empty otherwise.
+	RefreshExpiresAt time.Time
+	RefreshWarning   string
 	// Problem is why the state could not be read, if it could not.
 	Problem string
 }
@@ -69,6 +77,7 @@ func (r *Rotator) Report(ctx context.Context, nextRun time.Time) []TargetState {
 			out = append(out, st)
 			continue
 		}
+		st.RefreshExpiresAt, st.RefreshWarning = r.refreshWarning(t, secret.Data)
 		m := secret.Metadata
 		st.LastSuccess, st.LastAttempt, st.Status, st.Error, st.Failures =
 			m[metaLastSuccess], m[metaLastAttempt], m[metaStatus], m[metaError], m[metaFailures]
@@ -95,12 +104,33 @@ func (r *Rotator) Report(ctx context.Context, nextRun time.Time) []TargetState {
 	return out
 }
 
+// refreshWarning reads the refresh token expiry stored in a target's credential secret (data), and
+// what to do about it when it is less than RefreshWarning away. A client_credentials client has
+// no refresh token: nothing.
+func (r *Rotator) refreshWarning(t target, data map[string]any) (time.Time, string) {
+	if t.client.Grant == config.GrantClientCredentials {
+		return time.Time{}, ""
+	}
+	exp := storedRefreshExpiry(data)
+	left := exp.Sub(r.now())
+	at := exp.Format(time.RFC3339)
+	switch {
+	case exp.IsZero() || r.RefreshWarning <= 0 || left >= r.RefreshWarning:
+		return exp, ""
+	case left <= 0:
+		return exp, fmt.Sprintf("refresh token expired at %s (refresh_token_expires_at): the next refresh will likely be refused; authorize again (token-rotator authorize)", at)
+	}
+	return exp, fmt.Sprintf("refresh token expires at %s, in %s (refresh_token_expires_at): a pass refreshes it once it is within renew_before; if the server does not extend it, authorize again before %s (token-rotator authorize)", at, strings.TrimSuffix(left.Round(time.Minute).String(), "0s"), at)
+}
+
 // Check is one finding of Validate: Problem empty means fine; Note says more when fine (a
-// connection deleted, so skipped).
+// connection deleted, so skipped); Warning, when fine, is something to act on before it fails
+// (a refresh token that expires soon).
 type Check struct {
 	Name    string `json:"name"`
 	Problem string `json:"problem,omitempty"`
 	Note    string `json:"note,omitempty"`
+	Warning string `json:"warning,omitempty"`
 }
 
 // Validate applies, for every target and without a token request or a write, every check a pass
@@ -121,7 +151,8 @@ func (r *Rotator) Validate(ctx context.Context) []Check {
 	}
 	for _, t := range ts {
 		c := Check{Name: t.name}
-		if err := r.validate(ctx, t); errors.Is(err, errConnectionGone) {
+		var err error
+		if c.Warning, err = r.validate(ctx, t); errors.Is(err, errConnectionGone) {
 			c.Note = "deleted: skipped by the pass"
 		} else if err != nil {
 			c.Problem = oneLine(err)
@@ -134,16 +165,23 @@ func (r *Rotator) Validate(ctx context.Context) []Check {
 // errConnectionGone is a connection whose secret is deleted.
 var errConnectionGone = errors.New("connection deleted")
 
-func (r *Rotator) validate(ctx context.Context, t target) error {
+// validate checks one target; warning is its refresh token's expiry warning, when it reads.
+func (r *Rotator) validate(ctx context.Context, t target) (warning string, err error) {
 	secret, err := r.Store.Read(ctx, t.secret)
 	if gone, lost := r.vanished(ctx, t, err); gone {
-		return errConnectionGone
+		return "", errConnectionGone
 	} else if lost != nil {
-		return lost
+		return "", lost
 	}
 	if err != nil {
-		return err
+		return "", err
 	}
+	_, warning = r.refreshWarning(t, secret.Data)
+	return warning, r.checkTarget(ctx, t, secret)
+}
+
+func (r *Rotator) checkTarget(ctx context.Context, t target, secret *vault.Secret) error {
+	var err error
 	credentials := secret.Data
 	if t.shared != "" {
 		if credentials, err = r.sharedCredentials(ctx, t.shared); err != nil {

@@ -51,6 +51,12 @@ type Result struct {
 	// ExpiresAt is the UTC expiry of the access token in Vault after the pass, when known: the new
 	// one after a rotation, the stored one otherwise (also after a failure).
 	ExpiresAt time.Time
+	// RefreshExpiresAt is when the refresh token in the credential secret expires, as stored after
+	// the pass (refresh_token_expires_at); zero when none is stored. RefreshExpiryRead says the
+	// pass read (or wrote) the credential secret of a grant with a refresh token, so that a zero
+	// RefreshExpiresAt means none is stored rather than not looked at.
+	RefreshExpiresAt  time.Time
+	RefreshExpiryRead bool
 	// Gone is set when the target is a connection whose credential secret is deleted (found
 	// deleted, or deleted during its rotation): an operator offboarded it. A configured client is
 	// never gone; its deleted secret fails the next pass.

@@ -119,7 +119,16 @@ func (r *Rotator) read(ctx context.Context, a *attempt) bool {
 // it waits for a human (stuck), nor while its access token has long to live (unless forced or a
 // code waits to be exchanged).
 func (r *Rotator) decide(ctx context.Context, a *attempt) bool {
-	isDue, expiresAt, why := due(r.now(), a.output.Data, r.RenewBefore+time.Duration(spread(a.t.name)*float64(r.Spread)))
+	renewBefore := r.RenewBefore + time.Duration(spread(a.t.name)*float64(r.Spread))
+	isDue, expiresAt, why := due(r.now(), a.output.Data, renewBefore)
+	if a.t.client.Grant != config.GrantClientCredentials {
+		// A refresh token about to expire is spent while it works, however fresh the access token.
+		refreshDue, refreshAt, refreshWhy := refreshDue(r.now(), a.secret.Data, renewBefore)
+		if refreshDue && !isDue {
+			isDue, why = true, refreshWhy
+		}
+		a.res.RefreshExpiresAt, a.res.RefreshExpiryRead = refreshAt, true
+	}
 	// What is in Vault now, until a rotation replaces it: also for a target held elsewhere or
 	// stuck, whose token's expiry alerts must still see.
 	a.res.ExpiresAt = expiresAt
@@ -235,6 +244,7 @@ func (r *Rotator) store(ctx, startCtx context.Context, a *attempt, g grantResult
 		return
 	}
 	landed, err := r.writeBack(ctx, a, g.token, true)
+	a.refreshExpiryLanded(landed, err)
 	if err != nil {
 		a.res.Err, a.res.Status = fmt.Errorf("token granted but not stored: %w", err), StatusRetrying
 		var lost *refreshTokenLost
@@ -256,6 +266,19 @@ func (r *Rotator) store(ctx, startCtx context.Context, a *attempt, g grantResult
 		a.res.Outcome, a.res.Status, a.res.ExpiresAt = Rotated, StatusOK, landed.expiresAt
 	}
 	r.record(ctx, t.secret, a.secret.Metadata, a.res, 0, nil)
+}
+
+// refreshExpiryLanded sets the result's refresh token expiry to what a write-back of a grant that
+// spends left in the credential secret: none once the secret is deleted. A failed write-back
+// leaves the stored one.
+func (a *attempt) refreshExpiryLanded(landed stored, err error) {
+	switch {
+	case err != nil || !spends(a.req) || !a.res.RefreshExpiryRead:
+	case landed.credentials == landedGone:
+		a.res.RefreshExpiresAt = time.Time{}
+	default:
+		a.res.RefreshExpiresAt = landed.refreshExpiresAt
+	}
 }
 
 // endedElsewhere ends an attempt whose write-back found the secrets taken out of its hands: the
@@ -284,6 +307,7 @@ func (r *Rotator) endedElsewhere(ctx context.Context, a *attempt, landed stored)
 // be dead), so the new one is stored and the access token refused.
 func (r *Rotator) storeRefreshTokenOnly(ctx context.Context, a *attempt, partial *oauth.PartialTokenError) {
 	landed, err := r.writeBack(ctx, a, &oauth.Token{RefreshToken: partial.RefreshToken}, false)
+	a.refreshExpiryLanded(landed, err)
 	var lost *refreshTokenLost
 	switch {
 	case errors.As(err, &lost):

@@ -85,6 +85,9 @@ type Rotator struct {
 	Clients   []config.Client
 	// RenewBefore: rotate when less than this is left of the access token's life.
 	RenewBefore time.Duration
+	// RefreshWarning: Report and Validate warn of a stored refresh token expiry less than this
+	// away (refresh_token_warning); 0 warns of none.
+	RefreshWarning time.Duration
 	// Force rotates every client whether due or not.
 	Force bool
 	// DryRun reads Vault and says what it would do, without token requests or writes.

@@ -33,6 +33,9 @@ type stored struct {
 	credentials, output landing
 	// expiresAt is when the access token the output now holds expires, when known.
 	expiresAt time.Time
+	// refreshExpiresAt is the credential secret's refresh_token_expires_at as written, or as found
+	// when another process's refresh token stays; zero when none.
+	refreshExpiresAt time.Time
 }
 
 // before is what a rotation saw before its token request: the refresh token in the credential
@@ -66,8 +69,11 @@ func (r *Rotator) writeBack(ctx context.Context, a *attempt, tok *oauth.Token, a
 		rt, _ := stringField(d, keyRefreshToken)
 		if rt != "" && rt != seen.refreshToken && rt != tok.RefreshToken {
 			out.credentials = landedTheirs
-		} else if want := cmp.Or(tok.RefreshToken, seen.refreshToken); want != "" && want != rt {
-			changes[keyRefreshToken] = want
+		} else {
+			if want := cmp.Or(tok.RefreshToken, seen.refreshToken); want != "" && want != rt {
+				changes[keyRefreshToken] = want
+			}
+			refreshExpiryChanges(d, changes, tok, seen)
 		}
 		if code, _ := stringField(d, keyCode); req.GrantType == oauth.GrantAuthorizationCode && code == req.Code {
 			changes[keyCode], changes[keyCodeVerifier] = nil, nil
@@ -75,6 +81,7 @@ func (r *Rotator) writeBack(ctx context.Context, a *attempt, tok *oauth.Token, a
 		if dropsClaim(d, who) {
 			changes[keyClaim] = nil
 		}
+		out.refreshExpiresAt = storedRefreshExpiry(apply(d, changes))
 	}
 	access := func(d map[string]any, changes map[string]any) {
 		at, _ := stringField(d, keyAccessToken)
@@ -126,6 +133,22 @@ func (r *Rotator) writeBack(ctx context.Context, a *attempt, tok *oauth.Token, a
 		access(d, changes)
 	})
 	return out, err
+}
+
+// refreshExpiryChanges fills in the credential secret's refresh_token_expires_at for a write-back that
+// lands: the granted expiry when the response gave one; removed when a new refresh token came
+// without one (the stored value described the old token); kept when the response kept the stored
+// refresh token (none came back, or the same one) and said nothing of its expiry.
+func refreshExpiryChanges(d, changes map[string]any, tok *oauth.Token, seen before) {
+	stored, _ := stringField(d, keyRefreshExpiresAt)
+	switch {
+	case !tok.RefreshExpiresAt.IsZero():
+		if want := tok.RefreshExpiresAt.UTC().Format(time.RFC3339); want != stored {
+			changes[keyRefreshExpiresAt] = want
+		}
+	case tok.RefreshToken != "" && tok.RefreshToken != seen.refreshToken && d[keyRefreshExpiresAt] != nil:
+		changes[keyRefreshExpiresAt] = nil
+	}
 }
 
 // landingOf turns the credential write's error into the write-back's result: a secret deleted

@@ -74,12 +74,13 @@ type Server struct {
 	// members such as id_token, or ones no RFC defines, that the client must neither store nor log.
 	Extra map[string]any
 
-	mu       sync.Mutex
-	apps     map[string]*application // by client_id
-	codes    map[string]*grant
-	tokens   map[string]*token // by access token
-	refresh  map[string]*token // by refresh token
-	requests []Request
+	mu         sync.Mutex
+	refreshTTL time.Duration           // SetRefreshTokenTTL
+	apps       map[string]*application // by client_id
+	codes      map[string]*grant
+	tokens     map[string]*token // by access token
+	refresh    map[string]*token // by refresh token
+	requests   []Request
 }
 
 // Request is one request the server saw at /oauth2/token.
@@ -115,7 +116,8 @@ type token struct {
 	created      time.Time
 	ttl          time.Duration
 	refreshToken string
-	previousRT   string // retired on first use of this token (revoke-on-use mode)
+	refreshUntil time.Time // when refreshToken expires; zero: never (Stora's)
+	previousRT   string    // retired on first use of this token (revoke-on-use mode)
 	revoked      bool
 }
 
@@ -168,6 +170,17 @@ func (s *Server) AddCode(clientID, code, redirectURI, scope, challenge string) {
 	defer s.mu.Unlock()
 	s.codes[code] = &grant{clientID: clientID, scope: normalize(scope), redirectURI: redirectURI,
 		challenge: challenge, expires: s.Now().Add(600 * time.Second)}
+}
+
+// SetRefreshTokenTTL makes refresh tokens issued from now on expire ttl after they are issued, as
+// servers other than Stora do (GitHub Apps, for one): the token response says when in
+// refresh_token_expires_in, and a refresh with an expired one is refused with invalid_grant. Zero,
+// the default, is Stora's contract: refresh tokens do not expire and responses do not carry the
+// member.
+func (s *Server) SetRefreshTokenTTL(ttl time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refreshTTL = ttl
 }
 
 // IssueTokenPair creates an access token and refresh token for clientID, as a past authorization
@@ -410,7 +423,7 @@ func (s *Server) refreshToken(p url.Values) (int, map[string]any) {
 		return oauthError(400, "invalid_request", "Missing required parameter: refresh_token.")
 	}
 	old := s.refresh[rt]
-	if old == nil || old.revoked {
+	if old == nil || old.revoked || !old.refreshUntil.IsZero() && !s.Now().Before(old.refreshUntil) {
 		return oauthError(400, "invalid_grant", descInvalidGrant)
 	}
 	hasCredentials := p.Get("client_id") != ""
@@ -454,6 +467,9 @@ func (s *Server) issue(clientID, scope string, ttl time.Duration, withRefresh bo
 	if withRefresh {
 		t.refreshToken = randomToken()
 		s.refresh[t.refreshToken] = t
+		if s.refreshTTL > 0 {
+			t.refreshUntil = t.created.Add(s.refreshTTL)
+		}
 	}
 	at := randomToken()
 	s.tokens[at] = t
@@ -487,6 +503,9 @@ func (s *Server) tokenBody(at string, t *token) map[string]any {
 	}
 	if t.refreshToken != "" {
 		body["refresh_token"] = t.refreshToken
+		if !t.refreshUntil.IsZero() {
+			body["refresh_token_expires_in"] = max(0, int64(t.refreshUntil.Sub(s.Now()).Round(time.Second)/time.Second))
+		}
 	}
 	return body
 }
