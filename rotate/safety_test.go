@@ -159,8 +159,38 @@ func TestOutputWriteFailureIsNotALostRotation(t *testing.T) {
 	if res.Outcome != Failed || res.Status != StatusRetrying {
 		t.Errorf("outcome %s/%s, want failed/retrying: the refresh token was stored", res.Outcome, res.Status)
 	}
-	if w.data("stora/cred")["refresh_token"] != "rt-new" {
-		t.Errorf("the new refresh token is not in Vault")
+	if d := w.data("stora/cred"); d["refresh_token"] != "rt-new" || d[keyClaim] != nil {
+		t.Errorf("refresh token in Vault %v, claim left %v; want rt-new and the claim released", d["refresh_token"], d[keyClaim] != nil)
+	}
+}
+
+// TestClaimHeldUntilTheOutputIsWritten: with the access token in an output secret of its own, the
+// credential secret keeps the claim until the output is written, so that no other process finds
+// the new refresh token unclaimed beside the old access token and spends it a second time. The
+// claim is gone after.
+func TestClaimHeldUntilTheOutputIsWritten(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.put("stora/cred", map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "rt-old"})
+	h := &hookedStore{Store: w.store}
+	var atOutputWrite map[string]any
+	h.write = func(ctx context.Context, path string, data map[string]any, version int) (int, error) {
+		if path == "apps/out" {
+			atOutputWrite = w.data("stora/cred")
+		}
+		return w.store.Write(ctx, path, data, version)
+	}
+	r := w.rotator(&tokens{fn: issued("rt-new")}, config.Client{Name: "p", Grant: config.GrantAuthorizationCode, Secret: "stora/cred", Output: "apps/out"})
+	r.Store = h
+	if res := r.Pass(context.Background())[0]; res.Outcome != Rotated {
+		t.Fatalf("outcome %s: %v", res.Outcome, res.Err)
+	}
+	if atOutputWrite["refresh_token"] != "rt-new" || atOutputWrite[keyClaim] == nil {
+		t.Errorf("when the output was written the credential secret held refresh token %v and claim %v; want rt-new, still claimed",
+			atOutputWrite["refresh_token"], atOutputWrite[keyClaim] != nil)
+	}
+	if d := w.data("stora/cred"); d[keyClaim] != nil {
+		t.Errorf("the claim was left after the rotation")
 	}
 }
 

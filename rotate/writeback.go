@@ -65,6 +65,10 @@ type before struct {
 func (r *Rotator) writeBack(ctx context.Context, a *attempt, tok *oauth.Token, accessToo bool) (stored, error) {
 	t, req, seen, who := a.t, a.req, a.seen, a.who
 	var out stored
+	// holdClaim keeps this rotation's claim in the credential write when the access token goes to
+	// an output secret of its own after it: released only once the output is written, so that no
+	// process finds the new refresh token unclaimed beside the old access token and spends it again.
+	holdClaim := false
 	credentials := func(d map[string]any, changes map[string]any) {
 		rt, _ := stringField(d, keyRefreshToken)
 		if rt != "" && rt != seen.refreshToken && rt != tok.RefreshToken {
@@ -78,7 +82,7 @@ func (r *Rotator) writeBack(ctx context.Context, a *attempt, tok *oauth.Token, a
 		if code, _ := stringField(d, keyCode); req.GrantType == oauth.GrantAuthorizationCode && code == req.Code {
 			changes[keyCode], changes[keyCodeVerifier] = nil, nil
 		}
-		if dropsClaim(d, who) {
+		if dropsClaim(d, who) && (!holdClaim || out.credentials != landedOurs) {
 			changes[keyClaim] = nil
 		}
 		out.refreshExpiresAt = storedRefreshExpiry(apply(d, changes))
@@ -110,7 +114,7 @@ func (r *Rotator) writeBack(ctx context.Context, a *attempt, tok *oauth.Token, a
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), orDefault(r.WriteDeadline, DefaultWriteDeadline))
 	defer cancel()
 	if t.output == t.secret {
-		err := r.update(ctx, t.secret, a.secret, true, func(d, changes map[string]any) {
+		_, err := r.update(ctx, t.secret, a.secret, true, func(d, changes map[string]any) {
 			out.credentials, out.output = landedOurs, landedOurs
 			credentials(d, changes)
 			if out.credentials == landedOurs && accessToo {
@@ -120,19 +124,38 @@ func (r *Rotator) writeBack(ctx context.Context, a *attempt, tok *oauth.Token, a
 		return landingOf(out, err, spends(req))
 	}
 	if spends(req) {
-		err := r.update(ctx, t.secret, a.secret, true, func(d, changes map[string]any) {
+		holdClaim = accessToo
+		written, err := r.update(ctx, t.secret, a.secret, true, func(d, changes map[string]any) {
 			out.credentials = landedOurs
 			credentials(d, changes)
 		})
 		if out, err = landingOf(out, err, true); err != nil || out.credentials != landedOurs || !accessToo {
 			return out, err
 		}
+		defer r.releaseAfterOutput(ctx, t.secret, written, who)
 	}
-	err := r.update(ctx, t.output, a.output, false, func(d, changes map[string]any) {
+	_, err := r.update(ctx, t.output, a.output, false, func(d, changes map[string]any) {
 		out.output = landedOurs
 		access(d, changes)
 	})
 	return out, err
+}
+
+// releaseAfterOutput removes who's claim from the credential secret as the write-back left it,
+// once the output is written (or could not be), within StatusWriteTimeout. A claim it cannot
+// remove lapses at its expiry; the refresh token has landed either way.
+func (r *Rotator) releaseAfterOutput(ctx context.Context, path string, written *vault.Secret, who claimant) {
+	// its own time: an output write that failed may have used up the write-back's deadline
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), StatusWriteTimeout)
+	defer cancel()
+	_, err := r.update(ctx, path, written, true, func(d, changes map[string]any) {
+		if dropsClaim(d, who) {
+			changes[keyClaim] = nil
+		}
+	})
+	if err != nil && !errors.Is(err, errGone) {
+		r.logger().Warn("could not release claim after the write-back; it lapses at its expiry", "path", path, "error", err.Error())
+	}
 }
 
 // refreshExpiryChanges fills in the credential secret's refresh_token_expires_at for a write-back that
@@ -187,7 +210,7 @@ func (e *refreshTokenLost) Unwrap() error { return e.err }
 // else's keys are lost and the new values still land. Any other failure (Vault down, sealed, 5xx,
 // its token expired: the store logs in again) is retried with backoff. It ignores ctx's
 // cancellation: a shutdown must not stop a write that holds the only copy of a refresh token.
-func (r *Rotator) update(ctx context.Context, path string, base *vault.Secret, existing bool, change func(data, changes map[string]any)) error {
+func (r *Rotator) update(ctx context.Context, path string, base *vault.Secret, existing bool, change func(data, changes map[string]any)) (*vault.Secret, error) {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = orDefault(r.WriteBackoff, 200*time.Millisecond)
 	b.MaxInterval = 10 * time.Second
@@ -204,19 +227,20 @@ func (r *Rotator) update(ctx context.Context, path string, base *vault.Secret, e
 		changes := map[string]any{}
 		change(base.Data, changes)
 		if len(changes) == 0 {
-			return nil
+			return base, nil
 		}
 		var err error
+		var version int
 		if existing {
-			_, err = r.Store.Update(ctx, path, changes, base.Version)
+			version, err = r.Store.Update(ctx, path, changes, base.Version)
 		} else {
-			_, err = r.Store.Write(ctx, path, apply(base.Data, changes), base.Version)
+			version, err = r.Store.Write(ctx, path, apply(base.Data, changes), base.Version)
 		}
 		if err == nil {
-			return nil
+			return &vault.Secret{Data: apply(base.Data, changes), Version: version, Metadata: base.Metadata}, nil
 		}
 		if existing && errors.Is(err, vault.ErrNotFound) {
-			return errGone
+			return nil, errGone
 		}
 		if errors.Is(err, vault.ErrVersionMismatch) {
 			var fresh *vault.Secret
@@ -224,7 +248,7 @@ func (r *Rotator) update(ctx context.Context, path string, base *vault.Secret, e
 			if existing {
 				fresh, rerr = r.Store.Read(ctx, path)
 				if errors.Is(rerr, vault.ErrNotFound) {
-					return errGone // deleted since: an operator offboarding it
+					return nil, errGone // deleted since: an operator offboarding it
 				}
 			} else {
 				fresh, rerr = r.readOrEmpty(ctx, path)
@@ -236,7 +260,7 @@ func (r *Rotator) update(ctx context.Context, path string, base *vault.Secret, e
 			err = rerr
 		}
 		if ctx.Err() != nil || last {
-			return fmt.Errorf("after %d attempts: %w", attempt, err)
+			return nil, fmt.Errorf("after %d attempts: %w", attempt, err)
 		}
 		wait := b.NextBackOff()
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait+time.Second {
@@ -247,7 +271,7 @@ func (r *Rotator) update(ctx context.Context, path string, base *vault.Secret, e
 		}
 		r.logger().Warn("write-back failed; retrying", "path", path, "attempt", attempt, "error", err.Error())
 		if !sleep(ctx, wait) {
-			return fmt.Errorf("after %d attempts: %w", attempt, err)
+			return nil, fmt.Errorf("after %d attempts: %w", attempt, err)
 		}
 	}
 }
