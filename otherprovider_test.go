@@ -339,3 +339,41 @@ func exitOf(err error) int {
 	}
 	return 0
 }
+
+// TestReusedRefreshTokenAgainstOIDCProvider: Vault holds a refresh token that was already used
+// outside the job (a copy of the secret refreshed by a script). oidc-provider answers invalid_grant
+// and revokes the whole grant, the refresh token it issued meanwhile too; the job reports
+// reauthorization_required, exit 1, after one request, and writes no token.
+func TestReusedRefreshTokenAgainstOIDCProvider(t *testing.T) {
+	w := newOIDCWorld(t, testenv.OIDCProviderOptions{})
+	id, secret := w.p.AddClientWith(t, testenv.OIDCClient{AuthMethod: "client_secret_basic"})
+	_, used := w.p.IssueTokenPair(t, id, "public.contact:read")
+	status, body := w.p.TokenRequest(t, id, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {used}})
+	newer, _ := body["refresh_token"].(string)
+	if status != http.StatusOK || newer == "" {
+		t.Fatalf("refresh outside the job: HTTP %d", status)
+	}
+	cred, out := "opreuse/cred", "opreuse/token"
+	w.put(cred, map[string]any{"client_id": id, "client_secret": secret, "refresh_token": used})
+	cfg := w.oidcConfig("issuer: "+w.p.BaseURL, "", "  - {name: partner, grant: authorization_code, secret: "+cred+", output: "+out+"}\n")
+	before := len(w.p.TokenRequestLog(t))
+	log, err := w.command(cfg).CombinedOutput()
+	if code := exitOf(err); code != 1 || !strings.Contains(string(log), "HTTP 400 invalid_grant") {
+		t.Fatalf("exit %d, want 1 with HTTP 400 invalid_grant:\n%s", code, log)
+	}
+	if _, total, _ := w.requests(before); total != 1 {
+		t.Errorf("the server saw %d token requests, want 1 (invalid_grant is not retried)", total)
+	}
+	s := w.getKV(cred)
+	if str(s, "refresh_token") != used || s.Data["access_token"] != nil || s.CustomMetadata["rotator_status"] != "reauthorization_required" {
+		t.Errorf("after the refusal: stored refresh token kept %v, access token written %v, status %q; want kept, none, reauthorization_required",
+			str(s, "refresh_token") == used, s.Data["access_token"] != nil, s.CustomMetadata["rotator_status"])
+	}
+	if _, err := w.vault.Client.KVv2("secret").Get(context.Background(), out); err == nil {
+		t.Errorf("the output secret was written after a refused refresh")
+	}
+	if !w.p.RefreshTokenRevoked(t, newer) {
+		t.Errorf("oidc-provider did not revoke the grant on reuse: the refresh token issued outside the job is still active")
+	}
+	assertNoSecrets(t, string(log), secret, used, newer)
+}
