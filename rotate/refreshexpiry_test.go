@@ -3,6 +3,7 @@ package rotate
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
@@ -65,6 +66,38 @@ func TestRefreshTokenExpiryStored(t *testing.T) {
 				t.Errorf("output secret %v: want the access token and no refresh token expiry", keys(out))
 			}
 		})
+	}
+}
+
+// TestRefreshTokenExpiryWhenOnlyTheOutputWriteFails: the credential write landed the new refresh
+// token and its expiry, the output write failed; the result (and so the metric) says what the
+// credential secret holds, not what it held before.
+func TestRefreshTokenExpiryWhenOnlyTheOutputWriteFails(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	stored := time.Now().Add(10 * time.Hour).UTC().Truncate(time.Second)
+	granted := time.Now().Add(72 * time.Hour).UTC().Truncate(time.Second)
+	w.put("stora/cred", map[string]any{"client_id": "id", "client_secret": "s", "refresh_token": "rt-old",
+		"refresh_token_expires_at": stored.Format(time.RFC3339)})
+	h := &hookedStore{Store: w.store}
+	h.write = func(ctx context.Context, path string, data map[string]any, version int) (int, error) {
+		if path == "apps/out" {
+			return 0, errors.New("vault said 503: unavailable")
+		}
+		return w.store.Write(ctx, path, data, version)
+	}
+	ts := &tokens{fn: func(context.Context, oauth.Request) (*oauth.Token, error) {
+		return &oauth.Token{AccessToken: "at-new", TokenType: "Bearer", RefreshToken: "rt-new",
+			ExpiresAt: time.Now().Add(2 * time.Hour).UTC(), RefreshExpiresAt: granted}, nil
+	}}
+	r := w.rotator(ts, config.Client{Name: "p", Grant: config.GrantAuthorizationCode, Secret: "stora/cred", Output: "apps/out"})
+	r.Store, r.WriteDeadline, r.WriteBackoff, r.Force = h, 300*time.Millisecond, 50*time.Millisecond, true
+	res := r.Pass(context.Background())[0]
+	if got := w.data("stora/cred")["refresh_token_expires_at"]; got != granted.Format(time.RFC3339) {
+		t.Fatalf("Vault holds refresh_token_expires_at %v, want the granted %s", got, granted.Format(time.RFC3339))
+	}
+	if !res.RefreshExpiresAt.Equal(granted) {
+		t.Errorf("result says %v, want %v: what the credential secret holds", res.RefreshExpiresAt, granted)
 	}
 }
 

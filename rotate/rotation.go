@@ -269,11 +269,13 @@ func (r *Rotator) store(ctx, startCtx context.Context, a *attempt, g grantResult
 }
 
 // refreshExpiryLanded sets the result's refresh token expiry to what a write-back of a grant that
-// spends left in the credential secret: none once the secret is deleted. A failed write-back
-// leaves the stored one.
+// spends left in the credential secret: none once the secret is deleted. A write-back whose
+// credential write failed leaves the stored one; one whose output write alone failed has landed
+// the credential write.
 func (a *attempt) refreshExpiryLanded(landed stored, err error) {
+	var lost *refreshTokenLost
 	switch {
-	case err != nil || !spends(a.req) || !a.res.RefreshExpiryRead:
+	case errors.As(err, &lost) || !spends(a.req) || !a.res.RefreshExpiryRead:
 	case landed.credentials == landedGone:
 		a.res.RefreshExpiresAt = time.Time{}
 	default:
