@@ -32,8 +32,10 @@ const (
 // to the end of its write-back: that request, the wait, the one retry, and the write-back.
 const AfterSpend = RequestTimeout + MaxSpentWait + RequestTimeout + DefaultWriteDeadline
 
-// ClaimedFor is the longest a rotation holds its claim: requests that spend nothing may go on
+// ClaimedFor is the longest a rotation needs its claim: requests that spend nothing may go on
 // until DefaultGrantRetry after the claim, the last of them may then spend, and AfterSpend follows.
+// With an output secret of its own, the claim's release comes after the output write, up to
+// StatusWriteTimeout later; by then the refresh token is durable and nothing needs the claim.
 const ClaimedFor = DefaultGrantRetry + AfterSpend
 
 // ShutdownWait is the longest a pass runs on after SIGTERM: a rotation whose request is in flight

@@ -350,3 +350,22 @@ func TestReuseAccessToken(t *testing.T) {
 		})
 	}
 }
+
+// TestDoorkeeperBasicHeaderWins records where the real Doorkeeper 5.5 departs from RFC 6749 §2.3
+// and from oidc-provider (and so from the bundled fake, which follows them): a request that
+// authenticates with a Basic header and a client_secret in the body at once is not refused; the
+// header wins, even when the body's secret is wrong.
+func TestDoorkeeperBasicHeaderWins(t *testing.T) {
+	d := StartTokenServer(t, "doorkeeper", true)
+	id, secret := d.AddClient(t, dkRedirect, dkScopes)
+	body := url.Values{"grant_type": {"client_credentials"}, "client_id": {id}, "client_secret": {"not-" + secret}}.Encode()
+	req, err := http.NewRequest(http.MethodPost, d.Endpoint(), strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
+	if r := dkSend(t, req); r.Status != 200 || r.str("access_token") == "" {
+		t.Errorf("Basic header and a wrong body secret: got %d %v, want 200 with a token (the header wins in 5.5)", r.Status, r.Body)
+	}
+}

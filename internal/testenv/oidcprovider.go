@@ -201,9 +201,15 @@ func installOIDCProvider(src string) (string, error) {
 			return "", err
 		}
 	}
-	cmd := exec.Command("npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund")
+	// A stalled network ends in a clear reason within minutes, not in go test's own timeout.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund")
 	cmd.Dir = tmp
 	if out, err := cmd.CombinedOutput(); err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("no answer in 5 minutes: %w", err)
+		}
 		return "", fmt.Errorf("npm ci: %v: %s", err, firstLines(string(out), 5))
 	}
 	if err := os.Rename(tmp, dir); err != nil {

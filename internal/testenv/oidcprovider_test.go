@@ -69,8 +69,8 @@ func TestOIDCProvider(t *testing.T) {
 		if _, has := r.Body["created_at"]; has {
 			t.Errorf("created_at sent")
 		}
-		if r.Header.Get("Cache-Control") != "no-store" {
-			t.Errorf("Cache-Control %q", r.Header.Get("Cache-Control"))
+		if r.Header.Get("Cache-Control") != "no-store" || r.Header.Get("Pragma") != "" {
+			t.Errorf("Cache-Control %q, Pragma %q", r.Header.Get("Cache-Control"), r.Header.Get("Pragma"))
 		}
 		if st := p.TokenInfo(t, r.str("access_token")); st != 200 {
 			t.Errorf("introspection of the new token: %d", st)
