@@ -235,9 +235,22 @@ func TestRefreshTokenWrittenBeforeAccessToken(t *testing.T) {
 	if tok.Data["refresh_token"] != nil || str(tok, "access_token") == "" {
 		t.Fatalf("output secret: refresh token present %v, access token present %v", tok.Data["refresh_token"] != nil, str(tok, "access_token") != "")
 	}
-	if !cred.VersionMetadata.CreatedTime.Before(tok.VersionMetadata.CreatedTime) {
-		t.Errorf("refresh token written at %v, access token at %v: want refresh token first",
-			cred.VersionMetadata.CreatedTime, tok.VersionMetadata.CreatedTime)
+	// The version of the credential secret that first held the new refresh token (later ones: the
+	// claim's release, the status) was written before the output's first.
+	first := cred
+	for v := cred.VersionMetadata.Version - 1; v >= 1; v-- {
+		s, err := e.vault.Client.KVv2("secret").GetVersion(context.Background(), "stora/p2", v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if str(s, "refresh_token") != str(cred, "refresh_token") {
+			break
+		}
+		first = s
+	}
+	if !first.VersionMetadata.CreatedTime.Before(tok.VersionMetadata.CreatedTime) {
+		t.Errorf("refresh token written at %v (version %d), access token at %v: want refresh token first",
+			first.VersionMetadata.CreatedTime, first.VersionMetadata.Version, tok.VersionMetadata.CreatedTime)
 	}
 }
 

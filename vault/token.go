@@ -102,12 +102,14 @@ func shortToken(self *api.Secret, renewable bool, ttl, min time.Duration) error 
 	switch {
 	case typ == "batch":
 		return fmt.Errorf("is a batch token, which cannot be renewed, and %s", left)
-	case !renewable:
+	case !renewable && ttl > 0: // at 0 s left Vault calls any token not renewable: the cause is elsewhere
 		return fmt.Errorf("is not renewable and %s", left)
 	case seconds("period") > 0:
 		return fmt.Errorf("is periodic with a period of %v, shorter than a rotation may last (%v; give it a period at least that long)", seconds("period"), min)
 	case seconds("explicit_max_ttl") > 0:
 		return fmt.Errorf("is capped by its explicit_max_ttl (%v), past which Vault renews no token, and %s", seconds("explicit_max_ttl"), left)
+	case !renewable:
+		return fmt.Errorf("is not renewable and %s", left)
 	}
 	return fmt.Errorf("has reached the max TTL of its role or mount, past which Vault renews it no further, and %s", left)
 }
