@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -138,5 +139,41 @@ func TestAuthorizeAtTheIssuersAuthorizationEndpoint(t *testing.T) {
 	}
 	if rt := str(e.get("idp/partner"), "refresh_token"); !e.stora.RefreshTokenValid(rt) {
 		t.Errorf("no working refresh token stored")
+	}
+}
+
+// TestStatusReadsVaultWhileTheIssuerIsDown: status reads Vault alone. With the issuer's metadata
+// unreachable, it still shows the token Vault holds and its expiry, with no problem.
+func TestStatusReadsVaultWhileTheIssuerIsDown(t *testing.T) {
+	e := newEnv(t)
+	var issuer string
+	meta := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"issuer":"` + issuer + `","token_endpoint":"` + e.stora.TokenURL + `"}`))
+	}))
+	issuer = meta.URL
+	id, secret := e.stora.AddClient()
+	e.put("idp/acme", map[string]any{"client_id": id, "client_secret": secret})
+	cfg := writeConfig(t, "issuer: "+issuer+"\nclients:\n"+
+		"  - {name: acme, grant: client_credentials, scope: public.contact:read, secret: idp/acme, output: idp/acme-token}\n")
+	if code, out := runJob(t, "--config", cfg, "--once"); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	meta.Close()
+	cmd := exec.Command(testenv.JobBinary(t), "status", "--config", cfg, "--output", "json")
+	b, err := cmd.Output()
+	code, out := exitOf(err), string(b)
+	var doc struct {
+		Targets []struct {
+			Status    *string `json:"status"`
+			ExpiresAt *string `json:"expires_at"`
+			Problem   *string `json:"problem"`
+		} `json:"targets"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil || len(doc.Targets) != 1 {
+		t.Fatalf("status --output json exit %d: %v\n%s", code, err, out)
+	}
+	if r := doc.Targets[0]; r.Problem != nil || r.ExpiresAt == nil || *r.ExpiresAt != str(e.get("idp/acme-token"), "expires_at") || r.Status == nil || *r.Status != "ok" {
+		t.Errorf("status with the issuer down: exit %d, %s; want status ok and the expiry Vault holds", code, out)
 	}
 }

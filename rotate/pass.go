@@ -22,7 +22,7 @@ func (r *Rotator) Pass(ctx context.Context) []Result {
 	r.sharedMu.Unlock()
 	r.waits.reset()
 	r.warnMountRetention(ctx) // asks Vault at the first pass of the process only
-	ts, results := r.targets(ctx, r.Shard)
+	ts, results := r.targets(ctx, r.Shard, true)
 	if r.Observer != nil {
 		names := make([]string, len(ts))
 		for i, t := range ts {

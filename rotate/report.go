@@ -49,7 +49,7 @@ func (s TargetState) Stuck() bool {
 // reported as deleted, as the pass skips it; a client waiting for a human is reported so even when
 // its metadata says otherwise, by the rule the pass applies.
 func (r *Rotator) Report(ctx context.Context, nextRun time.Time) []TargetState {
-	ts, failed := r.targets(ctx, Shard{})
+	ts, failed := r.targets(ctx, Shard{}, false)
 	var out []TargetState
 	for _, f := range failed {
 		if f.Err != nil {
@@ -143,7 +143,7 @@ func (r *Rotator) Validate(ctx context.Context) []Check {
 	if err := r.Store.EnsureToken(ctx, r.tokenMargin()); err != nil {
 		out = append(out, Check{Name: "vault token", Problem: oneLine(fmt.Errorf("would not last a rotation, so every client would fail: %w", err))})
 	}
-	ts, failed := r.targets(ctx, r.Shard)
+	ts, failed := r.targets(ctx, r.Shard, true)
 	for _, f := range failed {
 		if f.Err != nil {
 			out = append(out, Check{Name: f.Client, Problem: f.Err.Error()})

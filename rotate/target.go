@@ -63,13 +63,17 @@ func hash(s string) uint64 {
 // Vault write away. A prefix that cannot be listed is one failed result, named for its client
 // (skipped when shutdown cut the listing short).
 //
-// A client with an issuer gets its token URL from the issuer's metadata, read once per issuer per
-// pass and only for a client with targets to work on; when that fails, the client is one failed
-// result and none of its targets starts: nothing is spent.
-func (r *Rotator) targets(ctx context.Context, shard Shard) ([]target, []Result) {
+// With discover set, a client with an issuer gets its token URL from the issuer's metadata, read
+// once per issuer per pass and only for a client with targets to work on; when that fails, the
+// client is one failed result and none of its targets starts: nothing is spent. Without it (status,
+// which reads Vault alone) the metadata is not read.
+func (r *Rotator) targets(ctx context.Context, shard Shard, discover bool) ([]target, []Result) {
 	var ts []target
 	var failed []Result
 	endpoints := r.endpoints()
+	if !discover {
+		endpoints = func(context.Context, *config.Client) (Result, bool) { return Result{}, true }
+	}
 	for _, c := range r.Clients {
 		if c.Connections == "" {
 			if !r.selects(shard, c.Name, c.Name) {
