@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"token-rotator/config"
+	"token-rotator/discovery"
 	"token-rotator/oauth"
 	"token-rotator/rotate"
 	"token-rotator/vault"
@@ -93,14 +94,18 @@ func runAuthorize(ctx context.Context, args []string, stdin io.Reader, stdout, s
 			return errClientsFailed
 		}
 	}
+	// The issuer's metadata names the token endpoint the code goes to: read it before the operator
+	// approves or a code is stored, so that a server that cannot be found costs nothing.
+	var md *discovery.Metadata
+	if c.Issuer != "" {
+		if md, err = job.rotator.Discovery.Discover(ctx, c.Issuer); err != nil {
+			return fmt.Errorf("discovery: %w", err)
+		}
+	}
 	verifier := *codeVerifier
 	if *code == "" {
 		authURL := cmp.Or(*authorizeURL, c.AuthorizeURL)
-		if authURL == "" && c.Issuer != "" {
-			md, err := job.rotator.Discovery.Discover(ctx, c.Issuer)
-			if err != nil {
-				return fmt.Errorf("discovery: %w", err)
-			}
+		if authURL == "" && md != nil {
 			if authURL = md.AuthorizationEndpoint; authURL == "" {
 				return fmt.Errorf("the metadata of issuer %s names no authorization_endpoint: give --authorize-url or the client's authorize_url", c.Issuer)
 			}

@@ -177,3 +177,21 @@ func TestStatusReadsVaultWhileTheIssuerIsDown(t *testing.T) {
 		t.Errorf("status with the issuer down: exit %d, %s; want status ok and the expiry Vault holds", code, out)
 	}
 }
+
+// TestAuthorizeCodeWithTheIssuerDown: a code given to authorize for a client whose issuer's
+// metadata cannot be read is refused before it is stored, as when no code is given.
+func TestAuthorizeCodeWithTheIssuerDown(t *testing.T) {
+	e := newEnv(t)
+	meta := httptest.NewServer(http.NotFoundHandler())
+	meta.Close()
+	e.put("idp/partner", map[string]any{"client_id": "id", "client_secret": "s"})
+	cfg := e.config("  - name: partner\n    grant: authorization_code\n    secret: idp/partner\n    issuer: " + meta.URL + "\n")
+	var out testenv.SyncBuffer
+	err := runAuthorize(context.Background(), []string{"--config", cfg, "--client", "partner", "--code", "the-code", "--redirect-uri", "https://p.example/cb"}, strings.NewReader(""), &out, &out)
+	if code := exitCode(err, &out); code != 2 || !strings.Contains(err.Error(), "discovery: ") {
+		t.Errorf("exit %d, error %v; want 2 naming discovery", code, err)
+	}
+	if got := e.get("idp/partner"); got.VersionMetadata.Version != 1 {
+		t.Errorf("the secret is at version %d: the code was stored", got.VersionMetadata.Version)
+	}
+}

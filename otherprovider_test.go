@@ -377,3 +377,19 @@ func TestReusedRefreshTokenAgainstOIDCProvider(t *testing.T) {
 	}
 	assertNoSecrets(t, string(log), secret, used, newer)
 }
+
+// TestJSONBodyRefusedSaysWhatToSet: left at Stora's JSON body, a client of a server that takes
+// only form bodies fails with the server's invalid_request and a hint naming the setting.
+func TestJSONBodyRefusedSaysWhatToSet(t *testing.T) {
+	w := newOIDCWorld(t, testenv.OIDCProviderOptions{})
+	id, secret := w.p.AddClient(t, redirectURI, "public.contact:read")
+	w.put("opjson/cred", map[string]any{"client_id": id, "client_secret": secret})
+	cfg := writeConfig(t, "issuer: "+w.p.BaseURL+"\nvault:\n  address: "+w.vault.Addr+"\nclients:\n"+
+		"  - {name: acme, grant: client_credentials, scope: public.contact:read, secret: opjson/cred, output: opjson/token}\n")
+	log, err := w.command(cfg).CombinedOutput()
+	if code := exitOf(err); code != 1 || !strings.Contains(string(log), "HTTP 400 invalid_request") ||
+		!strings.Contains(string(log), "needs token_request_encoding: form") {
+		t.Errorf("exit %d; want 1 with the server's invalid_request and the hint:\n%s", code, log)
+	}
+	assertNoSecrets(t, string(log), secret)
+}

@@ -42,5 +42,11 @@ func TestOtherProvidersExample(t *testing.T) {
 	if len(log) != 1 || log[0].Auth != "basic" || log[0].Status != 200 {
 		t.Errorf("oidc-provider saw %+v, want one client_credentials request with Basic authentication", log)
 	}
-	assertNoSecrets(t, out, secret)
+	// oidc-provider's access tokens here live 120 s, less than renew_before (30m): every pass
+	// refreshes them, as README says.
+	code, out2 := e.run("--config", cfg, "--once", "--client", "crm")
+	if log := p.TokenRequestLog(t); code != 0 || len(log) != 2 {
+		t.Errorf("a second pass: exit %d after %d token requests in all, want 0 after 2:\n%s", code, len(log), out2)
+	}
+	assertNoSecrets(t, out+out2, secret)
 }

@@ -10,6 +10,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -105,7 +106,21 @@ func (c *Client) token(ctx context.Context, tokenURL string, r Request) (*Token,
 	case resp.StatusCode >= 300 && resp.StatusCode < 400:
 		e.Reason = "redirect not followed"
 	}
-	return nil, errorResponse(e, data)
+	err = errorResponse(e, data)
+	if r.Encoding != EncodingForm && refusesJSON(e) {
+		e.Hint = "the request body was JSON (token_request_encoding: json, Stora's); a server that takes only form bodies needs token_request_encoding: form"
+	}
+	return nil, err
+}
+
+// refusesJSON reports whether an error answer says the server would not take the body's media type:
+// 415, or a 400 invalid_request whose description names the content type (oidc-provider's does).
+func refusesJSON(e *Error) bool {
+	if e.Status == http.StatusUnsupportedMediaType {
+		return true
+	}
+	d := strings.ToLower(e.Description)
+	return e.Status == http.StatusBadRequest && e.Code == "invalid_request" && (strings.Contains(d, "content-type") || strings.Contains(d, "content type"))
 }
 
 // success reads a 2xx response: a token when the body is a usable token response (RFC 6749 §5.1)

@@ -42,6 +42,7 @@ type Error struct {
 	ContentType string // the response's Content-Type header: media type as sent, parameters redacted, at most 100 bytes
 	Snippet     string // the start of a body that was not an RFC 6749 error, redacted
 	Reason      string // what was wrong with a response that was not an error response
+	Hint        string // what the operator may change, when the answer suggests it; never server text
 	// RetryAfter is how long the server asked the client to wait (Retry-After, or Stora's
 	// RateLimit-Reset), capped at 10 minutes; 0 when it did not say.
 	RetryAfter time.Duration
@@ -103,6 +104,9 @@ func (e *Error) Error() string {
 		if e.Description != "" {
 			b.WriteString(": " + e.Description)
 		}
+		if e.Hint != "" {
+			b.WriteString(" (" + e.Hint + ")")
+		}
 		return b.String()
 	}
 	if e.Reason != "" {
@@ -113,6 +117,9 @@ func (e *Error) Error() string {
 	}
 	if e.Snippet != "" {
 		fmt.Fprintf(&b, ": %q", e.Snippet)
+	}
+	if e.Hint != "" {
+		b.WriteString(" (" + e.Hint + ")")
 	}
 	return b.String()
 }
