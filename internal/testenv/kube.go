@@ -174,8 +174,9 @@ func StartKube(tb testing.TB, opts KubeOptions) *Kube {
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", peerPort)
 	k.URL = fmt.Sprintf("https://127.0.0.1:%d", apiPort)
 
-	// etcd as envtest runs it (a single member, fsync off: the data lives as long as the test),
-	// with its peer URL on loopback too.
+	// etcd as envtest runs it (one member, client URL listened on and advertised), with its peer
+	// URL on a loopback port of its own rather than envtest's localhost:0, and fsync off: the
+	// data lives only as long as the test.
 	k.startProc(tb, filepath.Join(bins, "etcd"), dir,
 		"--name=default",
 		"--data-dir="+etcdData,
@@ -197,6 +198,9 @@ func StartKube(tb testing.TB, opts KubeOptions) *Kube {
 		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
+		// Kubernetes 1.37 refuses a loopback advertise address for the kubernetes service's
+		// endpoints; no pod runs here to reach the API server through that service.
+		"--endpoint-reconciler-type=none",
 		fmt.Sprintf("--secure-port=%d", apiPort),
 		"--cert-dir=" + filepath.Join(dir, "apiserver-certs"),
 		"--tls-cert-file=" + certFile,

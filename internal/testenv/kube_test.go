@@ -64,7 +64,7 @@ spec:
 func TestKubeControlPlane(t *testing.T) {
 	yes := true
 	k := StartKube(t, KubeOptions{})
-	k.Apply(t, []byte(kubeTestObjects), "")
+	k.Apply(t, []byte(kubeTestObjects), "rotator")
 	const ns, sa = "rotator", "token-rotator"
 	user := "system:serviceaccount:" + ns + ":" + sa
 
