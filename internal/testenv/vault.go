@@ -50,18 +50,24 @@ func Binary(env, name, cached string) string {
 	if b, err := exec.LookPath(name); err == nil {
 		return b
 	}
-	cache := os.Getenv("TOKEN_ROTATOR_CACHE")
-	if cache == "" {
-		if dir, err := os.UserCacheDir(); err == nil {
-			cache = filepath.Join(dir, "token-rotator")
-		}
-	}
-	matches, _ := filepath.Glob(filepath.Join(cache, cached))
+	matches, _ := filepath.Glob(filepath.Join(cacheDir(), cached))
 	slices.Sort(matches)
 	for i := len(matches) - 1; i >= 0; i-- {
 		if fi, err := os.Stat(matches[i]); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
 			return matches[i]
 		}
+	}
+	return ""
+}
+
+// cacheDir is the per-machine cache the scripts of scripts/ build into: $TOKEN_ROTATOR_CACHE, else
+// token-rotator under the user's cache directory ($XDG_CACHE_HOME or ~/.cache); "" when there is none.
+func cacheDir() string {
+	if cache := os.Getenv("TOKEN_ROTATOR_CACHE"); cache != "" {
+		return cache
+	}
+	if dir, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(dir, "token-rotator")
 	}
 	return ""
 }
