@@ -193,8 +193,12 @@ func TestSetupAppAudience(t *testing.T) {
 	k8s.ServiceAccount(t, "token-rotator", "token-rotator")
 	// No audience asked for: the API server's own, k8s.Issuer. VSO's default tokenExpirationSeconds
 	// is 10 minutes, the least TokenRequest grants.
-	appToken := func(audience string) string { return k8s.TokenRequest(t, "default", "stora-client", audience, 10*time.Minute) }
-	jobToken := func(audience string) string { return k8s.TokenRequest(t, "token-rotator", "token-rotator", audience, time.Hour) }
+	appToken := func(audience string) string {
+		return k8s.TokenRequest(t, "default", "stora-client", audience, 10*time.Minute)
+	}
+	jobToken := func(audience string) string {
+		return k8s.TokenRequest(t, "token-rotator", "token-rotator", audience, time.Hour)
+	}
 
 	readOutput := func(t *testing.T, token string) {
 		t.Helper()
