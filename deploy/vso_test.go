@@ -300,7 +300,7 @@ func TestVSOStrictDecodingRejects(t *testing.T) {
 }
 
 // TestVSOExampleLogsIn makes the Vault calls VSO makes for the example, against a real Vault set
-// up by setup.sh, with a real kube-apiserver's TokenRequest and TokenReview: a service account token for the
+// up by setup.sh and a real kube-apiserver: a service account token from TokenRequest for the
 // VaultAuth's service account and audiences (VSO asks the API server for one), a login at the
 // VaultAuth's mount with its role, and a KV v2 read of the VaultStaticSecret's mount and path.
 // The read returns acme's access token. A token of the API server's default audience, what VSO
