@@ -127,13 +127,28 @@ func TestOpenLogsInAgainWhenVaultRefusesTheToken(t *testing.T) {
 	}
 }
 
-// kubernetes enables the kubernetes auth method against a fake TokenReview API, with a role
-// "acme" for the service account apps/acme (the app's policy, 1-hour tokens). It returns Open's
-// Login, with a service account token file, and the kubelet's rotation of that file: the old
-// JWT revoked, a new one written.
+// kubernetes enables the kubernetes auth method against a real kube-apiserver, its reviewer a
+// service account vault/vault-auth bound to system:auth-delegator, with a role "acme" for the
+// service account apps/acme (the app's policy, 1-hour tokens). It returns Open's Login, with a
+// service account token file from TokenRequest, and the kubelet's rotation of that file: the old
+// JWT revoked (its service account deleted and made again), a new one written.
 func (w *world) kubernetes() (*Login, func()) {
 	w.t.Helper()
-	k8s := testenv.StartKubeAPI(w.t)
+	k8s := testenv.StartKube(w.t, testenv.KubeOptions{})
+	k8s.ServiceAccount(w.t, "vault", "vault-auth")
+	k8s.Apply(w.t, []byte(`apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: vault-auth-tokenreview
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: system:auth-delegator
+subjects:
+  - kind: ServiceAccount
+    name: vault-auth
+    namespace: vault
+`), "")
 	c := w.vault.Client
 	if err := c.Sys().PutPolicy("app", appPolicy); err != nil {
 		w.t.Fatal(err)
@@ -142,7 +157,8 @@ func (w *world) kubernetes() (*Login, func()) {
 		w.t.Fatal(err)
 	}
 	if _, err := c.Logical().Write("auth/kubernetes/config", map[string]any{
-		"kubernetes_host": k8s.URL, "kubernetes_ca_cert": k8s.CACertPEM, "disable_local_ca_jwt": true}); err != nil {
+		"kubernetes_host": k8s.URL, "kubernetes_ca_cert": k8s.CACertPEM, "disable_local_ca_jwt": true,
+		"token_reviewer_jwt": k8s.TokenRequest(w.t, "vault", "vault-auth", "", 24*time.Hour)}); err != nil {
 		w.t.Fatal(err)
 	}
 	if _, err := c.Logical().Write("auth/kubernetes/role/acme", map[string]any{
@@ -153,8 +169,11 @@ func (w *world) kubernetes() (*Login, func()) {
 	file := filepath.Join(w.t.TempDir(), "token")
 	jwt := ""
 	kubelet := func() {
-		k8s.Revoke(jwt)
-		jwt = k8s.Issue(w.t, testenv.ServiceAccount{Namespace: "apps", Name: "acme"}, testenv.TokenOptions{Audiences: []string{"vault"}})
+		if jwt != "" {
+			k8s.DeleteServiceAccount(w.t, "apps", "acme")
+		}
+		k8s.ServiceAccount(w.t, "apps", "acme")
+		jwt = k8s.TokenRequest(w.t, "apps", "acme", "vault", time.Hour)
 		if err := os.WriteFile(file, []byte(jwt), 0o600); err != nil {
 			w.t.Fatal(err)
 		}

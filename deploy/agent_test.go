@@ -227,8 +227,8 @@ const renderSlack = 3 * time.Second
 func TestVaultAgentRendersRotatedToken(t *testing.T) {
 	bin := testenv.RequireVault(t)
 	v := testenv.StartVault(t)
-	k8s := testenv.StartKubeAPI(t)
-	runSetup(t, v, "KUBERNETES_HOST="+k8s.URL, "KUBERNETES_CA_CERT="+writeFile(t, "ca.crt", k8s.CACertPEM))
+	k8s, kubeEnv := startKube(t)
+	runSetup(t, v, kubeEnv...)
 	auditLog := filepath.Join(t.TempDir(), "audit.log")
 	if err := v.Client.Sys().EnableAuditWithOptions("file", &api.EnableAuditOptions{
 		Type: "file", Options: map[string]string{"file_path": auditLog},
@@ -273,8 +273,7 @@ func TestVaultAgentRendersRotatedToken(t *testing.T) {
 
 	// agent.hcl as shipped, its paths moved into a temporary directory.
 	dir := t.TempDir()
-	app := testenv.ServiceAccount{Namespace: "default", Name: "stora-client"}
-	jwt := writeFile(t, "token", k8s.Issue(t, app, testenv.TokenOptions{Audiences: []string{"vault"}}))
+	jwt := writeFile(t, "token", saToken(t, k8s, "default", "stora-client", "vault"))
 	tmpl, err := filepath.Abs("vault-agent/access-token.ctmpl")
 	if err != nil {
 		t.Fatal(err)
@@ -350,9 +349,9 @@ func TestVaultAgentRendersRotatedToken(t *testing.T) {
 	first := waitFor("", current, 30*time.Second)
 	t.Logf("first render %s after the agent started", first.Round(time.Millisecond))
 	checkMode()
-	reviews := k8s.Reviews()
-	if len(reviews) == 0 || !reviews[len(reviews)-1].Authenticated || reviews[len(reviews)-1].User != app.Username() {
-		t.Errorf("TokenReviews %+v: want the agent's kubernetes login as %s", reviews, app.Username())
+	reviews := k8s.Reviews(t)
+	if app := username("default", "stora-client"); len(reviews) == 0 || !reviews[len(reviews)-1].Authenticated || reviews[len(reviews)-1].User != app {
+		t.Errorf("TokenReviews %+v: want the agent's kubernetes login as %s", reviews, app)
 	}
 
 	const rotations = 6
@@ -398,7 +397,7 @@ func TestVaultAgentRendersRotatedToken(t *testing.T) {
 	}
 
 	// What the agent asked of Vault, from the audit log.
-	reads, others := agentRequests(t, auditLog, app)
+	reads, others := agentRequests(t, auditLog, "default", "stora-client")
 	if len(reads) < 3 {
 		t.Fatalf("%d reads of secret/data/%s by the agent", len(reads), agentOutput)
 	}
@@ -421,10 +420,10 @@ func TestVaultAgentRendersRotatedToken(t *testing.T) {
 // agentRequests reads Vault's file audit log and returns the times of the agent's reads of the
 // output secret, and how many of each other request it made. The agent's requests are those made
 // with a token from the kubernetes login as sa, and the login itself.
-func agentRequests(t *testing.T, auditLog string, sa testenv.ServiceAccount) (reads []time.Time, others map[string]int) {
+func agentRequests(t *testing.T, auditLog, namespace, serviceAccount string) (reads []time.Time, others map[string]int) {
 	t.Helper()
 	others = map[string]int{}
-	name := "kubernetes-" + sa.Namespace + "-" + sa.Name
+	name := "kubernetes-" + namespace + "-" + serviceAccount
 	for line := range strings.Lines(string(readFile(t, auditLog))) {
 		var e struct {
 			Type string    `json:"type"`

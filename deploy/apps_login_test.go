@@ -23,21 +23,20 @@ func TestDocsAppLogin(t *testing.T) {
 		t.Fatalf("docs/apps.md's Go snippet no longer shows %s", docsAppLogin)
 	}
 	v := testenv.StartVault(t)
-	k8s := testenv.StartKubeAPI(t)
-	runSetup(t, v, "KUBERNETES_HOST="+k8s.URL, "KUBERNETES_CA_CERT="+writeFile(t, "ca.crt", k8s.CACertPEM))
+	k8s, kubeEnv := startKube(t)
+	runSetup(t, v, kubeEnv...)
 	ctx := context.Background()
 	expires := time.Now().Add(2 * time.Hour).UTC().Truncate(time.Second)
 	if _, err := v.Client.KVv2("secret").Put(ctx, "apps/acme", map[string]any{
 		"access_token": "app-token", "token_type": "Bearer", "expires_at": expires.Format(time.RFC3339)}); err != nil {
 		t.Fatal(err)
 	}
-	sa := testenv.ServiceAccount{Namespace: "default", Name: "stora-client"}
-	open := func(audiences []string) (*apptoken.Source, error) {
-		jwt := writeFile(t, "token", k8s.Issue(t, sa, testenv.TokenOptions{Audiences: audiences, TTL: time.Hour}))
+	open := func(audience string) (*apptoken.Source, error) {
+		jwt := writeFile(t, "token", saToken(t, k8s, "default", "stora-client", audience))
 		return apptoken.Open(ctx, apptoken.Options{Address: v.Addr, Path: "apps/acme",
 			Login: &apptoken.Login{Method: apptoken.MethodKubernetes, Role: "token-rotator-apps", JWTFile: jwt}})
 	}
-	src, err := open([]string{"vault"})
+	src, err := open("vault")
 	if err != nil {
 		t.Fatalf("docs/apps.md's login: %v", err)
 	}
@@ -45,7 +44,7 @@ func TestDocsAppLogin(t *testing.T) {
 	if err != nil || tok.AccessToken != "app-token" || !tok.Expiry.Equal(expires) {
 		t.Fatalf("docs/apps.md's login: got the stored token %v (%v); want it, expiring at %v", tok != nil && tok.AccessToken == "app-token" && tok.Expiry.Equal(expires), err, expires)
 	}
-	if _, err := open(nil); err == nil || !strings.Contains(err.Error(), "audience") {
+	if _, err := open(""); err == nil || !strings.Contains(err.Error(), "audience") {
 		t.Errorf("a token for the API server's audience: %v; want Vault's refusal naming the audience", err)
 	}
 }

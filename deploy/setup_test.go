@@ -24,13 +24,13 @@ import (
 // says nothing was written, and Vault's auth methods, mounts and policies are as they were.
 func TestSetupChecksBeforeWriting(t *testing.T) {
 	v := testenv.StartVault(t)
-	k8s := testenv.StartKubeAPI(t)
+	k8s := testenv.StartKube(t, testenv.KubeOptions{})
 	if err := v.Client.Sys().Unmount("secret"); err != nil {
 		t.Fatal(err)
 	}
 	ca := writeFile(t, "ca.crt", k8s.CACertPEM)
 	good := append(setupEnv(t, v), "KUBERNETES_HOST="+k8s.URL, "KUBERNETES_CA_CERT="+ca, "APPROLE=true")
-	jwt := k8s.Issue(t, testenv.ServiceAccount{Namespace: "vault", Name: "vault-auth"}, testenv.TokenOptions{TTL: 24 * time.Hour})
+	jwt := saToken(t, k8s, "vault", "vault-auth", "")
 
 	// A token that may do every write but enable an auth method (no sudo on sys/auth/kubernetes):
 	// the script as it was wrote the mount and the policies with it, then stopped.
@@ -160,7 +160,7 @@ path "auth/approle/role/token-rotator"         { capabilities = ["create", "upda
 // is refused.
 func TestSetupWithLeastToken(t *testing.T) {
 	v := testenv.StartVault(t)
-	k8s := testenv.StartKubeAPI(t)
+	k8s := testenv.StartKube(t, testenv.KubeOptions{})
 	if err := v.Client.Sys().Unmount("secret"); err != nil {
 		t.Fatal(err)
 	}
@@ -185,13 +185,20 @@ func TestSetupWithLeastToken(t *testing.T) {
 // for `vault` is then refused by the apps' role, and the job's role still binds AUDIENCE.
 func TestSetupAppAudience(t *testing.T) {
 	v := testenv.StartVault(t)
-	k8s := testenv.StartKubeAPI(t)
-	runSetup(t, v, "KUBERNETES_HOST="+k8s.URL, "KUBERNETES_CA_CERT="+writeFile(t, "ca.crt", k8s.CACertPEM),
-		"APP_AUDIENCE="+k8s.Issuer)
+	k8s, kubeEnv := startKube(t)
+	runSetup(t, v, append(kubeEnv, "APP_AUDIENCE="+k8s.Issuer)...)
 	seed(t, v)
 	ctx := context.Background()
-	app := testenv.ServiceAccount{Namespace: "default", Name: "stora-client"}
-	apiAudience := testenv.TokenOptions{} // no audience asked for: the API server's, k8s.Issuer
+	k8s.ServiceAccount(t, "default", "stora-client")
+	k8s.ServiceAccount(t, "token-rotator", "token-rotator")
+	// No audience asked for: the API server's own, k8s.Issuer. VSO's default tokenExpirationSeconds
+	// is 10 minutes, the least TokenRequest grants.
+	appToken := func(audience string) string {
+		return k8s.TokenRequest(t, "default", "stora-client", audience, 10*time.Minute)
+	}
+	jobToken := func(audience string) string {
+		return k8s.TokenRequest(t, "token-rotator", "token-rotator", audience, time.Hour)
+	}
 
 	readOutput := func(t *testing.T, token string) {
 		t.Helper()
@@ -211,8 +218,8 @@ func TestSetupAppAudience(t *testing.T) {
 			t.Errorf("read stora/acme: %v, want 403", err)
 		}
 	}
-	login := func(role string, sa testenv.ServiceAccount, opts testenv.TokenOptions) (*api.Secret, error) {
-		return v.Client.Logical().Write("auth/kubernetes/login", map[string]any{"role": role, "jwt": k8s.Issue(t, sa, opts)})
+	login := func(role, jwt string) (*api.Secret, error) {
+		return v.Client.Logical().Write("auth/kubernetes/login", map[string]any{"role": role, "jwt": jwt})
 	}
 
 	t.Run("Vault Agent, automounted token", func(t *testing.T) {
@@ -231,7 +238,7 @@ auto_auth {
     config = { path = %q }
   }
 }
-`, writeFile(t, "token", k8s.Issue(t, app, apiAudience)), sink))
+`, writeFile(t, "token", appToken("")), sink))
 		ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, testenv.RequireVault(t), "agent", "-config="+cfg)
@@ -247,7 +254,7 @@ auto_auth {
 	})
 
 	t.Run("VSO, VaultAuth without audiences", func(t *testing.T) {
-		s, err := login("token-rotator-apps", app, testenv.TokenOptions{TTL: 10 * time.Minute}) // VSO's default tokenExpirationSeconds
+		s, err := login("token-rotator-apps", appToken(""))
 		if err != nil {
 			t.Fatalf("login: %v", err)
 		}
@@ -255,14 +262,13 @@ auto_auth {
 	})
 
 	t.Run("the role binds APP_AUDIENCE alone", func(t *testing.T) {
-		if _, err := login("token-rotator-apps", app, testenv.TokenOptions{Audiences: []string{"vault"}}); err == nil || !strings.Contains(err.Error(), "invalid audience") {
+		if _, err := login("token-rotator-apps", appToken("vault")); err == nil || !strings.Contains(err.Error(), "invalid audience") {
 			t.Errorf("an app's token for vault: %v, want invalid audience", err)
 		}
-		job := testenv.ServiceAccount{Namespace: "token-rotator", Name: "token-rotator"}
-		if _, err := login("token-rotator", job, apiAudience); err == nil || !strings.Contains(err.Error(), "invalid audience") {
+		if _, err := login("token-rotator", jobToken("")); err == nil || !strings.Contains(err.Error(), "invalid audience") {
 			t.Errorf("the job's token for the API server: %v, want invalid audience (the job's role binds AUDIENCE, vault)", err)
 		}
-		if _, err := login("token-rotator", job, testenv.TokenOptions{Audiences: []string{"vault"}}); err != nil {
+		if _, err := login("token-rotator", jobToken("vault")); err != nil {
 			t.Errorf("the job's token for vault: %v", err)
 		}
 	})

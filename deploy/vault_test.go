@@ -368,33 +368,48 @@ func TestShippedConfigRotatesWithJobPolicy(t *testing.T) {
 }
 
 // TestKubernetesAuth logs in the way the pods do: Vault's kubernetes auth method, configured and
-// given its roles by vault/setup.sh, checks the service account JWT with a TokenReview API served by
-// the test (over TLS, with the CA setup.sh hands to Vault), and the project's vault.Open logs in
-// with the JWT from a file, as from the projected token in the pod.
+// given its roles by vault/setup.sh, checks the service account JWT with the TokenReview API of a
+// real kube-apiserver (over TLS, with the CA setup.sh hands to Vault), and the project's vault.Open
+// logs in with the JWT from a file, as from the projected token in the pod. The API server's audit
+// log shows the reviews.
 func TestKubernetesAuth(t *testing.T) {
-	for _, reviewer := range []bool{false, true} {
-		name := "client JWT as reviewer"
-		if reviewer {
-			name = "token_reviewer_jwt"
-		}
-		t.Run(name, func(t *testing.T) { testKubernetesAuth(t, reviewer) })
+	k8s := testenv.StartKube(t, testenv.KubeOptions{})
+	t.Run("token_reviewer_jwt", func(t *testing.T) { testKubernetesAuth(t, k8s) })
+	t.Run("client JWT as reviewer", func(t *testing.T) { testClientJWTReviewer(t, k8s) })
+}
+
+// testClientJWTReviewer: without TOKEN_REVIEWER_JWT_FILE Vault calls TokenReview with the JWT
+// being logged in with. The API server authenticates a caller only with a token for its own
+// audiences (--api-audiences), and the job's projected token is for vault: the API server refuses
+// Vault's call (401) even with deploy/auth-delegator.yaml applied, and the login is refused.
+func testClientJWTReviewer(t *testing.T, k8s *testenv.Kube) {
+	v := testenv.StartVault(t)
+	runSetup(t, v, "KUBERNETES_HOST="+k8s.URL, "KUBERNETES_CA_CERT="+writeFile(t, "ca.crt", k8s.CACertPEM))
+	k8s.Apply(t, readFile(t, "auth-delegator.yaml"), "")
+	jwt := saToken(t, k8s, "token-rotator", "token-rotator", "vault")
+	before := len(k8s.Reviews(t))
+	_, err := vault.Open(context.Background(), config.Vault{
+		Address: v.Addr, KVMount: "secret",
+		Auth: config.Auth{Method: config.AuthKubernetes, Role: "token-rotator", Mount: "kubernetes", JWTFile: writeFile(t, "token", jwt)},
+	})
+	if err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("login with the job's token for vault as its own reviewer: %v, want refused", err)
+	}
+	t.Logf("%s", strings.Join(strings.Fields(err.Error()), " "))
+	reviews := k8s.Reviews(t)[before:]
+	if len(reviews) != 1 || reviews[0].Code != http.StatusUnauthorized || reviews[0].Bearer != "" {
+		t.Errorf("TokenReviews %+v: want one, refused 401 for its bearer's audience", reviews)
 	}
 }
 
-func testKubernetesAuth(t *testing.T, withReviewer bool) {
+func testKubernetesAuth(t *testing.T, k8s *testenv.Kube) {
 	v := testenv.StartVault(t)
-	k8s := testenv.StartKubeAPI(t)
-	env := []string{"KUBERNETES_HOST=" + k8s.URL, "KUBERNETES_CA_CERT=" + writeFile(t, "ca.crt", k8s.CACertPEM)}
-	if withReviewer {
-		vaultSA := testenv.ServiceAccount{Namespace: "vault", Name: "vault-auth"}
-		env = append(env, "TOKEN_REVIEWER_JWT_FILE="+writeFile(t, "reviewer.jwt", k8s.Issue(t, vaultSA, testenv.TokenOptions{TTL: 24 * time.Hour})))
-	}
-	runSetup(t, v, env...)
+	runSetup(t, v, reviewerEnv(t, k8s)...)
 	seed(t, v)
 	ctx := context.Background()
 
-	job := testenv.ServiceAccount{Namespace: "token-rotator", Name: "token-rotator"}
-	forVault := testenv.TokenOptions{Audiences: []string{"vault"}}
+	jobUser := username("token-rotator", "token-rotator")
+	jobToken := func(audience string) string { return saToken(t, k8s, "token-rotator", "token-rotator", audience) }
 	open := func(role, jwt string) (*vault.Store, error) {
 		return vault.Open(ctx, config.Vault{
 			Address: v.Addr, KVMount: "secret",
@@ -403,14 +418,13 @@ func testKubernetesAuth(t *testing.T, withReviewer bool) {
 	}
 
 	t.Run("job", func(t *testing.T) {
-		jwt := k8s.Issue(t, job, forVault)
-		store, err := open("token-rotator", jwt)
+		store, err := open("token-rotator", jobToken("vault"))
 		if err != nil {
 			t.Fatalf("login: %v", err)
 		}
-		last := k8s.Reviews()[len(k8s.Reviews())-1]
-		if !last.Authenticated || last.User != job.Username() {
-			t.Errorf("last TokenReview %+v, want %s authenticated", last, job.Username())
+		reviews := k8s.Reviews(t)
+		if last := reviews[len(reviews)-1]; !last.Authenticated || last.User != jobUser {
+			t.Errorf("last TokenReview %+v, want %s authenticated", last, jobUser)
 		}
 		// The token holds the token-rotator policy: the job's pre-flight passes on what it
 		// writes, and stops at what only the policy's absence would allow.
@@ -434,8 +448,7 @@ func testKubernetesAuth(t *testing.T, withReviewer bool) {
 	})
 
 	t.Run("app", func(t *testing.T) {
-		app := testenv.ServiceAccount{Namespace: "default", Name: "stora-client"}
-		store, err := open("token-rotator-apps", k8s.Issue(t, app, forVault))
+		store, err := open("token-rotator-apps", saToken(t, k8s, "default", "stora-client", "vault"))
 		if err != nil {
 			t.Fatalf("login: %v", err)
 		}
@@ -449,31 +462,37 @@ func testKubernetesAuth(t *testing.T, withReviewer bool) {
 			t.Error("Writable(apps/acme): allowed for an app")
 		}
 		// An app's service account cannot take the job's role.
-		if _, err := open("token-rotator", k8s.Issue(t, app, forVault)); err == nil {
+		if _, err := open("token-rotator", saToken(t, k8s, "default", "stora-client", "vault")); err == nil {
 			t.Error("an app's service account logged in as token-rotator")
 		}
 	})
 
 	// Every refusal is a 403 from the login, named as such, without the JWT. Those the claims
 	// settle are refused by Vault before it asks the cluster; the others by TokenReview.
-	revoked := k8s.Issue(t, job, forVault)
-	k8s.Revoke(revoked)
+	// Revoked: the job's service account deleted (and made again: a new UID), as deleting a pod
+	// revokes its projected token.
+	revoked := jobToken("vault")
+	k8s.DeleteServiceAccount(t, "token-rotator", "token-rotator")
+	k8s.ServiceAccount(t, "token-rotator", "token-rotator")
+	// Expired: TokenRequest grants no less than 10 minutes, so the token is signed here with the
+	// API server's own key and issuer, exp a minute ago.
+	expired := k8s.SignToken(t, k8s.ServiceAccountClaims(t, "token-rotator", "token-rotator", "vault", time.Now().Add(-time.Minute)))
 	for _, c := range []struct {
 		name     string
 		jwt      string
 		reviewed bool   // refused by TokenReview, not by Vault's own checks of the claims
 		want     string // in the error
 	}{
-		{"a JWT the cluster never issued", k8s.Forge(t, job, forVault), true, "permission denied"},
-		{"a revoked JWT (its pod or service account deleted)", revoked, true, "permission denied"},
-		{"an expired JWT", k8s.Issue(t, job, testenv.TokenOptions{Audiences: []string{"vault"}, TTL: -time.Minute}), false, "token is expired"},
-		{"a JWT for the Kubernetes API, not Vault", k8s.Issue(t, job, testenv.TokenOptions{}), false, "invalid audience"},
-		{"a legacy secret-based JWT (no audience)", k8s.Issue(t, job, testenv.TokenOptions{Legacy: true}), false, "invalid audience"},
-		{"the right name in another namespace", k8s.Issue(t, testenv.ServiceAccount{Namespace: "default", Name: "token-rotator"}, forVault), false, "namespace not authorized"},
-		{"another service account", k8s.Issue(t, testenv.ServiceAccount{Namespace: "token-rotator", Name: "default"}, forVault), false, "service account name not authorized"},
+		{"a JWT the cluster never issued (another issuer's key)", k8s.ForgeToken(t, k8s.ServiceAccountClaims(t, "token-rotator", "token-rotator", "vault", time.Now().Add(time.Hour))), true, "permission denied"},
+		{"a revoked JWT (its service account deleted)", revoked, true, "permission denied"},
+		{"an expired JWT", expired, false, "token is expired"},
+		{"a JWT for the Kubernetes API, not Vault", jobToken(""), false, "invalid audience"},
+		{"a legacy secret-based JWT (no audience)", k8s.LegacyToken(t, "token-rotator", "token-rotator"), false, "invalid audience"},
+		{"the right name in another namespace", saToken(t, k8s, "default", "token-rotator", "vault"), false, "namespace not authorized"},
+		{"another service account", saToken(t, k8s, "token-rotator", "default", "vault"), false, "service account name not authorized"},
 	} {
 		t.Run("refused/"+c.name, func(t *testing.T) {
-			before := len(k8s.Reviews())
+			before := len(k8s.Reviews(t))
 			_, err := open("token-rotator", c.jwt)
 			if err == nil {
 				t.Fatal("logged in")
@@ -485,7 +504,7 @@ func testKubernetesAuth(t *testing.T, withReviewer bool) {
 			if strings.Contains(msg, c.jwt) || strings.Contains(msg, strings.Split(c.jwt, ".")[1]) {
 				t.Error("the error holds the JWT")
 			}
-			reviews := k8s.Reviews()[before:]
+			reviews := k8s.Reviews(t)[before:]
 			for _, r := range reviews {
 				if r.Authenticated {
 					t.Errorf("TokenReview authenticated %s", r.User)
@@ -494,18 +513,21 @@ func testKubernetesAuth(t *testing.T, withReviewer bool) {
 			if c.reviewed != (len(reviews) > 0) {
 				t.Errorf("%d TokenReview requests, want them only for tokens Vault cannot judge by their claims", len(reviews))
 			}
-			if c.reviewed && withReviewer && (len(reviews) != 1 || reviews[0].Bearer != "system:serviceaccount:vault:vault-auth") {
+			if c.reviewed && (len(reviews) != 1 || reviews[0].Bearer != "system:serviceaccount:vault:vault-auth") {
 				t.Errorf("reviews %+v: want one, made with token_reviewer_jwt", reviews)
 			}
 			t.Logf("%s", strings.Join(strings.Fields(msg), " "))
 		})
 	}
+	// The expired token is refused by Vault on its exp alone; the API server refuses it too.
+	if st := k8s.TokenReview(t, expired, "vault"); st.Authenticated {
+		t.Error("the API server authenticated the expired token")
+	}
 
 	// A long-running daemon whose Vault token is revoked logs in again with the JWT file as it is
 	// now (the kubelet rotates the projected token).
 	t.Run("login again with the rotated JWT", func(t *testing.T) {
-		old := k8s.Issue(t, job, forVault)
-		file := writeFile(t, "token", old)
+		file := writeFile(t, "token", jobToken("vault"))
 		store, err := vault.Open(ctx, config.Vault{
 			Address: v.Addr, KVMount: "secret",
 			Auth: config.Auth{Method: config.AuthKubernetes, Role: "token-rotator", Mount: "kubernetes", JWTFile: file},
@@ -513,10 +535,11 @@ func testKubernetesAuth(t *testing.T, withReviewer bool) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(file, []byte(k8s.Issue(t, job, forVault)), 0o600); err != nil {
+		// The old JWT revoked: its service account deleted and made again.
+		k8s.DeleteServiceAccount(t, "token-rotator", "token-rotator")
+		if err := os.WriteFile(file, []byte(jobToken("vault")), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		k8s.Revoke(old)
 		if err := v.Client.Sys().RevokePrefix("auth/kubernetes/login"); err != nil {
 			t.Fatal(err)
 		}
@@ -619,25 +642,24 @@ func keys(m map[string]any) []string {
 // service account and audience: its token logs in, the default name's is refused.
 func TestSetupBindsAnotherServiceAccount(t *testing.T) {
 	v := testenv.StartVault(t)
-	k8s := testenv.StartKubeAPI(t)
-	runSetup(t, v, "KUBERNETES_HOST="+k8s.URL, "KUBERNETES_CA_CERT="+writeFile(t, "ca.crt", k8s.CACertPEM),
-		"NAMESPACE=tools", "SERVICE_ACCOUNT=rotator-token-rotator", "AUDIENCE=https://vault.example")
+	k8s, kubeEnv := startKube(t)
+	runSetup(t, v, append(kubeEnv, "NAMESPACE=tools", "SERVICE_ACCOUNT=rotator-token-rotator", "AUDIENCE=https://vault.example")...)
 	seed(t, v)
-	login := func(sa testenv.ServiceAccount, audience string) error {
-		jwt := k8s.Issue(t, sa, testenv.TokenOptions{Audiences: []string{audience}})
+	login := func(serviceAccount, audience string) error {
+		jwt := saToken(t, k8s, "tools", serviceAccount, audience)
 		_, err := vault.Open(context.Background(), config.Vault{
 			Address: v.Addr, KVMount: "secret",
 			Auth: config.Auth{Method: config.AuthKubernetes, Role: "token-rotator", Mount: "kubernetes", JWTFile: writeFile(t, "token", jwt)},
 		})
 		return err
 	}
-	if err := login(testenv.ServiceAccount{Namespace: "tools", Name: "rotator-token-rotator"}, "https://vault.example"); err != nil {
+	if err := login("rotator-token-rotator", "https://vault.example"); err != nil {
 		t.Errorf("the named service account with the named audience: %v", err)
 	}
-	if err := login(testenv.ServiceAccount{Namespace: "tools", Name: "token-rotator"}, "https://vault.example"); err == nil {
+	if err := login("token-rotator", "https://vault.example"); err == nil {
 		t.Error("the default service account name logged in: the role binds more than SERVICE_ACCOUNT")
 	}
-	if err := login(testenv.ServiceAccount{Namespace: "tools", Name: "rotator-token-rotator"}, "vault"); err == nil {
+	if err := login("rotator-token-rotator", "vault"); err == nil {
 		t.Error("audience vault logged in: the role binds more than AUDIENCE")
 	}
 }

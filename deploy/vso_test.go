@@ -300,7 +300,7 @@ func TestVSOStrictDecodingRejects(t *testing.T) {
 }
 
 // TestVSOExampleLogsIn makes the Vault calls VSO makes for the example, against a real Vault set
-// up by setup.sh, with Kubernetes' TokenReview served by the test: a service account token for the
+// up by setup.sh and a real kube-apiserver: a service account token from TokenRequest for the
 // VaultAuth's service account and audiences (VSO asks the API server for one), a login at the
 // VaultAuth's mount with its role, and a KV v2 read of the VaultStaticSecret's mount and path.
 // The read returns acme's access token. A token of the API server's default audience, what VSO
@@ -309,14 +309,22 @@ func TestVSOStrictDecodingRejects(t *testing.T) {
 func TestVSOExampleLogsIn(t *testing.T) {
 	ex := loadVSOExample(t)
 	v := testenv.StartVault(t)
-	k8s := testenv.StartKubeAPI(t)
-	runSetup(t, v, "KUBERNETES_HOST="+k8s.URL, "KUBERNETES_CA_CERT="+writeFile(t, "ca.crt", k8s.CACertPEM))
+	k8s, kubeEnv := startKube(t)
+	runSetup(t, v, kubeEnv...)
 	seed(t, v)
 	a, vss := ex.auth.Spec, ex.secret.Spec
-	sa := testenv.ServiceAccount{Namespace: ex.auth.Namespace, Name: a.Kubernetes.ServiceAccount}
+	k8s.ServiceAccount(t, ex.auth.Namespace, a.Kubernetes.ServiceAccount)
 
 	login := func(audiences []string) (*api.Client, error) {
-		jwt := k8s.Issue(t, sa, testenv.TokenOptions{Audiences: audiences, TTL: 10 * time.Minute}) // VSO's default tokenExpirationSeconds
+		audience := ""
+		switch len(audiences) {
+		case 0:
+		case 1:
+			audience = audiences[0]
+		default:
+			t.Fatalf("VaultAuth audiences %q: the test asks for one", audiences)
+		}
+		jwt := k8s.TokenRequest(t, ex.auth.Namespace, a.Kubernetes.ServiceAccount, audience, 10*time.Minute) // VSO's default tokenExpirationSeconds
 		s, err := v.Client.Logical().Write("auth/"+a.Mount+"/login", map[string]any{"role": a.Kubernetes.Role, "jwt": jwt})
 		if err != nil {
 			return nil, err

@@ -100,8 +100,10 @@ type Kube struct {
 	// Kubeconfig is the path of a kubeconfig file for AdminToken (the controller manager's).
 	Kubeconfig string
 
-	client *http.Client
-	procs  []*kubeProc
+	client   *http.Client
+	procs    []*kubeProc
+	saKey    *rsa.PrivateKey // signs service account tokens (--service-account-signing-key-file)
+	auditLog string          // the API server's audit log of TokenReview requests
 
 	discoveryMu sync.Mutex
 	discovery   map[string]*metav1.APIResourceList // by group/version; nil: not served
@@ -141,8 +143,10 @@ func StartKube(tb testing.TB, opts KubeOptions) *Kube {
 	etcdData := tb.TempDir()
 
 	caPEM, certFile, keyFile := kubeServingCert(tb, dir)
-	saKey, saPub := kubeServiceAccountKeys(tb, dir)
+	saKeyFile, saPub, saKey := kubeServiceAccountKeys(tb, dir)
 	k := &Kube{
+		saKey:      saKey,
+		auditLog:   filepath.Join(dir, "audit.log"),
 		CACertPEM:  caPEM,
 		CACertFile: filepath.Join(dir, "ca.pem"),
 		AdminToken: randomHex(tb, 32),
@@ -156,6 +160,8 @@ func StartKube(tb testing.TB, opts KubeOptions) *Kube {
 		Timeout:   30 * time.Second,
 		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}},
 	}
+	auditPolicy := filepath.Join(dir, "audit-policy.yaml")
+	writeFile(tb, auditPolicy, kubeAuditPolicy)
 	tokens := filepath.Join(dir, "tokens.csv")
 	writeFile(tb, tokens, fmt.Sprintf("%s,%s,%s,\"system:masters\"\n", k.AdminToken, k.AdminUser, k.AdminUser))
 
@@ -209,11 +215,14 @@ func StartKube(tb testing.TB, opts KubeOptions) *Kube {
 		"--authorization-mode=Node,RBAC",
 		"--service-account-issuer=" + k.Issuer,
 		"--service-account-key-file=" + saPub,
-		"--service-account-signing-key-file=" + saKey,
+		"--service-account-signing-key-file=" + saKeyFile,
 		"--api-audiences=" + k.Issuer,
 		"--service-cluster-ip-range=10.0.0.0/24",
 		"--allow-privileged=true",
 		"--profiling=false",
+		"--audit-policy-file=" + auditPolicy,
+		"--audit-log-path=" + k.auditLog,
+		"--audit-log-mode=blocking",
 	}
 	k.startProc(tb, filepath.Join(bins, "kube-apiserver"), dir, append(apiArgs, opts.APIServerArgs...)...)
 
@@ -253,7 +262,7 @@ current-context: test
 	writeFile(tb, k.Kubeconfig, kubeconfig)
 	cmArgs := []string{
 		"--kubeconfig=" + k.Kubeconfig,
-		"--service-account-private-key-file=" + saKey,
+		"--service-account-private-key-file=" + saKeyFile,
 		"--root-ca-file=" + k.CACertFile,
 		"--leader-elect=false",
 		"--controllers=*",
@@ -366,8 +375,8 @@ func kubeServingCert(tb testing.TB, dir string) (caPEM, certFile, keyFile string
 }
 
 // kubeServiceAccountKeys makes the key pair service account tokens are signed with: RSA 2048, as
-// envtest makes it. It returns the paths of the private key and the public key.
-func kubeServiceAccountKeys(tb testing.TB, dir string) (key, pub string) {
+// envtest makes it. It returns the paths of the private key and the public key, and the key.
+func kubeServiceAccountKeys(tb testing.TB, dir string) (keyFile, pub string, key *rsa.PrivateKey) {
 	tb.Helper()
 	k, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -378,7 +387,7 @@ func kubeServiceAccountKeys(tb testing.TB, dir string) (key, pub string) {
 		tb.Fatal(err)
 	}
 	return writePEM(tb, dir, "sa.key", "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(k)),
-		writePEM(tb, dir, "sa.pub", "PUBLIC KEY", pubDER)
+		writePEM(tb, dir, "sa.pub", "PUBLIC KEY", pubDER), k
 }
 
 func randomHex(tb testing.TB, n int) string {
