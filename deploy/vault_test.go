@@ -400,6 +400,23 @@ func testClientJWTReviewer(t *testing.T, k8s *testenv.Kube) {
 	if len(reviews) != 1 || reviews[0].Code != http.StatusUnauthorized || reviews[0].Bearer != "" {
 		t.Errorf("TokenReviews %+v: want one, refused 401 for its bearer's audience", reviews)
 	}
+
+	// What does work without a reviewer JWT: the job's token for the API server's own audience
+	// (setup.sh's AUDIENCE and the projected token's set to it), with auth-delegator bound.
+	v2 := testenv.StartVault(t)
+	runSetup(t, v2, "KUBERNETES_HOST="+k8s.URL, "KUBERNETES_CA_CERT="+writeFile(t, "ca2.crt", k8s.CACertPEM), "AUDIENCE="+k8s.Issuer)
+	seed(t, v2)
+	store, err := vault.Open(context.Background(), config.Vault{
+		Address: v2.Addr, KVMount: "secret",
+		Auth: config.Auth{Method: config.AuthKubernetes, Role: "token-rotator", Mount: "kubernetes",
+			JWTFile: writeFile(t, "token-api", saToken(t, k8s, "token-rotator", "token-rotator", k8s.Issuer))},
+	})
+	if err != nil {
+		t.Fatalf("login with the job's token for the API server's audience as its own reviewer: %v", err)
+	}
+	if _, err := store.Read(context.Background(), "stora/acme"); err != nil {
+		t.Errorf("read after that login: %v", err)
+	}
 }
 
 func testKubernetesAuth(t *testing.T, k8s *testenv.Kube) {
