@@ -12,11 +12,15 @@
 #   KUBERNETES_HOST      the Kubernetes API server, as Vault reaches it (required for kubernetes
 #                        auth; leave it unset to skip that part)
 #   KUBERNETES_CA_CERT   a file with the CA certificate of that API server (PEM)
-#   TOKEN_REVIEWER_JWT_FILE  optional: a file with a long-lived token of a service account bound to
-#                        system:auth-delegator, which Vault uses to call TokenReview. Without it,
-#                        Vault calls TokenReview with the JWT of whoever logs in: then bind
-#                        token-rotator (and the apps' service accounts) to system:auth-delegator
-#                        (deploy/auth-delegator.yaml).
+#   TOKEN_REVIEWER_JWT_FILE  a file with a long-lived token of a service account bound to
+#                        system:auth-delegator, which Vault uses to call TokenReview: set it (or run
+#                        Vault in the cluster, below). Without it, Vault calls TokenReview with the
+#                        JWT of whoever logs in, which the API server accepts only when that JWT
+#                        is for the API server's own audience: a token for `vault` is refused. That
+#                        works only with AUDIENCE set to the API server's audience (and the
+#                        projected token's, and APP_AUDIENCE likewise) and token-rotator bound to
+#                        system:auth-delegator (deploy/auth-delegator.yaml); such a token is also
+#                        good against the Kubernetes API.
 #   NAMESPACE            token-rotator's namespace (default token-rotator; kustomization.yaml's)
 #   SERVICE_ACCOUNT      token-rotator's service account (default token-rotator; the Helm chart's
 #                        NOTES print the one it made)
