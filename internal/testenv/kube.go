@@ -474,9 +474,9 @@ func (k *Kube) Do(tb testing.TB, method, path string, body, out any) int {
 // unknown or duplicate field fails the test. A namespaced object goes into namespace when it is
 // not "" (metadata.namespace is set to it; references to namespaces inside the object, as a
 // RoleBinding's subjects, are left as written), else into its own metadata.namespace, else into
-// default. The resource path comes from the API server's discovery; an object of a group the
-// server does not serve (monitoring.coreos.com's ServiceMonitor and PrometheusRule without the
-// Prometheus Operator's CRDs) is skipped with a note in the test log.
+// default. The resource path comes from the API server's discovery. An object of a version the
+// server does not serve fails the test, but for monitoring.coreos.com's (ServiceMonitor and
+// PrometheusRule: the Prometheus Operator's CRDs are not installed), skipped with a note.
 func (k *Kube) Apply(tb testing.TB, yamlDocs []byte, namespace string) {
 	tb.Helper()
 	for i, doc := range splitYAML(yamlDocs) {
@@ -495,9 +495,12 @@ func (k *Kube) Apply(tb testing.TB, yamlDocs []byte, namespace string) {
 			tb.Fatalf("document %d has no apiVersion, kind or metadata.name:\n%s", i, doc)
 		}
 		res, ok := k.resource(tb, apiVersion, kind)
-		if !ok {
-			tb.Logf("apply: skipped %s %s: the API server does not serve %s (its CRD is not installed)", kind, name, apiVersion)
+		switch {
+		case !ok && strings.HasPrefix(apiVersion, "monitoring.coreos.com/"):
+			tb.Logf("apply: skipped %s %s: the API server does not serve %s (the Prometheus Operator's CRDs are not installed)", kind, name, apiVersion)
 			continue
+		case !ok:
+			tb.Fatalf("apply: the API server does not serve %s (%s %s): a misspelt apiVersion?", apiVersion, kind, name)
 		}
 		prefix := "/api/"
 		if strings.Contains(apiVersion, "/") {
