@@ -60,9 +60,14 @@ func (k *Kube) ServiceAccount(tb testing.TB, namespace, name string) string {
 // from then on, even once a service account of the same name is made again.
 func (k *Kube) DeleteServiceAccount(tb testing.TB, namespace, name string) {
 	tb.Helper()
+	// The API server checks a bound token's service account in an informer's cache, which learns
+	// of the deletion a moment later: wait until a token of it no longer authenticates, so that
+	// the caller sees what a cluster shows once the deletion has taken.
+	probe := k.TokenRequest(tb, namespace, name, "", 0)
 	if status := k.Do(tb, http.MethodDelete, saPath(namespace, name), nil, nil); status != http.StatusOK {
 		tb.Fatalf("delete service account %s/%s: status %d", namespace, name, status)
 	}
+	k.WaitFor(tb, 15*time.Second, func() bool { return !k.TokenReview(tb, probe).Authenticated })
 }
 
 func saPath(namespace, name string) string {
