@@ -14,3 +14,10 @@ func unavailable(tb testing.TB, reason string) {
 	}
 	tb.Skip(reason)
 }
+
+// Unavailable is unavailable for tests outside this package: a dependency of theirs (root, a
+// system tool) that cannot run here skips the test with the reason, or fails it when CI=true.
+func Unavailable(tb testing.TB, reason string) {
+	tb.Helper()
+	unavailable(tb, reason)
+}
