@@ -135,20 +135,7 @@ func TestOpenLogsInAgainWhenVaultRefusesTheToken(t *testing.T) {
 func (w *world) kubernetes() (*Login, func()) {
 	w.t.Helper()
 	k8s := testenv.StartKube(w.t, testenv.KubeOptions{})
-	k8s.ServiceAccount(w.t, "vault", "vault-auth")
-	k8s.Apply(w.t, []byte(`apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: vault-auth-tokenreview
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: ClusterRole
-  name: system:auth-delegator
-subjects:
-  - kind: ServiceAccount
-    name: vault-auth
-    namespace: vault
-`), "")
+	reviewer := k8s.ReviewerToken(w.t)
 	c := w.vault.Client
 	if err := c.Sys().PutPolicy("app", appPolicy); err != nil {
 		w.t.Fatal(err)
@@ -158,7 +145,7 @@ subjects:
 	}
 	if _, err := c.Logical().Write("auth/kubernetes/config", map[string]any{
 		"kubernetes_host": k8s.URL, "kubernetes_ca_cert": k8s.CACertPEM, "disable_local_ca_jwt": true,
-		"token_reviewer_jwt": k8s.TokenRequest(w.t, "vault", "vault-auth", "", 24*time.Hour)}); err != nil {
+		"token_reviewer_jwt": reviewer}); err != nil {
 		w.t.Fatal(err)
 	}
 	if _, err := c.Logical().Write("auth/kubernetes/role/acme", map[string]any{

@@ -23,21 +23,7 @@ func startKube(t *testing.T) (*testenv.Kube, []string) {
 // reviewerEnv makes startKube's reviewer in k and returns setup.sh's KUBERNETES_* environment.
 func reviewerEnv(t *testing.T, k *testenv.Kube) []string {
 	t.Helper()
-	k.ServiceAccount(t, "vault", "vault-auth")
-	k.Apply(t, []byte(`apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: vault-auth-tokenreview
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: ClusterRole
-  name: system:auth-delegator
-subjects:
-  - kind: ServiceAccount
-    name: vault-auth
-    namespace: vault
-`), "")
-	reviewer := k.TokenRequest(t, "vault", "vault-auth", "", 24*time.Hour)
+	reviewer := k.ReviewerToken(t)
 	return []string{
 		"KUBERNETES_HOST=" + k.URL,
 		"KUBERNETES_CA_CERT=" + writeFile(t, "ca.crt", k.CACertPEM),

@@ -316,29 +316,36 @@ func (d *Doorkeeper) tokenRequests() ([]DoorkeeperRequest, error) {
 // setup POSTs a JSON body to a set-up route and decodes the answer into out (when not nil).
 func (d *Doorkeeper) setup(tb testing.TB, path string, body map[string]any, out any) {
 	tb.Helper()
+	postSetup(tb, "doorkeeper", d.BaseURL+path, body, out, d.out.String)
+}
+
+// postSetup POSTs body as JSON to a test server's set-up route url and decodes the answer into
+// out (when not nil); a failure ends the test with the server's own output (logs).
+func postSetup(tb testing.TB, server, url string, body map[string]any, out any, logs func() string) {
+	tb.Helper()
 	b, err := json.Marshal(body)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.BaseURL+path, bytes.NewReader(b))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(b))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := testHTTP.Do(req)
 	if err != nil {
-		tb.Fatalf("doorkeeper %s: %v", path, err)
+		tb.Fatalf("%s %s: %v", server, url, err)
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		tb.Fatalf("doorkeeper %s: %s: %s\n%s", path, resp.Status, data, d.out.String())
+		tb.Fatalf("%s %s: %s: %s\n%s", server, url, resp.Status, data, logs())
 	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {
-			tb.Fatalf("doorkeeper %s: %v", path, err)
+			tb.Fatalf("%s %s: %v", server, url, err)
 		}
 	}
 }

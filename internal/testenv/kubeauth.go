@@ -234,3 +234,25 @@ func (k *Kube) Reviews(tb testing.TB) []Review {
 	}
 	return out
 }
+
+// ReviewerToken makes the service account vault/vault-auth, binds it to system:auth-delegator (as
+// a cluster admin does for Vault's token_reviewer_jwt), and returns a token of it for the API
+// server's own audience, valid for a day.
+func (k *Kube) ReviewerToken(tb testing.TB) string {
+	tb.Helper()
+	k.ServiceAccount(tb, "vault", "vault-auth")
+	k.Apply(tb, []byte(`apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: vault-auth-tokenreview
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: system:auth-delegator
+subjects:
+  - kind: ServiceAccount
+    name: vault-auth
+    namespace: vault
+`), "")
+	return k.TokenRequest(tb, "vault", "vault-auth", "", 24*time.Hour)
+}

@@ -629,29 +629,7 @@ func (p *OIDCProvider) TokenRequestLog(tb testing.TB) []OIDCRequest {
 // setup POSTs a JSON body to a test-only route and decodes the answer into out.
 func (p *OIDCProvider) setup(tb testing.TB, path string, body map[string]any, out any) {
 	tb.Helper()
-	b, err := json.Marshal(body)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.BaseURL+path, bytes.NewReader(b))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := testHTTP.Do(req)
-	if err != nil {
-		tb.Fatalf("oidc-provider %s: %v", path, err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		tb.Fatalf("oidc-provider %s: %s: %s\n%s", path, resp.Status, data, p.out.String())
-	}
-	if err := json.Unmarshal(data, out); err != nil {
-		tb.Fatalf("oidc-provider %s: %v", path, err)
-	}
+	postSetup(tb, "oidc-provider", p.BaseURL+path, body, out, p.out.String)
 }
 
 // AsTokenServer is p as a TokenServer whose AddClient registers clients that authenticate with
