@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,7 +35,7 @@ import (
 
 // TestPodRunsAsTheKubeletWouldRunIt installs deploy/ on a real control plane as a user would
 // (kustomize, with an overlay pointing config.yaml's token_url at the real Doorkeeper and
-// VAULT_ADDR at the real Vault, and auth-delegator.yaml added to the resources), sets Vault up
+// VAULT_ADDR at the real Vault), sets Vault up
 // with deploy/vault/setup.sh against the real API server, creates a Job from the CronJob as
 // `kubectl create job --from=cronjob/token-rotator` does, and then plays the kubelet with the Pod
 // the job controller made: the container's args and env, the ConfigMap's files and a projected
@@ -104,10 +105,10 @@ func TestPodRunsAsTheKubeletWouldRunIt(t *testing.T) {
 	k.Apply(t, []byte(docs.String()), "")
 	timing("applied " + keys(objs))
 
-	// The Vault side, by setup.sh as the README tells an admin: the reviewer is token-rotator's
-	// own service account, bound to system:auth-delegator by auth-delegator.yaml (applied above),
-	// its token for the API server's audience from TokenRequest.
-	reviewer := k.TokenRequest(t, ns, "token-rotator", "", 24*time.Hour)
+	// The Vault side, by setup.sh as the README tells an admin: the reviewer a service account of
+	// Vault's own (vault/vault-auth), bound to system:auth-delegator, its token for the API
+	// server's audience from TokenRequest (TOKEN_REVIEWER_JWT_FILE).
+	reviewer := k.ReviewerToken(t)
 	setupDir := t.TempDir()
 	writeFileAt(t, filepath.Join(setupDir, "ca.crt"), []byte(k.CACertPEM), 0o644, -1, -1)
 	writeFileAt(t, filepath.Join(setupDir, "reviewer.jwt"), []byte(reviewer), 0o600, -1, -1)
@@ -162,7 +163,10 @@ func TestPodRunsAsTheKubeletWouldRunIt(t *testing.T) {
 
 	run := playKubelet(t, k, &pod, rootfs)
 	timing("prepared the pod's env and volumes")
-	cmd := run.command()
+	// A pod that does not end (a daemon's args, a hung pass) is killed rather than left running.
+	runCtx, cancelRun := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancelRun()
+	cmd := run.command(runCtx)
 	t.Logf("the pod's process: %s", strings.Join(cmd.Args, " "))
 	out, err := cmd.CombinedOutput()
 	code := 0
@@ -255,7 +259,10 @@ func TestPodRunsAsTheKubeletWouldRunIt(t *testing.T) {
 		t.Fatalf("the app's login: %v", err)
 	}
 	tok, err := src.Token()
-	stored, _ := kv.Get(ctx, "apps/acme")
+	stored, gerr := kv.Get(ctx, "apps/acme")
+	if gerr != nil {
+		t.Fatalf("read apps/acme: %v", gerr)
+	}
 	if err != nil || tok.AccessToken == "" || tok.AccessToken != stored.Data["access_token"] {
 		t.Errorf("the app does not read the access token Vault holds at apps/acme (%v)", err)
 	}
@@ -280,8 +287,8 @@ func TestPodRunsAsTheKubeletWouldRunIt(t *testing.T) {
 }
 
 // userOverlay is deploy/ as a user installs it against this test's servers: deploy/'s
-// kustomization with auth-delegator.yaml added to its resources (as its comment says to), and an
-// overlay over it patching config.yaml's token_url and the CronJob's VAULT_ADDR.
+// kustomization as shipped, and an overlay over it patching config.yaml's token_url and the
+// CronJob's VAULT_ADDR.
 func userOverlay(t *testing.T, tokenURL, vaultAddr string) []object {
 	t.Helper()
 	fs := filesys.MakeFsInMemory()
@@ -306,7 +313,7 @@ func userOverlay(t *testing.T, tokenURL, vaultAddr string) []object {
 			if err := yaml.Unmarshal(b, &kz); err != nil {
 				t.Fatal(err)
 			}
-			b = replaceResources(t, b, append(kz.Resources, "auth-delegator.yaml"))
+			b = replaceResources(t, b, kz.Resources)
 		case "configmap.yaml":
 			var cm corev1.ConfigMap
 			if err := yaml.Unmarshal(b, &cm); err != nil {
@@ -368,6 +375,7 @@ type podRun struct {
 	mounts   []volumeMountPrep // in the container's order
 	uid, gid int64
 	groups   []int64 // supplementary: runAsGroup and fsGroup, as the runtime sets them
+	readOnly bool    // readOnlyRootFilesystem
 	entry    []string
 	hostname string
 }
@@ -380,9 +388,10 @@ type volumeMountPrep struct {
 // playKubelet prepares the pod's only container as a kubelet would start it: the env (values,
 // fieldRefs resolved against the pod, the kubernetes service's variables, HOSTNAME and the
 // runtime's default PATH), each volume's files in a directory of its own laid out as the
-// kubelet's atomic writer lays them out, and the user, groups and entrypoint. Anything of the
-// pod spec it does not know how to play fails the test: it must not run something else than
-// what the pod says.
+// kubelet's atomic writer lays them out, and the user, groups and entrypoint. A field of the pod
+// spec that would change what runs (envFrom, subPath, $(VAR), other volume types, workingDir)
+// fails the test: it must not run something else than what the pod says. Resource limits,
+// seccomp and the pod network are not played (see the test's doc).
 func playKubelet(t *testing.T, k *testenv.Kube, pod *corev1.Pod, rootfs string) podRun {
 	t.Helper()
 	if len(pod.Spec.Containers) != 1 || len(pod.Spec.InitContainers) != 0 {
@@ -422,6 +431,7 @@ func playKubelet(t *testing.T, k *testenv.Kube, pod *corev1.Pod, rootfs string) 
 		t.Fatalf("pod %s: the test plays a container without privilege escalation and with every capability dropped; the pod's is %+v", pod.Name, csc)
 	}
 	r.uid, r.gid = uid, gid
+	r.readOnly = csc.ReadOnlyRootFilesystem != nil && *csc.ReadOnlyRootFilesystem
 	r.groups = []int64{gid}
 	if psc.FSGroup != nil && *psc.FSGroup != gid {
 		r.groups = append(r.groups, *psc.FSGroup)
@@ -531,7 +541,7 @@ func playKubelet(t *testing.T, k *testenv.Kube, pod *corev1.Pod, rootfs string) 
 // mount paths (read-only as mounted), the root filesystem read-only when the container says so,
 // no new privileges and no inheritable capabilities, then chroot to the image's root filesystem
 // as the pod's user and groups, and exec the entrypoint with exactly the pod's env.
-func (r podRun) command() *exec.Cmd {
+func (r podRun) command(ctx context.Context) *exec.Cmd {
 	script := []string{"set -eu", `root=$1; shift`, `hostname "$POD_HOSTNAME"`, `mount --bind "$root" "$root"`}
 	for i, m := range r.mounts {
 		script = append(script, fmt.Sprintf(`mount --bind "$MOUNT_SRC_%d" "$root%s"`, i, m.dst))
@@ -539,8 +549,10 @@ func (r podRun) command() *exec.Cmd {
 			script = append(script, fmt.Sprintf(`mount -o remount,bind,ro "$root%s"`, m.dst))
 		}
 	}
-	// readOnlyRootFilesystem: the root filesystem's own mount, not the volumes'.
-	script = append(script, `mount -o remount,bind,ro "$root"`, `exec env -i "$@"`)
+	if r.readOnly { // readOnlyRootFilesystem: the root filesystem's own mount, not the volumes'
+		script = append(script, `mount -o remount,bind,ro "$root"`)
+	}
+	script = append(script, `exec env -i "$@"`)
 	args := []string{"--mount", "--uts", "--propagation", "private", "--", "sh", "-c", strings.Join(script, "\n"), "sh", r.rootfs}
 	args = append(args, r.env...)
 	groups := make([]string, len(r.groups))
@@ -550,7 +562,8 @@ func (r podRun) command() *exec.Cmd {
 	args = append(args, "setpriv", "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all,+sys_chroot,+setuid,+setgid", "--",
 		"chroot", fmt.Sprintf("--userspec=%d:%d", r.uid, r.gid), "--groups="+strings.Join(groups, ","), r.rootfs)
 	args = append(args, r.entry...)
-	cmd := exec.Command("unshare", args...)
+	cmd := exec.CommandContext(ctx, "unshare", args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // dies with the test process
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	for i, m := range r.mounts {
 		cmd.Env = append(cmd.Env, fmt.Sprintf("MOUNT_SRC_%d=%s", i, m.src))

@@ -19,8 +19,10 @@
 #                        is for the API server's own audience: a token for `vault` is refused. That
 #                        works only with AUDIENCE set to the API server's audience (and the
 #                        projected token's, and APP_AUDIENCE likewise) and token-rotator bound to
-#                        system:auth-delegator (deploy/auth-delegator.yaml); such a token is also
-#                        good against the Kubernetes API.
+#                        system:auth-delegator (deploy/auth-delegator.yaml), and each app's service
+#                        account bound likewise; such a token is also good against the Kubernetes
+#                        API. The reviewer's token expires like any: renew the file and run this
+#                        again before it does.
 #   NAMESPACE            token-rotator's namespace (default token-rotator; kustomization.yaml's)
 #   SERVICE_ACCOUNT      token-rotator's service account (default token-rotator; the Helm chart's
 #                        NOTES print the one it made)
