@@ -101,6 +101,12 @@ func runAuthorize(ctx context.Context, args []string, stdin io.Reader, stdout, s
 		if md, err = job.rotator.Discovery.Discover(ctx, c.Issuer); err != nil {
 			return fmt.Errorf("discovery: %w", err)
 		}
+		// the exchange below goes to this token endpoint: the pass need not read the metadata again
+		for i := range job.rotator.Clients {
+			if job.rotator.Clients[i].Name == c.Name {
+				job.rotator.Clients[i].TokenURL = md.TokenEndpoint
+			}
+		}
 	}
 	verifier := *codeVerifier
 	if *code == "" {

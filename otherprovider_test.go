@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -101,30 +100,7 @@ func (w *oidcWorld) race(t *testing.T, prefix string, ownOutput bool) {
 	// apart; the race is what is measured here.
 	cfg := w.oidcConfig("issuer: "+w.p.BaseURL, "rate_limit: {per_second: 100, per_minute: 6000}\n", clients)
 	before := len(w.p.TokenRequestLog(t))
-	var cmds []*exec.Cmd
-	var outs []*bytes.Buffer
-	for i := 0; i < processes; i++ {
-		cmd := w.command(cfg)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		cmds, outs = append(cmds, cmd), append(outs, &out)
-	}
-	start := time.Now()
-	for _, cmd := range cmds {
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	failedRuns := 0
-	var all strings.Builder
-	for i, cmd := range cmds {
-		if err := cmd.Wait(); err != nil {
-			failedRuns++
-			t.Errorf("process %d: %v\n%s", i, err, outs[i])
-		}
-		all.WriteString(outs[i].String())
-	}
-	elapsed := time.Since(start)
+	all, failedRuns, elapsed := w.runAtOnce(t, cfg, processes)
 	held := 0
 	for i, p := range paths {
 		d := w.data(p)
@@ -145,7 +121,7 @@ func (w *oidcWorld) race(t *testing.T, prefix string, ownOutput bool) {
 			held++
 		}
 	}
-	n := outcomes(all.String())
+	n := outcomes(all)
 	if n["failed"] > 0 {
 		t.Errorf("%d client failures reported", n["failed"])
 	}
@@ -164,7 +140,7 @@ func (w *oidcWorld) race(t *testing.T, prefix string, ownOutput bool) {
 		t.Errorf("the server saw %d refreshes for %d secrets; want exactly one each", total, secrets)
 	}
 	if t.Failed() {
-		for _, l := range strings.Split(all.String(), "\n") {
+		for _, l := range strings.Split(all, "\n") {
 			if strings.Contains(l, `"outcome":"rotated"`) {
 				t.Logf("%s", l)
 			}

@@ -135,6 +135,36 @@ func (w *procWorld) command(cfg string, args ...string) *exec.Cmd {
 	return cmd
 }
 
+// runAtOnce starts n `--once` processes on cfg at the same instant and waits for them all. It
+// returns everything they printed, how many exited non-zero (each an error of the test, with its
+// output), and the time from the first start to the last exit.
+func (w *procWorld) runAtOnce(t *testing.T, cfg string, n int) (all string, failedRuns int, elapsed time.Duration) {
+	t.Helper()
+	var b strings.Builder
+	var cmds []*exec.Cmd
+	var outs []*bytes.Buffer
+	for i := 0; i < n; i++ {
+		cmd := w.command(cfg)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		cmds, outs = append(cmds, cmd), append(outs, &out)
+	}
+	start := time.Now()
+	for _, cmd := range cmds {
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, cmd := range cmds {
+		if err := cmd.Wait(); err != nil {
+			failedRuns++
+			t.Errorf("process %d: %v\n%s", i, err, outs[i])
+		}
+		b.WriteString(outs[i].String())
+	}
+	return b.String(), failedRuns, time.Since(start)
+}
+
 // outcomes counts the outcome of every client line in JSON logs.
 func outcomes(logs string) map[string]int {
 	n := map[string]int{}
@@ -160,30 +190,7 @@ func TestConcurrentRunsShareSecretsSafely(t *testing.T) {
 	w := newProcWorld(t)
 	paths := w.seed("race", secrets)
 	cfg := w.config(w.vault.Addr, paths)
-	var cmds []*exec.Cmd
-	var outs []*bytes.Buffer
-	for i := 0; i < processes; i++ {
-		cmd := w.command(cfg)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		cmds, outs = append(cmds, cmd), append(outs, &out)
-	}
-	start := time.Now()
-	for _, cmd := range cmds {
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	failedRuns := 0
-	var all strings.Builder
-	for i, cmd := range cmds {
-		if err := cmd.Wait(); err != nil {
-			failedRuns++
-			t.Errorf("process %d: %v\n%s", i, err, outs[i])
-		}
-		all.WriteString(outs[i].String())
-	}
-	elapsed := time.Since(start)
+	all, failedRuns, elapsed := w.runAtOnce(t, cfg, processes)
 	held := 0
 	for _, p := range paths {
 		d := w.data(p)
@@ -200,7 +207,7 @@ func TestConcurrentRunsShareSecretsSafely(t *testing.T) {
 			held++
 		}
 	}
-	n := outcomes(all.String())
+	n := outcomes(all)
 	if n["failed"] > 0 {
 		t.Errorf("%d client failures reported for races lost", n["failed"])
 	}
